@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Debian packages the tests start as real peers (prometheus brings promtool).
+DEB_PACKAGES := prometheus shellcheck logrotate tmux prometheus-node-exporter
+DEB_COMMANDS := prometheus shellcheck logrotate tmux prometheus-node-exporter
+
+.PHONY: demo test deps venv test-venv bench clean
+
+$(BIN)/otel-efa: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+venv: $(BIN)/otel-efa
+
+$(VENV)/.test-deps: pyproject.toml $(BIN)/otel-efa
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+test-venv: $(VENV)/.test-deps
+
+# Installs the Debian packages the tests need when a command is missing (root, or sudo).
+deps:
+	@missing=""; for c in $(DEB_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "installing Debian packages: $(DEB_PACKAGES)"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null; \
+	fi
+
+demo: venv
+	@echo "otel-efa on a simulated p5en.48xlarge: console + log (demo/efa_monitor.log) + Prometheus on :9464. Ctrl-C stops."
+	$(BIN)/otel-efa run --simulate p5en.48xlarge --interval 5 --exporters console,log,prometheus \
+	  --log-file demo/efa_monitor.log
+
+test: deps test-venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python benchmarks/collection_cycle.py
+	$(BIN)/python benchmarks/agent_footprint.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache build *.egg-info

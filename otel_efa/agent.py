@@ -1,0 +1,139 @@
+"""The agent: collect once per interval on a monotonic schedule, hand the Snapshot to every exporter."""
+import logging
+import resource as rlimit
+import signal
+import tempfile
+import threading
+import time
+from typing import List, Optional
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+
+from . import exporters as exporter_registry
+from .collector import Collector
+from .config import Config
+from .imds import ImdsClient
+from .instruments import EfaInstrumentor
+from .resource import build_resource
+from .sysfs import SysfsReader
+
+log = logging.getLogger(__name__)
+SHUTDOWN_BUDGET_S = 4.0  # SIGTERM to exit within 5 s, flushes included
+
+
+def raise_open_file_limit(wanted: int = 65536) -> None:
+    """A p5 node has ~1,200 counter files kept open; systemd's default soft limit is 1024."""
+    soft, hard = rlimit.getrlimit(rlimit.RLIMIT_NOFILE)
+    target = wanted if hard == rlimit.RLIM_INFINITY else min(wanted, hard)
+    if soft != rlimit.RLIM_INFINITY and soft < target:
+        rlimit.setrlimit(rlimit.RLIMIT_NOFILE, (target, hard))
+
+
+class Agent:
+    def __init__(self, config: Config, resource: Optional[Resource] = None):
+        self.config = config
+        self._stop = threading.Event()
+        self._resource = resource
+        self._simulation = None
+        self._simulation_dir: Optional[tempfile.TemporaryDirectory] = None
+        self.collector: Optional[Collector] = None
+        self.exporters: List[exporter_registry.Exporter] = []
+        self.meter_provider: Optional[MeterProvider] = None
+        self.ready = threading.Event()  # set once every exporter has started (tests wait on it)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _sysfs_root(self) -> str:
+        if not self.config.simulate:
+            return self.config.sysfs
+        from .simulator import Simulator
+
+        self._simulation_dir = tempfile.TemporaryDirectory(prefix="otel-efa-sim-")
+        simulator = Simulator(self.config.simulate, self._simulation_dir.name)
+        self._simulation = simulator.start(tick=min(0.05, self.config.interval / 20))
+        log.info("simulating a %s node under %s", self.config.simulate, self._simulation_dir.name)
+        return self._simulation_dir.name
+
+    def _instance_type(self, resource: Resource) -> Optional[str]:
+        return (self.config.instance_type or self.config.simulate
+                or resource.attributes.get("host.type") or None)
+
+    def setup(self) -> None:
+        raise_open_file_limit()
+        resource = self._resource or build_resource(ImdsClient())
+        self.collector = Collector(SysfsReader(self._sysfs_root()), self._instance_type(resource))
+        self.exporters = [exporter_registry.create(name, self.config, resource) for name in self.config.exporters]
+        readers = [r for r in (e.metric_reader() for e in self.exporters) if r is not None]
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        self.instrumentor = EfaInstrumentor(self.collector)
+        self.instrumentor.instrument(self.meter_provider)
+        for exporter in self.exporters:
+            exporter.start()
+        self.ready.set()
+
+    def run(self) -> int:
+        """Collect until stopped (or ``count`` collections), then flush every exporter."""
+        if self.collector is None:
+            self.setup()
+        assert self.collector is not None
+        interval = self.config.interval
+        deadline = time.monotonic()
+        failing = set()
+        while not self._stop.is_set():
+            snapshot = self.collector.collect()
+            self.instrumentor.register_new_counters(snapshot)
+            for exporter in self.exporters:
+                try:
+                    exporter.export(snapshot)
+                    failing.discard(exporter.name)
+                except Exception:  # one exporter's bug must not stop collection or the others
+                    if exporter.name not in failing:
+                        log.exception("%s exporter failed; collection goes on", exporter.name)
+                    failing.add(exporter.name)
+            if self.config.count is not None and snapshot.collections >= self.config.count:
+                break
+            deadline += interval
+            now = time.monotonic()
+            if deadline < now:  # a slow cycle or a suspended process: skip, never burst
+                missed = int((now - deadline) // interval) + 1
+                log.warning("collection fell %d interval(s) behind; skipping ahead", missed)
+                deadline += missed * interval
+            self._stop.wait(deadline - now)
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        started = time.monotonic()
+        for exporter in self.exporters:
+            remaining = max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - started))
+            try:
+                exporter.shutdown(remaining)
+            except Exception:
+                log.exception("%s exporter failed to shut down cleanly", exporter.name)
+        if self.meter_provider is not None:
+            remaining = max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - started))
+            self.meter_provider.shutdown(timeout_millis=remaining * 1000)
+            self.meter_provider = None
+        if self.collector is not None:
+            self.collector.reader.close()
+        if self._simulation is not None:
+            self._simulation.stop()
+            self._simulation.simulator.close()
+            self._simulation = None
+        if self._simulation_dir is not None:
+            self._simulation_dir.cleanup()
+            self._simulation_dir = None
+
+
+def install_signal_handlers(agent: Agent) -> None:
+    """SIGTERM/SIGINT: flush and exit 0. SIGHUP: noted, nothing to reload (the log file reopens itself)."""
+    def stop(signum, _frame):
+        log.info("%s: flushing and stopping", signal.Signals(signum).name)
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP: the log file is reopened when rotated; "
+                                                      "restart the service to reload the configuration"))

@@ -1,0 +1,161 @@
+"""The ``otel-efa`` command. Subcommands import what they need only when chosen."""
+import argparse
+import json
+import logging
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .config import EXPORTERS, ConfigError
+
+EXIT_CONFIG = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad flags already; keep its message to one line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
+def _add_run(subparsers) -> None:
+    p = subparsers.add_parser("run", help="collect EFA counters and export them")
+    p.add_argument("--config", help="YAML file (default /etc/otel-efa/config.yaml if present)")
+    p.add_argument("--sysfs", help="sysfs root (default /sys)")
+    p.add_argument("--simulate", metavar="PROFILE", help="run on a simulated node, e.g. p5en.48xlarge")
+    p.add_argument("--instance-type", help="override the instance type IMDS reports")
+    p.add_argument("--interval", type=float, metavar="SECONDS", help="collection interval (default 60)")
+    p.add_argument("--exporters", metavar="LIST", help=f"comma list of {','.join(EXPORTERS)}")
+    p.add_argument("--prometheus-address", metavar="HOST:PORT", help="default 0.0.0.0:9464")
+    p.add_argument("--log-file", metavar="PATH", help="where the human log line goes (default stdout)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--count", type=int, metavar="N", help="exit 0 after N collections and a final flush")
+    p.set_defaults(handler=_run)
+
+
+def _load_config(args):
+    from . import config
+
+    flags = {
+        "sysfs": args.sysfs, "simulate": args.simulate, "instance_type": args.instance_type,
+        "interval": args.interval, "exporters": args.exporters, "log_file": args.log_file,
+        "log_level": args.log_level, "count": args.count,
+        "prometheus.address": args.prometheus_address,
+    }
+    return config.load(args.config, flags=flags)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _run(args) -> int:
+    from .agent import Agent, install_signal_handlers
+
+    config = _load_config(args)
+    _setup_logging(config.log_level)
+    agent = Agent(config)
+    install_signal_handlers(agent)
+    return agent.run()
+
+
+def _add_simulate(subparsers) -> None:
+    from .instance_types import INSTANCE_TYPES
+    from .simulator import PATTERNS
+
+    p = subparsers.add_parser("simulate", help="write a simulated EFA sysfs tree and advance its counters")
+    p.add_argument("profile", choices=sorted(INSTANCE_TYPES), metavar="PROFILE",
+                   help=f"one of {', '.join(INSTANCE_TYPES)}")
+    p.add_argument("--root", required=True, help="directory to write the tree under (use as --sysfs)")
+    p.add_argument("--gbps", type=float, help="node throughput per direction (default 40%% of line rate)")
+    p.add_argument("--pattern", choices=PATTERNS, default="steady")
+    p.add_argument("--interval", type=float, default=0.05, metavar="SECONDS", help="update period")
+    p.add_argument("--kernel", choices=("new", "old"), default="new",
+                   help="old: device counters under the port, no retrans group, constant rate file")
+    p.add_argument("--device-names", choices=("rdmap", "efa"), default="rdmap")
+    p.add_argument("--once", action="store_true", help="write the tree and exit")
+    p.set_defaults(handler=_simulate)
+
+
+def _simulate(args) -> int:
+    import signal
+    import threading
+
+    from .simulator import NEW_KERNEL, OLD_KERNEL, Simulator
+
+    if args.interval <= 0:
+        raise ConfigError("--interval", "must be a positive number of seconds")
+    flavour = OLD_KERNEL if args.kernel == "old" else NEW_KERNEL
+    with Simulator(args.profile, args.root, gbps=args.gbps, pattern=args.pattern, flavour=flavour,
+                   name_style=args.device_names) as simulator:
+        print(f"{args.profile}: {len(simulator.devices)} EFA devices under {args.root}/class/infiniband",
+              flush=True)
+        if args.once:
+            return 0
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        simulator.run(args.interval, stop)
+    return 0
+
+
+def _add_snapshot(subparsers) -> None:
+    p = subparsers.add_parser("snapshot", help="read every device, port and counter once and print them")
+    p.add_argument("--sysfs", default="/sys", help="sysfs root (default /sys)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_snapshot)
+
+
+def _snapshot(args) -> int:
+    from .snapshot_report import as_dict, as_text
+    from .sysfs import SysfsReader
+
+    with SysfsReader(args.sysfs) as reader:
+        reading = reader.read()
+    if args.json:
+        json.dump(as_dict(reading), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(as_text(reading))
+    return 0 if reading.devices else 1
+
+
+def _add_metrics(subparsers) -> None:
+    p = subparsers.add_parser("metrics", help="print the metric catalog")
+    p.add_argument("--markdown", action="store_true", help="as the README's markdown table")
+    p.set_defaults(handler=_metrics)
+
+
+def _metrics(args) -> int:
+    from . import catalog
+    from .docs import metric_table
+
+    if args.markdown:
+        sys.stdout.write(metric_table())
+    else:
+        for m in catalog.METRICS:
+            sys.stdout.write(f"{m.name:<36}{m.kind.value:<9}{m.unit:<6}{m.description}\n")
+    return 0
+
+
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="otel-efa", description="AWS EFA network counters as OpenTelemetry metrics")
+    parser.add_argument("--version", action="version", version=f"otel-efa {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as e:
+        sys.stderr.write(f"otel-efa: {e}\n")
+        return EXIT_CONFIG

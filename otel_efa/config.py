@@ -1,0 +1,247 @@
+"""Configuration: one typed object from a YAML file, then ``OTEL_EFA_*`` variables, then flags.
+
+Keys are dotted paths (``interval``, ``prometheus.address``, ``cloudwatch.batch_size``); the environment
+variable of a key is ``OTEL_EFA_`` + the key upper-cased with dots as underscores
+(``OTEL_EFA_CLOUDWATCH_BATCH_SIZE``). A key nobody knows or a value that does not fit is a
+:class:`ConfigError` naming the key; the command line turns it into one line and exit status 2.
+"""
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+DEFAULT_CONFIG_FILE = "/etc/otel-efa/config.yaml"
+ENV_PREFIX = "OTEL_EFA_"
+EXPORTERS = ("otlp", "prometheus", "cloudwatch", "log", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    def __init__(self, key: str, problem: str, source: str = ""):
+        self.key = key
+        self.problem = problem
+        self.source = source
+        where = f" (from {source})" if source else ""
+        super().__init__(f"config error: {key}: {problem}{where}")
+
+
+def parse_host_port(value: str) -> Tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass
+class PrometheusConfig:
+    address: str = "0.0.0.0:9464"
+
+    def validate(self) -> None:
+        try:
+            parse_host_port(self.address)
+        except ValueError as e:
+            raise ConfigError("prometheus.address", str(e)) from None
+
+
+@dataclass
+class OtlpConfig:
+    """OTLP to the collector; unset values fall back to the standard OTEL_EXPORTER_OTLP_* variables."""
+
+    endpoint: Optional[str] = None
+    protocol: Optional[str] = None  # grpc | http/protobuf
+    timeout: Optional[float] = None  # seconds
+
+    def validate(self) -> None:
+        if self.protocol not in (None, "grpc", "http/protobuf"):
+            raise ConfigError("otlp.protocol", f"must be grpc or http/protobuf, got {self.protocol!r}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError("otlp.timeout", "must be a positive number of seconds")
+
+
+@dataclass
+class CloudWatchConfig:
+    namespace: str = "ParallelCluster/Network"
+    region: Optional[str] = None
+    batch_size: int = 1  # collection intervals per PutMetricData flush (the seed's BATCH_SIZE)
+
+    def validate(self) -> None:
+        if not self.namespace:
+            raise ConfigError("cloudwatch.namespace", "must not be empty")
+        if self.batch_size < 1:
+            raise ConfigError("cloudwatch.batch_size", "must be at least 1")
+
+
+@dataclass
+class Config:
+    interval: float = 60.0  # seconds between collections (the seed's COLLECTION_INTERVAL)
+    sysfs: str = "/sys"
+    simulate: Optional[str] = None  # an instance profile: run on a simulated node
+    instance_type: Optional[str] = None  # overrides what IMDS says (link speed, expected devices)
+    exporters: List[str] = field(default_factory=lambda: ["prometheus", "log"])
+    log_file: Optional[str] = None  # the seed's human log line; None: standard output
+    log_level: str = "info"
+    count: Optional[int] = None  # stop after this many collections (tests, one-shot runs)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    otlp: OtlpConfig = field(default_factory=OtlpConfig)
+    cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
+
+    def validate(self) -> None:
+        if not self.interval > 0:
+            raise ConfigError("interval", "must be a positive number of seconds")
+        unknown = [e for e in self.exporters if e not in EXPORTERS]
+        if unknown:
+            raise ConfigError("exporters", f"unknown exporter {unknown[0]!r}; choose from {', '.join(EXPORTERS)}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
+        if self.count is not None and self.count < 1:
+            raise ConfigError("count", "must be at least 1")
+        if self.simulate is not None:
+            from .instance_types import INSTANCE_TYPES
+            if self.simulate not in INSTANCE_TYPES:
+                raise ConfigError("simulate", f"unknown profile {self.simulate!r}; choose from "
+                                  f"{', '.join(INSTANCE_TYPES)}")
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if dataclasses.is_dataclass(section):
+                section.validate()
+
+
+def _sections(cls=Config, prefix: str = "") -> Dict[str, Tuple[type, str]]:
+    """Every settable dotted key -> (its type, attribute name)."""
+    keys = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys.update(_sections(hint, f"{prefix}{f.name}."))
+        else:
+            keys[prefix + f.name] = (hint, f.name)
+    return keys
+
+
+KEYS = _sections()
+SECTIONS = frozenset(key.rsplit(".", 1)[0] for key in KEYS if "." in key)
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.upper().replace(".", "_")
+
+
+def _convert(key: str, hint: Any, value: Any, source: str) -> Any:
+    optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+    if optional:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none")):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if typing.get_origin(hint) in (list, List):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return list(value)
+            raise ValueError(f"expected a list of names, got {value!r}")
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected true or false, got {value!r}")
+        if hint is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(f"expected a whole number, got {value!r}")
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError(f"expected a number, got {value!r}")
+            number = float(value)
+            if number != number or number in (float("inf"), float("-inf")):
+                raise ValueError(f"expected a finite number, got {value!r}")
+            return number
+        if hint is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError(f"expected text, got {value!r}")
+            return str(value)
+    except (TypeError, ValueError) as e:
+        message = str(e) if "expected" in str(e) else f"expected {hint.__name__}, got {value!r}"
+        raise ConfigError(key, message, source) from None
+    raise ConfigError(key, f"unsupported type {hint!r}", source)
+
+
+def _set(config: Config, key: str, value: Any, source: str) -> None:
+    if key not in KEYS:
+        raise ConfigError(key, "unknown key", source)
+    hint, attribute = KEYS[key]
+    target = config
+    for part in key.split(".")[:-1]:
+        target = getattr(target, part)
+    setattr(target, attribute, _convert(key, hint, value, source))
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    flat = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict) and key in SECTIONS:
+            flat.update(_flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def read_file(path: str) -> Dict[str, Any]:
+    import yaml  # only needed when there is a file
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError("--config", f"{path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("--config", f"{path} must hold a mapping of keys, not {type(data).__name__}")
+    return _flatten(data)
+
+
+def load(config_file: Optional[str] = None, environ: Mapping[str, str] = os.environ,
+         flags: Optional[Mapping[str, Any]] = None) -> Config:
+    """File, then environment, then flags (dotted keys; None means not given). Validated."""
+    config = Config()
+    path = config_file
+    if path is None and os.path.exists(DEFAULT_CONFIG_FILE):
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        for key, value in read_file(path).items():
+            _set(config, key, value, path)
+    known_env = {env_name(k): k for k in KEYS}
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX):
+            if name not in known_env:
+                raise ConfigError(name, "unknown environment variable", "environment")
+            _set(config, known_env[name], environ[name], name)
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set(config, key, value, "command line")
+    try:
+        config.validate()
+    except ConfigError as e:
+        if not e.source:
+            raise ConfigError(e.key, e.problem, _source_of(e.key, path, environ, flags)) from None
+        raise
+    return config
+
+
+def _source_of(key: str, path: Optional[str], environ: Mapping[str, str], flags) -> str:
+    if flags and flags.get(key) is not None:
+        return "command line"
+    if env_name(key) in environ:
+        return env_name(key)
+    return path or "defaults"

@@ -1,0 +1,45 @@
+"""Exporters: each takes the shared Snapshot after a collection, or attaches a reader to the SDK.
+
+An exporter never reads sysfs and never blocks the collection loop: one that talks to a network does
+its sending on its own thread.
+"""
+import importlib
+from typing import Optional
+
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+
+from ..config import Config
+from ..snapshot import Snapshot
+
+
+class Exporter:
+    name = "exporter"
+
+    def metric_reader(self) -> Optional[MetricReader]:
+        """A reader for the MeterProvider (pull or OTLP exporters); None for snapshot-only ones."""
+        return None
+
+    def start(self) -> None:
+        """Called once the MeterProvider exists; open sockets and threads here."""
+
+    def export(self, snapshot: Snapshot) -> None:
+        """Called after every collection with the interval's values. Must not block."""
+
+    def shutdown(self, timeout: float) -> None:
+        """Flush what is pending and stop, within ``timeout`` seconds."""
+
+
+# name -> "module:factory"; modules are imported only when their exporter is chosen.
+_FACTORIES = {
+    "prometheus": "otel_efa.exporters.prometheus:PrometheusExporter",
+    "log": "otel_efa.exporters.logline:LogLineExporter",
+    "console": "otel_efa.exporters.console:ConsoleExporter",
+    "otlp": "otel_efa.exporters.otlp:OtlpExporter",
+    "cloudwatch": "otel_efa.exporters.cloudwatch:CloudWatchExporter",
+}
+
+
+def create(name: str, config: Config, resource: Resource) -> Exporter:
+    module_name, _, factory = _FACTORIES[name].partition(":")
+    return getattr(importlib.import_module(module_name), factory)(config, resource)

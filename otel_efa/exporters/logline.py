@@ -1,0 +1,107 @@
+"""The seed's human log line, one per device per interval, flushed at once::
+
+    2026-11-28T12:00:00.123+00:00 rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps
+    2026-11-28T12:00:00.123+00:00 rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps rx_errors=3 tx_discards=0
+
+The error fields (cumulative, named as in CloudWatch) are added when either is non-zero, so the seed's
+``grep -E "rx_errors|tx_discards"`` finds them. The file is reopened when logrotate moves it away.
+"""
+import os
+import sys
+from datetime import datetime, timezone
+from typing import List, Optional, TextIO
+
+from opentelemetry.sdk.resources import Resource
+
+from ..catalog import LOG_ERROR_FIELDS
+from ..config import Config
+from ..snapshot import DeviceSnapshot, Snapshot
+from . import Exporter
+
+
+def mbps(bytes_per_second: float) -> str:
+    return f"{bytes_per_second * 8 / 1e6:.2f}"
+
+
+def device_line(device: DeviceSnapshot) -> Optional[str]:
+    """``rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps`` (plus error fields), or None before a rate exists."""
+    rx, tx = device.rate("rx_bytes"), device.rate("tx_bytes")
+    if rx is None or tx is None:
+        return None
+    line = f"{device.name}: RX={mbps(rx)} Mbps, TX={mbps(tx)} Mbps"
+    errors = [(spec.name, sum(device.total(k) or 0 for k in spec.kernel_names)) for spec in LOG_ERROR_FIELDS]
+    if any(value for _, value in errors):
+        line += " " + " ".join(f"{name}={value}" for name, value in errors)
+    return line
+
+
+def format_lines(snapshot: Snapshot) -> List[str]:
+    stamp = datetime.fromtimestamp(snapshot.wall_time, timezone.utc).isoformat(timespec="milliseconds")
+    return [f"{stamp} {line}" for line in map(device_line, snapshot.devices) if line is not None]
+
+
+class ReopeningFile:
+    """Append to a path; reopen it when it was moved or removed (logrotate without copytruncate)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file: Optional[TextIO] = None
+        self._inode = None
+
+    def _open(self) -> TextIO:
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._inode = os.fstat(self._file.fileno()).st_ino
+        return self._file
+
+    def write(self, text: str) -> None:
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            current = None
+        if self._file is None or current != self._inode:
+            self.close()
+            self._open()
+        assert self._file is not None
+        self._file.write(text)
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class LogLineExporter(Exporter):
+    name = "log"
+
+    def __init__(self, config: Config, resource: Resource):
+        self._file = ReopeningFile(config.log_file) if config.log_file else None
+        self._failing = False
+
+    def export(self, snapshot: Snapshot) -> None:
+        lines = format_lines(snapshot)
+        if not lines:
+            return
+        text = "\n".join(lines) + "\n"
+        if self._file is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        try:
+            self._file.write(text)
+        except OSError as e:  # disk full, read-only: say so once on stderr (journald), keep collecting
+            if not self._failing:
+                sys.stderr.write(f"otel-efa: cannot write {self._file.path}: {e.strerror}\n")
+            self._failing = True
+            self._file.close()
+        else:
+            if self._failing:
+                sys.stderr.write(f"otel-efa: writing {self._file.path} again\n")
+            self._failing = False
+
+    def shutdown(self, timeout: float) -> None:
+        if self._file is not None:
+            self._file.close()

@@ -1,0 +1,34 @@
+"""The OTel Resource: service.name=otel-efa, EC2 identity from IMDSv2, then OTEL_* variables on top."""
+from typing import Dict, Optional
+
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+
+from . import __version__
+from .imds import ImdsClient
+
+SERVICE_NAME = "otel-efa"
+
+
+def ec2_attributes(imds: ImdsClient) -> Dict[str, str]:
+    """Semantic-convention attributes for this EC2 instance; {} off EC2."""
+    document = imds.identity()
+    mapping = {
+        "instanceId": "host.id",
+        "instanceType": "host.type",
+        "region": "cloud.region",
+        "availabilityZone": "cloud.availability_zone",
+        "accountId": "cloud.account.id",
+        "imageId": "host.image.id",
+    }
+    attributes = {attr: str(document[key]) for key, attr in mapping.items() if document.get(key)}
+    if attributes:
+        attributes.update({"cloud.provider": "aws", "cloud.platform": "aws_ec2"})
+    return attributes
+
+
+def build_resource(imds: Optional[ImdsClient] = None, extra: Optional[Dict[str, str]] = None) -> Resource:
+    """EC2 detection first, our defaults, then OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME win."""
+    attributes: Dict[str, str] = {"service.name": SERVICE_NAME, "service.version": __version__}
+    attributes.update(ec2_attributes(imds or ImdsClient()))
+    attributes.update(extra or {})
+    return Resource.create(attributes).merge(OTELResourceDetector().detect())

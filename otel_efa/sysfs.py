@@ -1,0 +1,379 @@
+"""Reading EFA devices from sysfs: discovery, then one cheap pass per collection interval.
+
+Layout (linux ``drivers/infiniband/core/sysfs.c``, ``drivers/infiniband/hw/efa/efa_verbs.c``)::
+
+    <root>/class/infiniband/<dev>/hw_counters/<name>            device counters (newer kernels)
+    <root>/class/infiniband/<dev>/ports/<n>/hw_counters/<name>  port counters (and, on older
+                                                                kernels, the device counters too)
+    <root>/class/infiniband/<dev>/ports/<n>/{state,phys_state,rate,link_layer,gids/0}
+    <root>/class/infiniband/<dev>/{node_guid,fw_ver,device -> PCI function}
+
+Counter files are opened once and re-read with ``os.pread(fd, n, 0)``: kernfs re-renders a seq_file
+attribute on every read at offset 0, so a kept-open descriptor gives fresh values at the cost of one
+syscall. Parsing is a pure function (:func:`parse_counter`) so it can be tested and fuzzed alone.
+"""
+import errno
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from . import catalog
+
+U64_MAX = (1 << 64) - 1
+READ_SIZE = 64  # a u64 in decimal is at most 20 digits and a newline
+
+# Error reasons, the values of the ``reason`` attribute of ``otel_efa_read_errors``.
+MISSING = "missing"
+PERMISSION = "permission"
+NOT_AVAILABLE = "not_available"
+PARSE = "parse"
+IO = "io"
+REASONS = (MISSING, PERMISSION, NOT_AVAILABLE, PARSE, IO)
+
+_ERRNO_REASON = {
+    errno.ENOENT: MISSING,
+    errno.ENODEV: MISSING,
+    errno.ENXIO: MISSING,
+    errno.EACCES: PERMISSION,
+    errno.EPERM: PERMISSION,
+    errno.EOPNOTSUPP: NOT_AVAILABLE,
+    errno.EINVAL: NOT_AVAILABLE,
+}
+
+
+class CounterValueError(ValueError):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def parse_counter(data: bytes) -> int:
+    """One counter file's content as an int in 0..2**64-1, or CounterValueError saying why not."""
+    try:
+        value = int(data)
+    except ValueError:
+        text = data.strip()
+        if text.startswith(b"N/A"):
+            raise CounterValueError(NOT_AVAILABLE, f"counter not available ({text[:32]!r})") from None
+        raise CounterValueError(PARSE, f"not a decimal number: {text[:32]!r}") from None
+    if value < 0 or value > U64_MAX or b"_" in data or b"+" in data:
+        raise CounterValueError(PARSE, f"not a u64: {data.strip()[:32]!r}")
+    return value
+
+
+def reason_for_oserror(error: OSError) -> str:
+    return _ERRNO_REASON.get(error.errno, IO)
+
+
+def parse_rate_gbps(text: str) -> Optional[float]:
+    """``100 Gb/sec (4X EDR)`` -> 100.0; None for anything else."""
+    parts = text.split()
+    if len(parts) >= 2 and parts[1].startswith("Gb/s"):
+        try:
+            return float(parts[0])
+        except ValueError:
+            return None
+    return None
+
+
+def parse_state(text: str) -> Tuple[Optional[int], str]:
+    """``4: ACTIVE`` -> (4, "ACTIVE")."""
+    number, _, name = text.partition(":")
+    try:
+        return int(number), name.strip()
+    except ValueError:
+        return None, text.strip()
+
+
+@dataclass(frozen=True)
+class ReadError:
+    path: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What does not change while a device exists; read once at discovery."""
+
+    node_guid: str = ""
+    fw_ver: str = ""
+    pci_address: str = ""
+    pci_vendor: str = ""
+    numa_node: Optional[int] = None
+    local_cpulist: str = ""
+
+
+@dataclass(frozen=True)
+class PortReading:
+    port: str
+    counters: Dict[str, int]
+    state: str  # "ACTIVE", or "" when unreadable
+    rate_text: str  # the rate file, e.g. "100 Gb/sec (4X EDR)"
+    gid0: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceReading:
+    name: str
+    generation: int  # bumped each time the device is (re)discovered, so rates restart with it
+    counters: Dict[str, int]
+    ports: Tuple[PortReading, ...]
+    info: DeviceInfo
+
+
+@dataclass(frozen=True)
+class Reading:
+    devices: Tuple[DeviceReading, ...]
+    errors: Tuple[ReadError, ...]
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _open(path: str) -> int:
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+@dataclass
+class _CounterSet:
+    """The open counter files of one hw_counters directory (or the port counters of one port)."""
+
+    names: List[str] = field(default_factory=list)
+    paths: List[str] = field(default_factory=list)
+    fds: List[Optional[int]] = field(default_factory=list)
+
+    def add(self, name: str, path: str, errors: List[ReadError]) -> None:
+        self.names.append(name)
+        self.paths.append(path)
+        try:
+            self.fds.append(_open(path))
+        except OSError as e:
+            self.fds.append(None)
+            errors.append(ReadError(path, reason_for_oserror(e), e.strerror or str(e)))
+
+    def read_into(self, out: Dict[str, int], errors: List[ReadError]) -> bool:
+        """Read every counter into ``out``; False when the device looks gone (ENODEV/ENOENT)."""
+        alive = True
+        pread = os.pread
+        fds = self.fds
+        for i, fd in enumerate(fds):
+            if fd is None:
+                try:
+                    fd = fds[i] = _open(self.paths[i])
+                except OSError as e:
+                    errors.append(ReadError(self.paths[i], reason_for_oserror(e), e.strerror or str(e)))
+                    continue
+            try:
+                data = pread(fd, READ_SIZE, 0)
+            except OSError as e:
+                reason = reason_for_oserror(e)
+                errors.append(ReadError(self.paths[i], reason, e.strerror or str(e)))
+                if reason == MISSING:
+                    alive = False
+                continue
+            try:
+                value = int(data)
+                if value < 0 or value > U64_MAX:
+                    raise ValueError
+            except ValueError:
+                try:
+                    value = parse_counter(data)
+                except CounterValueError as e:
+                    errors.append(ReadError(self.paths[i], e.reason, str(e)))
+                    continue
+            out[self.names[i]] = value
+        return alive
+
+    def close(self) -> None:
+        for fd in self.fds:
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.fds = [None] * len(self.fds)
+
+
+class _TextFile:
+    """A small attribute file (state, rate) kept open and re-read like the counters."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd: Optional[int] = None
+
+    def read(self) -> str:
+        try:
+            if self.fd is None:
+                self.fd = _open(self.path)
+            return os.pread(self.fd, 256, 0).decode("ascii", "replace").strip()
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
+@dataclass
+class _Port:
+    port: str
+    path: str
+    counters: _CounterSet
+    state: _TextFile
+    rate: _TextFile
+    gid0: str
+
+
+@dataclass
+class _Device:
+    name: str
+    path: str
+    generation: int
+    counters: _CounterSet  # device-level counters, wherever the kernel put them
+    ports: List[_Port]
+    info: DeviceInfo
+
+    def close(self) -> None:
+        self.counters.close()
+        for port in self.ports:
+            port.counters.close()
+            port.state.close()
+            port.rate.close()
+
+
+def natural_key(name: str) -> Tuple:
+    """``rdmap16s0`` before ``rdmap128s0``, ``efa_2`` before ``efa_10``."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def _list_dir(path: str) -> List[str]:
+    try:
+        return sorted(os.listdir(path), key=natural_key)
+    except OSError:
+        return []
+
+
+def _device_info(path: str) -> DeviceInfo:
+    pci_path = os.path.realpath(os.path.join(path, "device"))
+    has_pci = os.path.islink(os.path.join(path, "device"))
+    numa = _read_text(os.path.join(pci_path, "numa_node")) if has_pci else ""
+    try:
+        numa_node: Optional[int] = int(numa)
+    except ValueError:
+        numa_node = None
+    return DeviceInfo(
+        node_guid=_read_text(os.path.join(path, "node_guid")),
+        fw_ver=_read_text(os.path.join(path, "fw_ver")),
+        pci_address=os.path.basename(pci_path) if has_pci else "",
+        pci_vendor=_read_text(os.path.join(pci_path, "vendor")) if has_pci else "",
+        numa_node=numa_node,
+        local_cpulist=_read_text(os.path.join(pci_path, "local_cpulist")) if has_pci else "",
+    )
+
+
+def _discover_device(name: str, path: str, generation: int, errors: List[ReadError]) -> _Device:
+    device_counters = _CounterSet()
+    for counter in _list_dir(os.path.join(path, "hw_counters")):
+        if counter not in catalog.NOT_COUNTERS:
+            device_counters.add(counter, os.path.join(path, "hw_counters", counter), errors)
+    ports = []
+    for port in _list_dir(os.path.join(path, "ports")):
+        port_path = os.path.join(path, "ports", port)
+        port_counters = _CounterSet()
+        for counter in _list_dir(os.path.join(port_path, "hw_counters")):
+            if counter in catalog.NOT_COUNTERS:
+                continue
+            counter_path = os.path.join(port_path, "hw_counters", counter)
+            if catalog.is_device_counter(counter):  # older kernels: device counters under the port
+                if counter not in device_counters.names:
+                    device_counters.add(counter, counter_path, errors)
+            else:
+                port_counters.add(counter, counter_path, errors)
+        ports.append(_Port(
+            port=port,
+            path=port_path,
+            counters=port_counters,
+            state=_TextFile(os.path.join(port_path, "state")),
+            rate=_TextFile(os.path.join(port_path, "rate")),
+            gid0=_read_text(os.path.join(port_path, "gids", "0")),
+        ))
+    return _Device(name, path, generation, device_counters, ports, _device_info(path))
+
+
+class SysfsReader:
+    """Finds the EFA devices under ``<root>/class/infiniband`` and reads them, one pass per call.
+
+    A device that appears or vanishes is noticed on the next :meth:`read`; one whose files start
+    failing with ENODEV/ENOENT is rediscovered, and its generation changes so no rate spans the gap.
+    """
+
+    def __init__(self, root: str = "/sys"):
+        self.root = root
+        self.class_dir = os.path.join(root, "class", "infiniband")
+        self._devices: Dict[str, _Device] = {}
+        self._generation = 0
+        self._stale: set = set()
+
+    def read(self) -> Reading:
+        errors: List[ReadError] = []
+        self._refresh_devices(errors)
+        devices = []
+        for device in self._devices.values():
+            device_counters: Dict[str, int] = {}
+            alive = device.counters.read_into(device_counters, errors)
+            ports = []
+            for port in device.ports:
+                port_counters: Dict[str, int] = {}
+                alive = port.counters.read_into(port_counters, errors) and alive
+                state_text = port.state.read()
+                ports.append(PortReading(
+                    port=port.port,
+                    counters=port_counters,
+                    state=parse_state(state_text)[1] if state_text else "",
+                    rate_text=port.rate.read(),
+                    gid0=port.gid0,
+                ))
+            if not alive:
+                self._stale.add(device.name)
+            devices.append(DeviceReading(device.name, device.generation, device_counters, tuple(ports),
+                                         device.info))
+        return Reading(tuple(devices), tuple(errors))
+
+    def _refresh_devices(self, errors: List[ReadError]) -> None:
+        names = _list_dir(self.class_dir)
+        present = set(names)
+        for name in list(self._devices):
+            if name not in present or name in self._stale:
+                self._devices.pop(name).close()
+        self._stale.clear()
+        for name in names:
+            if name not in self._devices:
+                self._generation += 1
+                self._devices[name] = _discover_device(name, os.path.join(self.class_dir, name),
+                                                       self._generation, errors)
+
+    @property
+    def device_names(self) -> Tuple[str, ...]:
+        return tuple(self._devices)
+
+    def close(self) -> None:
+        for device in self._devices.values():
+            device.close()
+        self._devices.clear()
+
+    def __enter__(self) -> "SysfsReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

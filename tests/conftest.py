@@ -1,0 +1,64 @@
+"""Shared fixtures: a simulated node, free loopback ports, an agent running in a thread."""
+import socket
+import threading
+from typing import Iterator, List
+
+import pytest
+
+from otel_efa.agent import Agent
+from otel_efa.config import Config
+from otel_efa.simulator import Simulator
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def make_simulator(tmp_path) -> Iterator:
+    """make_simulator(profile, **kwargs) -> Simulator on a fresh tree under tmp_path; closed afterwards."""
+    made: List[Simulator] = []
+
+    def make(profile: str = "p4d.24xlarge", **kwargs) -> Simulator:
+        root = tmp_path / f"sys{len(made)}"
+        root.mkdir()
+        simulator = Simulator(profile, str(root), **kwargs)
+        made.append(simulator)
+        return simulator
+
+    yield make
+    for simulator in made:
+        simulator.close()
+
+
+class RunningAgent:
+    """An Agent on its own thread; ``stop()`` flushes it like SIGTERM would."""
+
+    def __init__(self, config: Config, resource=None):
+        self.agent = Agent(config, resource=resource)
+        self.agent.setup()
+        self.thread = threading.Thread(target=self.agent.run, name="agent", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.agent.stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "agent did not stop within 10 s"
+
+
+@pytest.fixture
+def run_agent() -> Iterator:
+    """run_agent(config) -> RunningAgent, stopped at the end of the test."""
+    agents: List[RunningAgent] = []
+
+    def start(config: Config, resource=None) -> RunningAgent:
+        agent = RunningAgent(config, resource)
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        if agent.thread.is_alive():
+            agent.stop()
