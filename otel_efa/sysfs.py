@@ -149,14 +149,14 @@ class _CounterSet:
     paths: List[str] = field(default_factory=list)
     fds: List[Optional[int]] = field(default_factory=list)
 
-    def add(self, name: str, path: str, errors: List[ReadError]) -> None:
+    def add(self, name: str, path: str) -> None:
+        """Open now if possible; a file that cannot be opened is retried, and reported, by each read."""
         self.names.append(name)
         self.paths.append(path)
         try:
             self.fds.append(_open(path))
-        except OSError as e:
+        except OSError:
             self.fds.append(None)
-            errors.append(ReadError(path, reason_for_oserror(e), e.strerror or str(e)))
 
     def read_into(self, out: Dict[str, int], errors: List[ReadError]) -> bool:
         """Read every counter into ``out``; False when the device looks gone (ENODEV/ENOENT)."""
@@ -243,6 +243,11 @@ class _Device:
     counters: _CounterSet  # device-level counters, wherever the kernel put them
     ports: List[_Port]
     info: DeviceInfo
+    watched: Dict[str, Optional[Tuple[int, int]]] = field(default_factory=dict)
+
+    def counter_sets(self) -> List[Tuple[str, _CounterSet]]:
+        """("", device counters) then (port, port counters) for each port."""
+        return [("", self.counters)] + [(port.port, port.counters) for port in self.ports]
 
     def close(self) -> None:
         self.counters.close()
@@ -282,11 +287,27 @@ def _device_info(path: str) -> DeviceInfo:
     )
 
 
-def _discover_device(name: str, path: str, generation: int, errors: List[ReadError]) -> _Device:
+def _dir_state(path: str) -> Optional[Tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _counter_dirs(path: str) -> List[str]:
+    dirs = [os.path.join(path, "hw_counters")]
+    dirs += [os.path.join(path, "ports", port, "hw_counters") for port in _list_dir(os.path.join(path, "ports"))]
+    return dirs
+
+
+def _discover_device(name: str, path: str, generation: int) -> _Device:
+    # Note the directories' identity first: a change after this point is seen on the next read.
+    watched = {d: _dir_state(d) for d in _counter_dirs(path)}
     device_counters = _CounterSet()
     for counter in _list_dir(os.path.join(path, "hw_counters")):
         if counter not in catalog.NOT_COUNTERS:
-            device_counters.add(counter, os.path.join(path, "hw_counters", counter), errors)
+            device_counters.add(counter, os.path.join(path, "hw_counters", counter))
     ports = []
     for port in _list_dir(os.path.join(path, "ports")):
         port_path = os.path.join(path, "ports", port)
@@ -297,9 +318,9 @@ def _discover_device(name: str, path: str, generation: int, errors: List[ReadErr
             counter_path = os.path.join(port_path, "hw_counters", counter)
             if catalog.is_device_counter(counter):  # older kernels: device counters under the port
                 if counter not in device_counters.names:
-                    device_counters.add(counter, counter_path, errors)
+                    device_counters.add(counter, counter_path)
             else:
-                port_counters.add(counter, counter_path, errors)
+                port_counters.add(counter, counter_path)
         ports.append(_Port(
             port=port,
             path=port_path,
@@ -308,14 +329,29 @@ def _discover_device(name: str, path: str, generation: int, errors: List[ReadErr
             rate=_TextFile(os.path.join(port_path, "rate")),
             gid0=_read_text(os.path.join(port_path, "gids", "0")),
         ))
-    return _Device(name, path, generation, device_counters, ports, _device_info(path))
+    return _Device(name, path, generation, device_counters, ports, _device_info(path), watched)
+
+
+def _carry_vanished(old: _Device, new: _Device) -> None:
+    """Counter files that vanished stay listed, unopened: each read reports them missing until they return."""
+    new_sets = dict(new.counter_sets())
+    present = {p for _, counter_set in new.counter_sets() for p in counter_set.paths}
+    for port, counter_set in old.counter_sets():
+        target = new_sets.get(port)
+        for name, path in zip(counter_set.names, counter_set.paths):
+            if target is not None and path not in present:
+                target.names.append(name)
+                target.paths.append(path)
+                target.fds.append(None)
 
 
 class SysfsReader:
     """Finds the EFA devices under ``<root>/class/infiniband`` and reads them, one pass per call.
 
     A device that appears or vanishes is noticed on the next :meth:`read`; one whose files start
-    failing with ENODEV/ENOENT is rediscovered, and its generation changes so no rate spans the gap.
+    failing with ENODEV/ENOENT, or whose counter directories were replaced, is rediscovered, and its
+    generation changes so no rate spans the gap. A counter directory whose entries changed (mtime) is
+    re-listed in place: new counters join, vanished ones are reported missing.
     """
 
     def __init__(self, root: str = "/sys"):
@@ -327,7 +363,7 @@ class SysfsReader:
 
     def read(self) -> Reading:
         errors: List[ReadError] = []
-        self._refresh_devices(errors)
+        self._refresh_devices()
         devices = []
         for device in self._devices.values():
             device_counters: Dict[str, int] = {}
@@ -350,18 +386,35 @@ class SysfsReader:
                                          device.info))
         return Reading(tuple(devices), tuple(errors))
 
-    def _refresh_devices(self, errors: List[ReadError]) -> None:
+    def _refresh_devices(self) -> None:
         names = _list_dir(self.class_dir)
         present = set(names)
         for name in list(self._devices):
+            device = self._devices[name]
             if name not in present or name in self._stale:
                 self._devices.pop(name).close()
+                continue
+            now = {d: _dir_state(d) for d in device.watched}
+            if now == device.watched:
+                continue
+            replaced = any(now[d] is None or device.watched[d] is None or now[d][0] != device.watched[d][0]
+                           for d in now)
+            if replaced:
+                self._devices.pop(name).close()
+            else:
+                fresh = _discover_device(name, device.path, device.generation)
+                _carry_vanished(device, fresh)
+                device.close()
+                self._devices[name] = fresh
         self._stale.clear()
+        if list(self._devices) == names:
+            return
         for name in names:
             if name not in self._devices:
                 self._generation += 1
                 self._devices[name] = _discover_device(name, os.path.join(self.class_dir, name),
-                                                       self._generation, errors)
+                                                       self._generation)
+        self._devices = {name: self._devices[name] for name in names}
 
     @property
     def device_names(self) -> Tuple[str, ...]:

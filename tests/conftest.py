@@ -62,3 +62,61 @@ def run_agent() -> Iterator:
     for agent in agents:
         if agent.thread.is_alive():
             agent.stop()
+
+
+class Pipeline:
+    """Collector + instruments + an in-memory OTel reader: what every exporter is fed, inspectable.
+
+    ``points()`` returns {(metric name, frozenset of attributes): value} for the last collection.
+    """
+
+    def __init__(self, root: str, instance_type=None):
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        from otel_efa.collector import Collector
+        from otel_efa.instruments import EfaInstrumentor
+        from otel_efa.sysfs import SysfsReader
+
+        self.collector = Collector(SysfsReader(root), instance_type)
+        self.reader = InMemoryMetricReader()
+        self.provider = MeterProvider(metric_readers=[self.reader])
+        self.instrumentor = EfaInstrumentor(self.collector)
+        self.instrumentor.instrument(self.provider)
+        self.metrics = {}
+
+    def collect(self):
+        snapshot = self.collector.collect()
+        self.instrumentor.register_new_counters(snapshot)
+        self.metrics = {}
+        points = {}
+        data = self.reader.get_metrics_data()
+        for resource_metrics in data.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    self.metrics[metric.name] = metric
+                    for point in metric.data.data_points:
+                        points[(metric.name, frozenset(point.attributes.items()))] = point.value
+        return points
+
+    def close(self):
+        self.provider.shutdown()
+        self.collector.reader.close()
+
+
+def port_key(name: str, device: str, port: str = "1"):
+    return (name, frozenset({("aws.efa.device", device), ("aws.efa.port", port)}))
+
+
+@pytest.fixture
+def make_pipeline():
+    made = []
+
+    def make(root: str, instance_type=None) -> Pipeline:
+        pipeline = Pipeline(root, instance_type)
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        pipeline.close()

@@ -152,6 +152,11 @@ class Simulator:
                         continue
                     self._add(device, name, amount)
 
+    def advance_by(self, seconds: float) -> None:
+        """Advance simulated time by ``seconds`` (tests that drive time themselves)."""
+        with self._lock:
+            self.advance(self._time + seconds)
+
     def _add(self, device: SimDevice, name: str, amount: float) -> None:
         key = (device.name, name)
         total = self._carry[key] + amount
@@ -194,6 +199,21 @@ class Simulator:
             self._frozen.discard((device, counter))
             os.chmod(self.path_of(device, counter), 0o444)
             self._write_value(self._by_name[device], counter, self._values[(device, counter)])
+
+    def remove_counter(self, device: str, counter: str) -> None:
+        """One counter file vanishes (ENOENT for a reader that looks for it) until :meth:`restore_counter`."""
+        with self._lock:
+            handle = self._files.pop((device, counter), None)
+            if handle is not None and handle.fd is not None:
+                os.close(handle.fd)
+            self._frozen.add((device, counter))
+            os.unlink(self.path_of(device, counter))
+
+    def restore_counter(self, device: str, counter: str) -> None:
+        with self._lock:
+            with open(self.path_of(device, counter), "w") as f:
+                f.write(f"{self._values[(device, counter)]}\n")
+            self._frozen.discard((device, counter))
 
     def remove_device(self, device: str) -> None:
         """The device vanishes from sysfs, as on a driver unbind."""

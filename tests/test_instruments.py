@@ -1,0 +1,86 @@
+"""What the OTel instruments carry, checked against the simulator's ground truth."""
+from opentelemetry.sdk.metrics.export import Gauge, Sum
+
+from otel_efa import catalog
+from otel_efa.sysfs import U64_MAX
+
+from conftest import port_key
+
+
+def test_totals_equal_ground_truth_exactly_up_to_u64_max(make_simulator, make_pipeline):
+    sim = make_simulator("p5en.48xlarge")
+    big = sim.devices[3].name
+    sim.advance_by(7.3)
+    sim.set_value(big, "rx_bytes", U64_MAX)
+    sim.set_value(big, "tx_pkts", (1 << 53) + 1)  # not representable in a float64
+    pipeline = make_pipeline(sim.root, "p5en.48xlarge")
+    points = pipeline.collect()
+    checked = 0
+    for device in sim.devices:
+        for counter in device.port_counters:
+            value = points[port_key(catalog.port_counter_spec(counter).name, device.name)]
+            assert value == sim.value(device.name, counter) and isinstance(value, int), (device.name, counter)
+            checked += 1
+        for counter in device.device_counters:
+            key = (catalog.device_counter_spec(counter).name, frozenset({("aws.efa.device", device.name)}))
+            assert points[key] == sim.value(device.name, counter)
+            checked += 1
+    assert points[port_key("efa_rx_bytes", big)] == U64_MAX
+    assert checked == 16 * (22 + 12)
+
+
+def test_kinds_units_and_every_catalog_metric_present(make_simulator, make_pipeline):
+    sim = make_simulator("p5.48xlarge")
+    pipeline = make_pipeline(sim.root, "p5.48xlarge")
+    pipeline.collect()
+    sim.advance_by(1.0)
+    pipeline.collect()
+    for spec in catalog.METRICS:
+        metric = pipeline.metrics[spec.name]
+        assert metric.unit == spec.unit and metric.description == spec.description
+        if spec.kind is catalog.Kind.COUNTER:
+            assert isinstance(metric.data, Sum) and metric.data.is_monotonic
+            assert metric.data.aggregation_temporality.name == "CUMULATIVE"
+        else:
+            assert isinstance(metric.data, Gauge)
+
+
+def test_rates_link_speed_and_utilization(make_simulator, make_pipeline):
+    sim = make_simulator("p5en.48xlarge", gbps=1600)  # 100 Gbps of each 200 Gbps device
+    pipeline = make_pipeline(sim.root, "p5en.48xlarge")
+    clock = [1000.0]
+    pipeline.collector._clock = lambda: clock[0]
+    pipeline.collect()
+    assert not any(name == "efa_rx_bytes_rate" for name, _ in pipeline.collect())  # first sample: no rate
+    sim.advance_by(2.5)
+    clock[0] += 2.5
+    points = pipeline.collect()
+    device = sim.devices[0].name
+    assert points[port_key("efa_rx_bytes_rate", device)] == sim.expected_rate(device, "rx_bytes")
+    assert points[port_key("efa_link_speed", device)] == 200e9 / 8
+    assert abs(points[port_key("efa_rx_utilization", device)] - 0.5) < 1e-9
+    assert points[port_key("efa_port_up", device)] == 1
+
+
+def test_old_kernel_rate_file_is_corrected_by_the_instance_type(make_simulator, make_pipeline):
+    from otel_efa.simulator import OLD_KERNEL
+
+    sim = make_simulator("p5en.48xlarge", flavour=OLD_KERNEL)  # rate file says 100 Gb/sec
+    device = sim.devices[0].name
+    assert make_pipeline(sim.root, "p5en.48xlarge").collect()[port_key("efa_link_speed", device)] == 200e9 / 8
+    assert make_pipeline(sim.root, None).collect()[port_key("efa_link_speed", device)] == 100e9 / 8
+
+
+def test_port_down_and_new_kernel_counters(make_simulator, make_pipeline):
+    import os
+
+    sim = make_simulator("p4d.24xlarge")
+    device = sim.devices[2]
+    sim.set_port_state(device.name, "1: DOWN")
+    with open(os.path.join(device.port_dir, "future_pkts"), "w") as f:
+        f.write("5\n")
+    pipeline = make_pipeline(sim.root)
+    points = pipeline.collect()
+    assert points[port_key("efa_port_up", device.name)] == 0
+    assert points[port_key("efa_future_pkts", device.name)] == 5
+    assert points[port_key("efa_port_up", sim.devices[0].name)] == 1
