@@ -5,9 +5,10 @@ import signal
 import tempfile
 import threading
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from . import exporters as exporter_registry
@@ -31,8 +32,11 @@ def raise_open_file_limit(wanted: int = 65536) -> None:
 
 
 class Agent:
-    def __init__(self, config: Config, resource: Optional[Resource] = None):
+    def __init__(self, config: Config, resource: Optional[Resource] = None,
+                 metric_readers: Sequence[MetricReader] = ()):
+        """``metric_readers``: more OTel readers to attach beside the exporters' (embedding, tests)."""
         self.config = config
+        self._extra_readers = list(metric_readers)
         self._stop = threading.Event()
         self._resource = resource
         self._simulation = None
@@ -65,7 +69,7 @@ class Agent:
         resource = self._resource or build_resource(ImdsClient())
         self.collector = Collector(SysfsReader(self._sysfs_root()), self._instance_type(resource))
         self.exporters = [exporter_registry.create(name, self.config, resource) for name in self.config.exporters]
-        readers = [r for r in (e.metric_reader() for e in self.exporters) if r is not None]
+        readers = [r for r in (e.metric_reader() for e in self.exporters) if r is not None] + self._extra_readers
         self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
         self.instrumentor = EfaInstrumentor(self.collector)
         self.instrumentor.instrument(self.meter_provider)

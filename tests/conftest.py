@@ -36,8 +36,8 @@ def make_simulator(tmp_path) -> Iterator:
 class RunningAgent:
     """An Agent on its own thread; ``stop()`` flushes it like SIGTERM would."""
 
-    def __init__(self, config: Config, resource=None):
-        self.agent = Agent(config, resource=resource)
+    def __init__(self, config: Config, resource=None, metric_readers=()):
+        self.agent = Agent(config, resource=resource, metric_readers=metric_readers)
         self.agent.setup()
         self.thread = threading.Thread(target=self.agent.run, name="agent", daemon=True)
         self.thread.start()
@@ -53,8 +53,8 @@ def run_agent() -> Iterator:
     """run_agent(config) -> RunningAgent, stopped at the end of the test."""
     agents: List[RunningAgent] = []
 
-    def start(config: Config, resource=None) -> RunningAgent:
-        agent = RunningAgent(config, resource)
+    def start(config: Config, resource=None, metric_readers=()) -> RunningAgent:
+        agent = RunningAgent(config, resource, metric_readers)
         agents.append(agent)
         return agent
 

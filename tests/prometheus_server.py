@@ -1,0 +1,71 @@
+"""A real Prometheus server (Debian's package) for tests: started on a free loopback port, queried over HTTP."""
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from typing import Dict, List, Optional
+
+import pytest
+
+
+class PrometheusServer:
+    def __init__(self, scrape_configs: List[dict], port: int, scrape_interval: str = "1s"):
+        binary = shutil.which("prometheus")
+        if binary is None:
+            pytest.fail("prometheus is not installed: run `make test`, which installs Debian's package")
+        self.dir = tempfile.mkdtemp(prefix="otel-efa-prom-")
+        config = {"global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+                  "scrape_configs": scrape_configs}
+        with open(f"{self.dir}/prometheus.yml", "w") as f:
+            json.dump(config, f)  # JSON is YAML
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [binary, f"--config.file={self.dir}/prometheus.yml", f"--storage.tsdb.path={self.dir}/data",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/prometheus.log", "w"))
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(open(f"{self.dir}/prometheus.log").read())
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("prometheus did not become ready")
+
+    def query(self, expression: str) -> List[dict]:
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def values(self, expression: str, label: str) -> Dict[str, float]:
+        """{label value: sample value} of an instant vector."""
+        return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(expression)}
+
+    def wait_for(self, expression: str, timeout: float = 60, count: int = 1) -> List[dict]:
+        deadline = time.monotonic() + timeout
+        result: Optional[List[dict]] = None
+        while time.monotonic() < deadline:
+            result = self.query(expression)
+            if len(result) >= count:
+                return result
+            time.sleep(0.5)
+        raise AssertionError(f"no data for {expression!r} within {timeout}s (last: {result})")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,80 @@
+"""Configuration: file < environment < flags, and one clear exit-2 line for anything wrong."""
+import subprocess
+import sys
+
+import pytest
+
+from otel_efa.config import ConfigError, env_name, load
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_precedence_flags_over_environment_over_file(tmp_path):
+    path = _write(tmp_path, "interval: 30\nexporters: [log]\nprometheus:\n  address: 127.0.0.1:1000\n"
+                            "cloudwatch:\n  batch_size: 5\n")
+    from_file = load(path, environ={})
+    assert (from_file.interval, from_file.exporters, from_file.prometheus.address) == (30.0, ["log"], "127.0.0.1:1000")
+    assert from_file.cloudwatch.batch_size == 5
+    environ = {"OTEL_EFA_INTERVAL": "20", "OTEL_EFA_PROMETHEUS_ADDRESS": "127.0.0.1:2000"}
+    from_env = load(path, environ=environ)
+    assert (from_env.interval, from_env.prometheus.address, from_env.exporters) == (20.0, "127.0.0.1:2000", ["log"])
+    from_flags = load(path, environ=environ, flags={"interval": 10, "exporters": "prometheus,console",
+                                                    "prometheus.address": None})
+    assert (from_flags.interval, from_flags.exporters) == (10.0, ["prometheus", "console"])
+    assert from_flags.prometheus.address == "127.0.0.1:2000"  # a flag not given does not override
+
+
+def test_defaults_match_the_seed():
+    config = load(None, environ={})
+    assert config.interval == 60 and config.cloudwatch.namespace == "ParallelCluster/Network"
+    assert config.prometheus.address == "0.0.0.0:9464"
+    assert env_name("cloudwatch.batch_size") == "OTEL_EFA_CLOUDWATCH_BATCH_SIZE"
+
+
+@pytest.mark.parametrize("text,environ,key", [
+    ("intervall: 5\n", {}, "intervall"),
+    ("interval: -1\n", {}, "interval"),
+    ("interval: soon\n", {}, "interval"),
+    ("exporters: [log, carrier-pigeon]\n", {}, "exporters"),
+    ("prometheus:\n  address: nowhere\n", {}, "prometheus.address"),
+    ("prometheus:\n  port: 1\n", {}, "prometheus.port"),
+    ("cloudwatch:\n  batch_size: 0\n", {}, "cloudwatch.batch_size"),
+    ("simulate: p9.huge\n", {}, "simulate"),
+    ("", {"OTEL_EFA_INTERVL": "5"}, "OTEL_EFA_INTERVL"),
+    ("", {"OTEL_EFA_COUNT": "1.5"}, "count"),
+    ("- a list\n", {}, "--config"),
+    ("interval: [\n", {}, "--config"),
+])
+def test_errors_name_the_key(tmp_path, text, environ, key):
+    with pytest.raises(ConfigError) as error:
+        load(_write(tmp_path, text), environ=environ)
+    assert error.value.key == key
+    assert str(error.value).startswith(f"config error: {key}: ")
+
+
+def _cli(*args, env=None):
+    import os
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EFA_")}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "otel_efa", *args], capture_output=True, text=True,
+                          timeout=60, env=environment)
+
+
+def test_cli_exits_2_with_one_line(tmp_path):
+    result = _cli("run", "--config", _write(tmp_path, "interval: 0\n"), "--count", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"otel-efa: config error: interval: must be a positive number of seconds (from {tmp_path}/config.yaml)"]
+    result = _cli("run", "--exporters", "log,nope", "--count", "1")
+    assert result.returncode == 2 and "exporters: unknown exporter 'nope'" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = _cli("run", "--count", "1", env={"OTEL_EFA_PROMETHEUS_ADDRESS": "x"})
+    assert result.returncode == 2 and "prometheus.address" in result.stderr and "OTEL_EFA_PROMETHEUS_ADDRESS" in result.stderr
+    result = _cli("run", "--config", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2 and "cannot read" in result.stderr
+    assert _cli("run", "--interval", "abc").returncode == 2

@@ -1,0 +1,73 @@
+"""`otel-efa run` as a process: --count, SIGTERM/SIGINT flush and exit 0 in time, SIGHUP survives."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import free_port
+
+
+def _start(*args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EFA_")}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    return subprocess.Popen([sys.executable, "-m", "otel_efa", "run", "--simulate", "p4d.24xlarge", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_metrics(port, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+                body = response.read().decode()
+                if "efa_rx_bytes_total" in body:
+                    return body
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("no metrics served")
+
+
+def test_count_exits_zero_after_n_collections(tmp_path):
+    log = tmp_path / "log"
+    process = _start("--interval", "0.2", "--count", "5", "--exporters", "log", "--log-file", str(log))
+    assert process.wait(30) == 0
+    assert len(log.read_text().splitlines()) == 4 * 4  # collections 2..5 have a rate, 4 devices
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_flushes_and_exits_zero_within_5_seconds(tmp_path, signum):
+    port = free_port()
+    process = _start("--interval", "30", "--exporters", "prometheus,log", "--log-file", str(tmp_path / "log"),
+                     "--prometheus-address", f"127.0.0.1:{port}")
+    _wait_for_metrics(port)
+    process.send_signal(signal.SIGHUP)  # noted, not fatal
+    time.sleep(0.3)
+    assert process.poll() is None
+    sent = time.monotonic()
+    process.send_signal(signum)
+    assert process.wait(10) == 0
+    assert time.monotonic() - sent < 5
+    stderr = process.stderr.read()
+    assert "SIGHUP" in stderr and signal.Signals(signum).name in stderr and "Traceback" not in stderr
+
+
+def test_snapshot_json(tmp_path):
+    root = tmp_path / "sys"
+    subprocess.run([sys.executable, "-m", "otel_efa", "simulate", "p5en.48xlarge", "--root", str(root), "--once"],
+                   check=True, capture_output=True)
+    result = subprocess.run([sys.executable, "-m", "otel_efa", "snapshot", "--sysfs", str(root), "--json"],
+                            check=True, capture_output=True, text=True)
+    data = json.loads(result.stdout)
+    assert len(data["devices"]) == 16 and data["errors"] == []
+    first = data["devices"][0]
+    assert first["ports"][0]["counters"]["rx_bytes"] == 1_000_000
+    assert first["ports"][0]["rate"] == "200 Gb/sec (4X HDR)"
+    empty = subprocess.run([sys.executable, "-m", "otel_efa", "snapshot", "--sysfs", str(tmp_path)],
+                           capture_output=True, text=True)
+    assert empty.returncode == 1 and "no EFA devices" in empty.stdout
