@@ -148,6 +148,9 @@ RATE_SOURCES: Dict[str, str] = {
     "efa_tx_pkts_rate": "tx_pkts",
 }
 
+# The counters the collector keeps rates for: the gauges' sources, plus what the views show per second.
+RATE_COUNTERS = frozenset(RATE_SOURCES.values()) | {"retrans_pkts", "rx_drops"}
+
 
 def _rate_gauge(name: str, kernel_name: str) -> MetricSpec:
     unit = "By/s" if kernel_name.endswith("bytes") else "1/s"

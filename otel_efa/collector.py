@@ -3,7 +3,7 @@ import logging
 import time
 from typing import Dict, Optional, Set, Tuple
 
-from . import instance_types
+from . import catalog, instance_types
 from .rates import RateTracker
 from .snapshot import DeviceSnapshot, PortSnapshot, Snapshot
 from .sysfs import REASONS, Reading, ReadError, SysfsReader, parse_rate_gbps
@@ -26,7 +26,7 @@ class Collector:
         self._instance_type_name = instance_type
         self._clock = clock
         self._wall_clock = wall_clock
-        self._rates = RateTracker()
+        self._rates = RateTracker(catalog.RATE_COUNTERS)
         self._failing: Dict[Tuple[str, str], ReadError] = {}
         self._error_counts: Dict[str, int] = {reason: 0 for reason in REASONS}
         self._collections = 0
@@ -66,13 +66,9 @@ class Collector:
         for device in reading.devices:
             ports = []
             for port in device.ports:
-                rates = {}
-                for name, value in port.counters.items():
-                    key = (device.name, port.port, name)
-                    live_keys.add(key)
-                    rate = update(key, value, now, device.generation)
-                    if rate is not None:
-                        rates[name] = rate
+                key = (device.name, port.port)
+                live_keys.add(key)
+                rates = update(key, port.counters, now, device.generation)
                 ports.append(PortSnapshot(
                     device=device.name,
                     port=port.port,

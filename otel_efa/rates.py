@@ -1,29 +1,44 @@
 """Per-second rates from counter deltas over elapsed monotonic time.
 
-A rate needs two samples of the same device generation. The first sample of a counter, a counter that
-went down (a reset, or a u64 wrap, which cannot be told apart from one), and a device that came back
-all give no rate for that interval instead of a negative number or a spike.
+A rate needs two samples of the same port and device generation. The first sample, a counter that went
+down (a reset, or a u64 wrap, which cannot be told apart from one), and a device that came back all give
+no rate for that interval instead of a negative number or a spike.
 """
-from typing import Dict, Hashable, Optional, Tuple
+from typing import Dict, FrozenSet, Hashable, Iterable, Mapping, Optional, Tuple
+
+
+def rate(previous: Optional[int], value: int, elapsed: float) -> Optional[float]:
+    if previous is None or value < previous or elapsed <= 0:
+        return None
+    return (value - previous) / elapsed
 
 
 class RateTracker:
-    def __init__(self) -> None:
-        self._last: Dict[Hashable, Tuple[int, float, int]] = {}
+    """Keeps the last counters of each port and gives the rates of the counters in ``names``."""
 
-    def update(self, key: Hashable, value: int, now: float, generation: int = 0) -> Optional[float]:
-        """Record ``value`` read at monotonic time ``now``; the rate since the previous sample, if any."""
+    def __init__(self, names: Iterable[str]):
+        self.names: FrozenSet[str] = frozenset(names)
+        self._last: Dict[Hashable, Tuple[Mapping[str, int], float, int]] = {}
+
+    def update(self, key: Hashable, counters: Mapping[str, int], now: float,
+               generation: int = 0) -> Dict[str, float]:
+        """Record this port's ``counters`` read at monotonic ``now``; the rates since the last read."""
         previous = self._last.get(key)
-        self._last[key] = (value, now, generation)
-        if previous is None:
-            return None
-        last_value, last_time, last_generation = previous
+        self._last[key] = (counters, now, generation)
+        if previous is None or previous[2] != generation:
+            return {}
+        last_counters, last_time, _ = previous
         elapsed = now - last_time
-        if last_generation != generation or value < last_value or elapsed <= 0:
-            return None
-        return (value - last_value) / elapsed
+        rates = {}
+        for name in self.names:
+            value = counters.get(name)
+            if value is not None:
+                per_second = rate(last_counters.get(name), value, elapsed)
+                if per_second is not None:
+                    rates[name] = per_second
+        return rates
 
     def forget(self, keep) -> None:
-        """Drop every key not in ``keep`` (devices that went away), so memory stays bounded."""
+        """Drop every port not in ``keep`` (devices that went away), so memory stays bounded."""
         for key in [k for k in self._last if k not in keep]:
             del self._last[key]
