@@ -39,6 +39,7 @@ class Agent:
         self._extra_readers = list(metric_readers)
         self._stop = threading.Event()
         self._resource = resource
+        self._simulator = None
         self._simulation = None
         self._simulation_dir: Optional[tempfile.TemporaryDirectory] = None
         self.collector: Optional[Collector] = None
@@ -55,8 +56,7 @@ class Agent:
         from .simulator import Simulator
 
         self._simulation_dir = tempfile.TemporaryDirectory(prefix="otel-efa-sim-")
-        simulator = Simulator(self.config.simulate, self._simulation_dir.name)
-        self._simulation = simulator.start(tick=min(0.05, self.config.interval / 20))
+        self._simulator = Simulator(self.config.simulate, self._simulation_dir.name)
         log.info("simulating a %s node under %s", self.config.simulate, self._simulation_dir.name)
         return self._simulation_dir.name
 
@@ -75,6 +75,10 @@ class Agent:
         self.instrumentor.instrument(self.meter_provider)
         for exporter in self.exporters:
             exporter.start()
+        if self._simulator is not None:
+            # Started last: imports above can hold the GIL long enough to leave the first values stale.
+            self._simulator.advance()
+            self._simulation = self._simulator.start(tick=min(0.05, self.config.interval / 20))
         self.ready.set()
 
     def run(self) -> int:
@@ -124,8 +128,10 @@ class Agent:
             self.collector.reader.close()
         if self._simulation is not None:
             self._simulation.stop()
-            self._simulation.simulator.close()
             self._simulation = None
+        if self._simulator is not None:
+            self._simulator.close()
+            self._simulator = None
         if self._simulation_dir is not None:
             self._simulation_dir.cleanup()
             self._simulation_dir = None
