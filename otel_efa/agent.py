@@ -122,7 +122,10 @@ class Agent:
                 log.exception("%s exporter failed to shut down cleanly", exporter.name)
         if self.meter_provider is not None:
             remaining = max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - started))
-            self.meter_provider.shutdown(timeout_millis=remaining * 1000)
+            try:
+                self.meter_provider.shutdown(timeout_millis=remaining * 1000)
+            except Exception as e:  # exiting anyway; the exporters have flushed above
+                log.debug("meter provider shutdown: %s", e)
             self.meter_provider = None
         if self.collector is not None:
             self.collector.reader.close()

@@ -93,6 +93,8 @@ class Pipeline:
         data = self.reader.get_metrics_data()
         for resource_metrics in data.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
+                if scope_metrics.scope.name != "otel_efa":  # newer SDKs add their own self-metrics
+                    continue
                 for metric in scope_metrics.metrics:
                     self.metrics[metric.name] = metric
                     for point in metric.data.data_points:

@@ -25,7 +25,22 @@ class PrometheusExporter(Exporter):
 
         self.host, self.port = parse_host_port(config.prometheus.address)
         self.registry = CollectorRegistry(auto_describe=True)
-        self._reader = PrometheusMetricReader(registry=self.registry)
+        try:
+            self._reader = PrometheusMetricReader(registry=self.registry)
+        except TypeError:
+            # Releases for Python 3.9 (<= 0.62b1) always register on prometheus_client's global
+            # registry; move the reader's collector to ours so each agent serves only its own metrics.
+            from prometheus_client import REGISTRY
+
+            sdk_log = logging.getLogger("opentelemetry.sdk.metrics._internal.export")
+            sdk_log.disabled = True  # registering runs a collect before there is a MeterProvider
+            try:
+                self._reader = PrometheusMetricReader()
+            finally:
+                sdk_log.disabled = False
+            collector = self._reader._collector
+            REGISTRY.unregister(collector)
+            self.registry.register(collector)
         self._server = None
         self._thread = None
 
