@@ -134,6 +134,8 @@ def resolve_settings(config: OtlpConfig, environ: Mapping[str, str] = os.environ
 def _sdk_exporter(settings: OtlpSettings) -> MetricExporter:
     """The SDK exporter with every setting given explicitly (cumulative temporality included)."""
     if settings.protocol == "grpc":
+        # gRPC core writes its own INFO lines (a GOAWAY when the collector stops) straight to stderr.
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         from grpc import Compression
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
