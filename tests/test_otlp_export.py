@@ -1,9 +1,6 @@
 """The agent's OTLP output, checked by real OTLP receivers (gRPC MetricsService and http/protobuf)."""
-import json
 import logging
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -14,6 +11,7 @@ from otel_efa.exporters.otlp import resolve_settings
 from otel_efa.instance_types import INSTANCE_TYPES
 
 from conftest import free_port
+from fake_imds import FakeImds
 from otlp_receiver import GrpcReceiver, HttpReceiver, points, resource_attributes
 
 PROFILE = "trn1.32xlarge"  # every catalog counter exists on it (RDMA write, retransmit group)
@@ -118,49 +116,6 @@ def test_every_catalog_metric_arrives_with_ground_truth(protocol, make_simulator
     assert receiver.headers[-1].get("x-efa-test") == "yes"
     delta_warnings = [r for r in caplog.records if "TEMPORALITY_PREFERENCE" in r.getMessage()]
     assert len(delta_warnings) == 1 and delta_warnings[0].levelno == logging.WARNING
-
-
-class FakeImds:
-    """IMDSv2 on loopback: a token from PUT /latest/api/token, then GETs that must carry it."""
-
-    TOKEN = "fake-imds-token"
-
-    def __init__(self, document):
-        self.calls = []
-        imds = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self):
-                imds.calls.append(("PUT", self.path, self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")))
-                self._reply(200, imds.TOKEN if self.path == "/latest/api/token" else "")
-
-            def do_GET(self):
-                token = self.headers.get("X-aws-ec2-metadata-token")
-                imds.calls.append(("GET", self.path, token))
-                if token != imds.TOKEN:
-                    self._reply(401, "")
-                elif self.path == "/latest/dynamic/instance-identity/document":
-                    self._reply(200, json.dumps(document))
-                else:
-                    self._reply(404, "")
-
-            def _reply(self, status, body):
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_resource_comes_from_imdsv2_without_otel_resource_attributes(make_simulator, run_agent, monkeypatch):
