@@ -255,11 +255,12 @@ class OtlpExporter(Exporter):
         while True:
             self._wanted.wait()
             self._wanted.clear()
+            final = self._last.is_set()  # asked for during a send: one more, with the latest values
             try:
                 self._reader.collect(timeout_millis=self.settings.timeout * 1000)
             except Exception:
                 log.exception("OTLP collection failed; trying again after the next collection")
-            if self._last.is_set():
+            if final:
                 return
 
     def shutdown(self, timeout: float) -> None:
