@@ -157,7 +157,7 @@ def test_shutdown_with_the_collector_gone_finishes_within_the_timeout(make_simul
     started = time.monotonic()
     agent.stop()
     took = time.monotonic() - started
-    assert took < config.otlp.timeout + 1.0, f"shutdown took {took:.1f} s"
+    assert took < config.otlp.timeout + 0.5, f"shutdown took {took:.1f} s"  # 0.5 s: thread scheduling
     failing = [r for r in caplog.records if "is failing" in r.getMessage()]
     assert len(failing) == 1 and failing[0].levelno == logging.WARNING
     assert "UNAVAILABLE" in failing[0].getMessage()

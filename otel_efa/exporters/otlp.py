@@ -266,16 +266,16 @@ class OtlpExporter(Exporter):
     def shutdown(self, timeout: float) -> None:
         """One last export of the latest values, within ``timeout`` and the OTLP timeout, collector or not."""
         budget = min(timeout, self.settings.timeout)
+        deadline = time.monotonic() + budget
         if self._worker is not None:
             self._last.set()
             self._wanted.set()
-            self._worker.join(budget)
+            self._worker.join(max(0.0, budget - 0.25))  # keep a moment to abort a send that hangs
             if self._worker.is_alive():
                 log.warning("OTLP final export to %s did not finish within %.1f s; dropping it",
                             self.settings.endpoint, budget)
         self.reporter.shutdown()  # aborts a retry still sleeping and closes the channel
         if self._worker is not None:
-            self._worker.join(0.5)
+            self._worker.join(max(0.0, deadline - time.monotonic()))
         for name in SDK_LOGGERS:
             logging.getLogger(name).removeFilter(self._catcher)
-
