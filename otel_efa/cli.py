@@ -6,6 +6,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
+from .collector_config import add_parser as _add_collector_config
 from .config import EXPORTERS, ConfigError
 
 EXIT_CONFIG = 2
@@ -137,12 +138,6 @@ def _metrics(args) -> int:
         for m in catalog.METRICS:
             sys.stdout.write(f"{m.name:<36}{m.kind.value:<9}{m.unit:<6}{m.description}\n")
     return 0
-
-
-def _add_collector_config(subparsers) -> None:
-    from .collector_config import add_parser
-
-    add_parser(subparsers)
 
 
 COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_collector_config)
