@@ -6,6 +6,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
+from .collector_config import add_parser as _add_collector_config
 from .config import EXPORTERS, ConfigError
 
 EXIT_CONFIG = 2
@@ -139,7 +140,7 @@ def _metrics(args) -> int:
     return 0
 
 
-COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics)
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_collector_config)
 
 
 def build_parser() -> argparse.ArgumentParser:

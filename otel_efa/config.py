@@ -46,17 +46,34 @@ class PrometheusConfig:
 
 @dataclass
 class OtlpConfig:
-    """OTLP to the collector; unset values fall back to the standard OTEL_EXPORTER_OTLP_* variables."""
+    """OTLP to the collector. An unset key falls back to the standard variable (the ``METRICS`` one
+    first, e.g. ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``, then ``OTEL_EXPORTER_OTLP_ENDPOINT``), then to the
+    ADOT collector on this node: gRPC to 127.0.0.1:4317, or http/protobuf to 127.0.0.1:4318/v1/metrics.
+    """
 
-    endpoint: Optional[str] = None
+    PROTOCOLS = ("grpc", "http/protobuf")  # class constants, not keys
+    COMPRESSIONS = ("gzip", "none")
+
+    endpoint: Optional[str] = None  # URL; for http/protobuf a URL without a path gets /v1/metrics
     protocol: Optional[str] = None  # grpc | http/protobuf
-    timeout: Optional[float] = None  # seconds
+    headers: Optional[str] = None  # key=value,key2=value2 (OTEL_EXPORTER_OTLP_HEADERS syntax)
+    timeout: Optional[float] = None  # seconds per export, retries included (default 10)
+    compression: Optional[str] = None  # gzip | none
+    insecure: Optional[bool] = None  # gRPC without TLS; default: true unless the endpoint is https://
 
     def validate(self) -> None:
-        if self.protocol not in (None, "grpc", "http/protobuf"):
+        if self.protocol not in (None,) + self.PROTOCOLS:
             raise ConfigError("otlp.protocol", f"must be grpc or http/protobuf, got {self.protocol!r}")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError("otlp.timeout", "must be a positive number of seconds")
+        if self.compression not in (None,) + self.COMPRESSIONS:
+            raise ConfigError("otlp.compression", f"must be gzip or none, got {self.compression!r}")
+        if self.endpoint is not None and "://" not in self.endpoint:
+            raise ConfigError("otlp.endpoint", f"must be a URL such as http://127.0.0.1:4317, got {self.endpoint!r}")
+        if self.headers is not None:
+            for item in filter(None, (part.strip() for part in self.headers.split(","))):
+                if "=" not in item or not item.split("=", 1)[0].strip():
+                    raise ConfigError("otlp.headers", f"expected key=value[,key=value...], got {item!r}")
 
 
 @dataclass

@@ -1,0 +1,209 @@
+"""The agent's OTLP output, checked by real OTLP receivers (gRPC MetricsService and http/protobuf)."""
+import logging
+import time
+
+import pytest
+
+from otel_efa import catalog
+from otel_efa.catalog import Kind, Scope
+from otel_efa.config import Config, ConfigError, OtlpConfig
+from otel_efa.exporters.otlp import resolve_settings
+from otel_efa.instance_types import INSTANCE_TYPES
+
+from conftest import free_port
+from fake_imds import FakeImds
+from otlp_receiver import GrpcReceiver, HttpReceiver, points, resource_attributes
+
+PROFILE = "trn1.32xlarge"  # every catalog counter exists on it (RDMA write, retransmit group)
+CUMULATIVE = 2  # AggregationTemporality.CUMULATIVE in the OTLP protocol
+
+
+def _receiver(protocol: str):
+    return GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+
+
+def _otlp_config(simulator, endpoint: str, protocol: str, interval: float = 0.3) -> Config:
+    config = Config(interval=interval, sysfs=simulator.root, exporters=["otlp"], instance_type=PROFILE)
+    config.otlp = OtlpConfig(endpoint=endpoint, protocol=protocol)
+    return config
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _expected(simulator, snapshot):
+    """(name, attributes) -> value: counters from the simulator's ground truth; gauges the interval's
+    values (rates are the collector's; link speed from the instance table)."""
+    expected = {}
+    link = INSTANCE_TYPES[PROFILE].device_bytes_per_second
+    truth = simulator.values()
+    for device in snapshot.devices:
+        device_attrs = frozenset({(catalog.ATTR_DEVICE, device.name)})
+        for spec in catalog.DEVICE_COUNTERS:
+            expected[(spec.name, device_attrs)] = truth[(device.name, spec.kernel_name)]
+        for port in device.ports:
+            attrs = frozenset({(catalog.ATTR_DEVICE, device.name), (catalog.ATTR_PORT, port.port)})
+            for spec in catalog.PORT_COUNTERS:
+                expected[(spec.name, attrs)] = truth[(device.name, spec.kernel_name)]
+            for name, kernel in catalog.RATE_SOURCES.items():
+                expected[(name, attrs)] = port.rates[kernel]
+            expected[("efa_port_up", attrs)] = 1
+            expected[("efa_link_speed", attrs)] = link
+            expected[("efa_rx_utilization", attrs)] = port.rates["rx_bytes"] / link
+            expected[("efa_tx_utilization", attrs)] = port.rates["tx_bytes"] / link
+    for reason, count in snapshot.read_errors.items():
+        expected[("otel_efa_read_errors", frozenset({(catalog.ATTR_REASON, reason)}))] = count
+    expected[("otel_efa_collections", frozenset())] = snapshot.collections
+    expected[("otel_efa_collection_duration", frozenset())] = snapshot.duration
+    return expected
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_every_catalog_metric_arrives_with_ground_truth(protocol, make_simulator, run_agent, monkeypatch, caplog):
+    """Counters advance, then stop; the agent's last export must carry the simulator's exact totals, every
+    catalog metric with its name, kind, unit and attributes, and the resource from OTEL_RESOURCE_ATTRIBUTES."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "host.id=i-0123456789abcdef0,deployment.environment=test")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-efa-test=yes")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")  # must be ignored, once
+    caplog.set_level(logging.INFO)
+    simulator = make_simulator(PROFILE)
+    receiver = _receiver(protocol)
+    try:
+        running = simulator.start(tick=0.02)
+        agent = run_agent(_otlp_config(simulator, receiver.endpoint, protocol))
+        receiver.wait_for(3, timeout=20)
+        running.stop()
+        stopped_at = time.monotonic()
+        _wait(lambda: agent.agent.collector.latest.monotonic > stopped_at, 5, "a collection after the stop")
+        agent.stop()  # the final flush exports the latest Snapshot
+        snapshot = agent.agent.collector.latest
+        requests = receiver.wait_for(1, timeout=1)
+        last = requests[-1]
+    finally:
+        receiver.stop()
+
+    assert snapshot.monotonic > stopped_at
+    received = {(p.name, p.attributes): p for p in points(last)}
+    expected = _expected(simulator, snapshot)
+    assert {name for name, _ in received} == {spec.name for spec in catalog.METRICS}
+    assert set(received) == set(expected)
+    for key, value in expected.items():
+        point = received[key]
+        spec = catalog.BY_NAME[point.name]
+        assert point.value == value, key
+        assert point.unit == spec.unit, key
+        assert {k for k, _ in point.attributes} == set(spec.attributes if spec.scope is not Scope.AGENT
+                                                        or point.name != "otel_efa_read_errors"
+                                                        else (catalog.ATTR_REASON,)), key
+        if spec.kind is Kind.COUNTER:
+            assert (point.kind, point.monotonic, point.temporality) == ("sum", True, CUMULATIVE), key
+        else:
+            assert point.kind == "gauge", key
+    # The traffic moved while the agent watched, so the comparisons above are not between constants.
+    first = {(p.name, p.attributes): p.value for p in points(requests[0])}
+    assert all(first[key] < value for key, value in expected.items() if key[0] == "efa_rx_bytes")
+    assert any(p.value > 0 for r in requests[:-1] for p in points(r) if p.name == "efa_rx_bytes_rate")
+
+    resource = resource_attributes(last)
+    assert resource["service.name"] == "otel-efa"
+    assert resource["host.id"] == "i-0123456789abcdef0"
+    assert resource["deployment.environment"] == "test"
+    assert receiver.headers[-1].get("x-efa-test") == "yes"
+    delta_warnings = [r for r in caplog.records if "TEMPORALITY_PREFERENCE" in r.getMessage()]
+    assert len(delta_warnings) == 1 and delta_warnings[0].levelno == logging.WARNING
+
+
+def test_resource_comes_from_imdsv2_without_otel_resource_attributes(make_simulator, run_agent, monkeypatch):
+    document = {"instanceId": "i-0fedcba9876543210", "instanceType": PROFILE, "region": "us-east-2",
+                "availabilityZone": "us-east-2b", "accountId": "123456789012", "imageId": "ami-0abc"}
+    imds = FakeImds(document)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    monkeypatch.delenv("AWS_EC2_METADATA_DISABLED", raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint)
+    receiver = GrpcReceiver()
+    try:
+        agent = run_agent(_otlp_config(make_simulator(PROFILE), receiver.endpoint, "grpc"))
+        requests = receiver.wait_for(1, timeout=15)
+        agent.stop()
+    finally:
+        receiver.stop()
+        imds.stop()
+    assert requests, "no export arrived"
+    resource = resource_attributes(requests[0])
+    assert resource["service.name"] == "otel-efa"
+    assert resource["host.id"] == "i-0fedcba9876543210"
+    assert resource["host.type"] == PROFILE
+    assert resource["cloud.region"] == "us-east-2"
+    assert resource["cloud.availability_zone"] == "us-east-2b"
+    assert ("PUT", "/latest/api/token") in {c[:2] for c in imds.calls}
+    assert ("GET", "/latest/dynamic/instance-identity/document", FakeImds.TOKEN) in imds.calls
+
+
+def test_shutdown_with_the_collector_gone_finishes_within_the_timeout(make_simulator, run_agent, caplog):
+    """Nothing listens on the port: one warning, no SDK retry lines, and stop() within otlp.timeout."""
+    caplog.set_level(logging.INFO)
+    simulator = make_simulator("p4d.24xlarge")
+    config = _otlp_config(simulator, f"http://127.0.0.1:{free_port()}", "grpc", interval=0.5)
+    config.otlp.timeout = 2.0
+    agent = run_agent(config)
+    exporter = agent.agent.exporters[0]
+    _wait(lambda: exporter.reporter.failing_since is not None, 10, "the first failed export")
+    time.sleep(1.0)  # a retry is under way again
+    started = time.monotonic()
+    agent.stop()
+    took = time.monotonic() - started
+    assert took < config.otlp.timeout + 0.5, f"shutdown took {took:.1f} s"  # 0.5 s: thread scheduling
+    failing = [r for r in caplog.records if "is failing" in r.getMessage()]
+    assert len(failing) == 1 and failing[0].levelno == logging.WARNING
+    assert "UNAVAILABLE" in failing[0].getMessage()
+    assert not [r for r in caplog.records if r.name.startswith("opentelemetry.exporter")]
+
+
+def test_settings_come_from_keys_then_metrics_variables_then_general_ones():
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+               "OTEL_EXPORTER_OTLP_TIMEOUT": "7", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "3",
+               "OTEL_EXPORTER_OTLP_HEADERS": "a=1,b=2", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}
+    settings = resolve_settings(OtlpConfig(), environ)
+    assert settings.protocol == "http/protobuf"
+    assert settings.endpoint == "http://collector:4318/v1/metrics"  # a base URL gets the signal path
+    assert settings.timeout == 3.0
+    assert dict(settings.headers) == {"a": "1", "b": "2"}
+    assert settings.compression == "gzip"
+    keyed = resolve_settings(OtlpConfig(endpoint="https://adot:4317", protocol="grpc", timeout=1.5,
+                                        compression="none", headers="x=y"), environ)
+    assert (keyed.endpoint, keyed.protocol, keyed.timeout, keyed.compression, keyed.insecure) == \
+        ("https://adot:4317", "grpc", 1.5, "none", False)
+    assert keyed.headers == (("x", "y"),)
+    default = resolve_settings(OtlpConfig(), {})
+    assert (default.endpoint, default.protocol, default.insecure) == ("http://127.0.0.1:4317", "grpc", True)
+    assert resolve_settings(OtlpConfig(protocol="http/protobuf"), {}).endpoint == "http://127.0.0.1:4318/v1/metrics"
+
+
+@pytest.mark.parametrize("environ, key", [
+    ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+    ({"OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "brotli"}, "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION"),
+    ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "OTEL_EXPORTER_OTLP_TIMEOUT"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ({"OTEL_EXPORTER_OTLP_HEADERS": "novalue"}, "OTEL_EXPORTER_OTLP_HEADERS"),
+])
+def test_a_bad_standard_variable_is_a_config_error_naming_it(environ, key):
+    with pytest.raises(ConfigError) as raised:
+        resolve_settings(OtlpConfig(), environ)
+    assert raised.value.key == key
+
+
+def test_bad_otlp_keys_name_the_key():
+    from otel_efa import config
+
+    for variable, value, key in [("OTEL_EFA_OTLP_COMPRESSION", "zstd", "otlp.compression"),
+                                 ("OTEL_EFA_OTLP_ENDPOINT", "localhost", "otlp.endpoint"),
+                                 ("OTEL_EFA_OTLP_HEADERS", "=x", "otlp.headers"),
+                                 ("OTEL_EFA_OTLP_INSECURE", "maybe", "otlp.insecure")]:
+        with pytest.raises(ConfigError) as raised:
+            config.load(None, environ={variable: value})
+        assert raised.value.key == key
