@@ -1,0 +1,74 @@
+"""A small IMDSv2 on loopback (http.server in a thread): what EC2 answers, with the parts we test.
+
+- ``PUT /latest/api/token`` needs ``X-aws-ec2-metadata-token-ttl-seconds`` (else 400) and hands out
+  a fresh token; ``GET`` needs a token it issued and has not expired (else 401), as IMDSv2 does.
+- ``meta-data/network/interfaces/macs/<mac>/interface-id`` answers from ``enis`` (else 404).
+- ``expire_tokens()`` makes every issued token stale, as when its TTL runs out.
+A real HTTP server, not a mock: the client under test speaks HTTP to it over a socket.
+"""
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Dict, List
+
+
+class FakeImds:
+    def __init__(self, port: int = 0):
+        self.enis: Dict[str, str] = {}
+        self.valid_tokens: set = set()
+        self.tokens_issued = 0
+        self.unauthorized = 0  # 401s served
+        self.requests: List[str] = []
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _reply(self, code: int, body: str = "") -> None:
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_PUT(self):
+                with fake._lock:
+                    fake.requests.append("PUT " + self.path)
+                    if self.path != "/latest/api/token":
+                        return self._reply(404)
+                    if not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+                        return self._reply(400)
+                    fake.tokens_issued += 1
+                    token = f"token-{fake.tokens_issued}"
+                    fake.valid_tokens.add(token)
+                return self._reply(200, token)
+
+            def do_GET(self):
+                with fake._lock:
+                    fake.requests.append("GET " + self.path)
+                    if self.headers.get("X-aws-ec2-metadata-token") not in fake.valid_tokens:
+                        fake.unauthorized += 1
+                        return self._reply(401)
+                    prefix, suffix = "/latest/meta-data/network/interfaces/macs/", "/interface-id"
+                    path = self.path
+                    if path.startswith(prefix) and path.endswith(suffix):
+                        eni = fake.enis.get(path[len(prefix):-len(suffix)])
+                        if eni:
+                            return self._reply(200, eni)
+                return self._reply(404)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def expire_tokens(self) -> None:
+        with self._lock:
+            self.valid_tokens.clear()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
