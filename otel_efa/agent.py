@@ -115,7 +115,7 @@ class Agent:
     def shutdown(self) -> None:
         started = time.monotonic()
         if self.attribution is not None:
-            self.attribution.stop(timeout=0.5)  # an squeue still running is killed by its own timeout
+            self.attribution.stop(timeout=0.5)  # kills an squeue still running
             self.attribution = None
         for exporter in self.exporters:
             remaining = max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - started))

@@ -63,14 +63,8 @@ class Attribution:
     # --- the work ------------------------------------------------------------------------------
     def refresh(self, snapshot: Optional[Snapshot]) -> bool:
         """One pass: topology of new devices, ENI ids still missing, jobs when due. True if anything changed."""
-        changed = False
         names = tuple(d.name for d in snapshot.devices) if snapshot is not None else ()
-        if not self._topology_read or any(name not in self._info for name in names):
-            self._topology_read = True
-            info = {name: info_attributes(t) for name, t in read_topology(self.sysfs_root).items()}
-            if info != self._info:
-                self._info = info
-                changed = True
+        changed = self.refresh_topology(names)
         if snapshot is not None:
             macs = dict(self._macs)
             for device in snapshot.devices:
@@ -91,6 +85,17 @@ class Attribution:
             self._rebuild_device_attributes()
         return changed
 
+    def refresh_topology(self, names: Tuple[str, ...] = ()) -> bool:
+        """Read the PCI tree the first time and whenever a device we have not placed shows up."""
+        if self._topology_read and all(name in self._info for name in names):
+            return False
+        self._topology_read = True
+        info = {name: info_attributes(t) for name, t in read_topology(self.sysfs_root).items()}
+        if info == self._info:
+            return False
+        self._info = info
+        return True
+
     def _rebuild_device_attributes(self) -> None:
         extra: Dict[str, Dict[str, str]] = {}
         node = self.node_attributes()
@@ -104,8 +109,11 @@ class Attribution:
 
     # --- the thread ----------------------------------------------------------------------------
     def start(self, latest: Callable[[], Optional[Snapshot]], on_change: Callable[[], None]) -> None:
-        """Read the topology now (cheap), then work on a thread until :meth:`stop`."""
-        self.refresh(None)
+        """Read the topology now (cheap, local), then work on a thread until :meth:`stop`.
+
+        IMDS and squeue are only ever asked on the thread: neither can delay start-up or collection.
+        """
+        self.refresh_topology()
         self._thread = threading.Thread(target=self._run, args=(latest, on_change), name="otel-efa-attribution",
                                         daemon=True)
         self._thread.start()
@@ -121,6 +129,8 @@ class Attribution:
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
+        if self.slurm is not None:
+            self.slurm.cancel()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

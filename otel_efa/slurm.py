@@ -30,6 +30,14 @@ def parse_job_ids(output: str) -> Tuple[str, ...]:
     return tuple(sorted(ids, key=natural_key))
 
 
+def _kill_group(process: subprocess.Popen) -> None:
+    """The process runs in its own session: kill it and whatever it started."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 class SlurmJobs:
     def __init__(self, node_name: Optional[str] = None, timeout: float = 2.0, command: str = "squeue"):
         self.node_name = node_name or default_node_name()
@@ -37,6 +45,7 @@ class SlurmJobs:
         self.command = command
         self.failures = 0  # runs that gave no answer (missing, timed out, failed), for tests and logs
         self._failing = False
+        self._running: Optional[subprocess.Popen] = None
 
     @property
     def argv(self) -> Tuple[str, ...]:
@@ -49,15 +58,15 @@ class SlurmJobs:
                                        stderr=subprocess.PIPE, start_new_session=True)
         except OSError as e:
             return self._failed(f"cannot run {self.command}: {e.strerror or e}")
+        self._running = process
         try:
             out, err = process.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except OSError:
-                pass
+            _kill_group(process)
             process.communicate()
             return self._failed(f"{self.command} took longer than {self.timeout:g} s; killed it")
+        finally:
+            self._running = None
         if process.returncode != 0:
             detail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
             return self._failed(f"{self.command} exited {process.returncode}: {detail[0]}")
@@ -65,6 +74,12 @@ class SlurmJobs:
             log.info("%s answers again", self.command)
         self._failing = False
         return parse_job_ids(out.decode(errors="replace"))
+
+    def cancel(self) -> None:
+        """Kill a run in progress (the agent is stopping); its :meth:`query` returns None."""
+        process = self._running
+        if process is not None:
+            _kill_group(process)
 
     def _failed(self, message: str) -> None:
         self.failures += 1

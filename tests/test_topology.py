@@ -111,3 +111,43 @@ def test_topology_command_table_and_json(make_simulator, capsys):
 def test_topology_command_on_a_root_without_devices(tmp_path, capsys):
     assert main(["topology", "--sysfs", str(tmp_path)]) == 1
     assert "no EFA devices" in capsys.readouterr().err
+
+
+def _info_series(port):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == "efa_device_info"]
+
+
+@pytest.mark.parametrize("pci_links", [True, False])
+def test_agent_exports_efa_device_info(make_simulator, run_agent, pci_links):
+    import time
+
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_efa.config import Config, PrometheusConfig
+
+    simulator = make_simulator("p4d.24xlarge", pci_links=pci_links)
+    config = Config(sysfs=simulator.root, interval=0.1, exporters=["prometheus"],
+                    prometheus=PrometheusConfig(address="127.0.0.1:0"))
+    running = run_agent(config, resource=Resource.create({"service.name": "otel-efa"}))
+    deadline = time.monotonic() + 10
+    while len(series := _info_series(running.agent.exporters[0].port)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    by_device = {s.labels["aws_efa_device"]: s for s in series}
+    assert set(by_device) == set(simulator.device_names)
+    for name, truth in simulator.declared_topology().items():
+        labels = by_device[name].labels
+        assert by_device[name].value == 1
+        if pci_links:
+            assert labels["aws_efa_pci_address"] == truth.pci_address
+            assert labels["aws_efa_numa_node"] == str(truth.numa_node)
+            assert labels["aws_efa_local_cpus"] == truth.local_cpulist
+            assert labels["aws_efa_gpu_pci_addresses"] == ",".join(truth.gpus)
+            assert labels["aws_efa_affinity"] == "pcie_switch"
+        else:
+            assert labels["aws_efa_pci_address"] == labels["aws_efa_numa_node"] == "unknown"
+            assert labels["aws_efa_affinity"] == "unknown"
