@@ -170,3 +170,19 @@ def test_agent_exports_eni_ids_once_imds_answers(make_simulator, imds, run_agent
     wait_for(resolved)
     devices = {l["aws_efa_device"]: l.get("aws_efa_eni_id") for l in labels_of("efa_device_cmds_err_total")}
     assert devices == expected
+
+
+def test_topology_command_shows_eni_ids(make_simulator, imds, capsys):
+    import json
+
+    from otel_efa.cli import main
+
+    simulator = make_simulator("p4d.24xlarge")
+    imds.enis = {d.mac: _eni(d.index) for d in simulator.devices[1:]}  # the first one IMDS does not know
+    assert main(["topology", "--sysfs", simulator.root, "--eni", "--json"]) == 0
+    enis = {d["device"]: d["eni"] for d in json.loads(capsys.readouterr().out)["devices"]}
+    first = simulator.devices[0].name
+    assert enis == {first: None, **{d.name: _eni(d.index) for d in simulator.devices[1:]}}
+    assert main(["topology", "--sysfs", simulator.root, "--eni"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert _eni(3) in rows[simulator.devices[3].name] and "unknown" in rows[first]
