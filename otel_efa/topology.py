@@ -160,7 +160,8 @@ def read_topology(root: str = "/sys") -> Dict[str, DeviceTopology]:
 
 
 def info_attributes(topology: DeviceTopology) -> Dict[str, str]:
-    """The attributes of ``efa_device_info``: strings, "unknown" where the tree does not say."""
+    """The attributes of ``efa_device_info``: strings, "unknown" where the tree does not say; no
+    accelerator attributes where there are none (no empty ``aws.efa.neuron_devices`` on a GPU node)."""
     from . import catalog
 
     def indexes(accelerators: Tuple[Accelerator, ...]) -> str:
@@ -169,7 +170,7 @@ def info_attributes(topology: DeviceTopology) -> Dict[str, str]:
     def addresses(accelerators: Tuple[Accelerator, ...]) -> str:
         return ",".join(a.pci_address for a in accelerators)
 
-    return {
+    attributes = {
         catalog.ATTR_PCI_ADDRESS: topology.pci_address or UNKNOWN,
         catalog.ATTR_NUMA_NODE: UNKNOWN if topology.numa_node is None else str(topology.numa_node),
         catalog.ATTR_LOCAL_CPUS: topology.local_cpus or UNKNOWN,
@@ -178,3 +179,4 @@ def info_attributes(topology: DeviceTopology) -> Dict[str, str]:
         catalog.ATTR_GPU_PCI_ADDRESSES: addresses(topology.gpus),
         catalog.ATTR_NEURON_DEVICES: indexes(topology.neuron_devices),
     }
+    return {key: value for key, value in attributes.items() if value}
