@@ -12,6 +12,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from . import exporters as exporter_registry
+from .attribution import Attribution
 from .collector import Collector
 from .config import Config
 from .imds import ImdsClient
@@ -45,6 +46,7 @@ class Agent:
         self.collector: Optional[Collector] = None
         self.exporters: List[exporter_registry.Exporter] = []
         self.meter_provider: Optional[MeterProvider] = None
+        self.attribution: Optional[Attribution] = None
         self.ready = threading.Event()  # set once every exporter has started (tests wait on it)
 
     def stop(self) -> None:
@@ -67,12 +69,18 @@ class Agent:
     def setup(self) -> None:
         raise_open_file_limit()
         resource = self._resource or build_resource(ImdsClient())
-        self.collector = Collector(SysfsReader(self._sysfs_root()), self._instance_type(resource))
+        sysfs_root = self._sysfs_root()
+        self.collector = Collector(SysfsReader(sysfs_root), self._instance_type(resource))
         self.exporters = [exporter_registry.create(name, self.config, resource) for name in self.config.exporters]
         readers = [r for r in (e.metric_reader() for e in self.exporters) if r is not None] + self._extra_readers
         self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-        self.instrumentor = EfaInstrumentor(self.collector)
+        self.attribution = Attribution(self.config, sysfs_root)
+        self.instrumentor = EfaInstrumentor(self.collector, device_attributes=self.attribution.device_attributes,
+                                            node_attributes=self.attribution.node_attributes,
+                                            device_info=self.attribution.device_info)
         self.instrumentor.instrument(self.meter_provider)
+        self.attribution.start(lambda: self.collector.latest if self.collector else None,
+                               on_change=self.instrumentor.forget_attributes)
         for exporter in self.exporters:
             exporter.start()
         if self._simulator is not None:
@@ -114,6 +122,9 @@ class Agent:
 
     def shutdown(self) -> None:
         started = time.monotonic()
+        if self.attribution is not None:
+            self.attribution.stop(timeout=0.5)  # kills an squeue still running
+            self.attribution = None
         for exporter in self.exporters:
             remaining = max(0.1, SHUTDOWN_BUDGET_S - (time.monotonic() - started))
             try:

@@ -18,6 +18,18 @@ ATTR_DEVICE = "aws.efa.device"
 ATTR_PORT = "aws.efa.port"
 ATTR_ENI = "aws.efa.eni.id"
 ATTR_REASON = "reason"
+# Where a device sits (efa_device_info): see otel_efa/topology.py.
+ATTR_PCI_ADDRESS = "aws.efa.pci_address"
+ATTR_NUMA_NODE = "aws.efa.numa_node"
+ATTR_LOCAL_CPUS = "aws.efa.local_cpus"
+ATTR_AFFINITY = "aws.efa.affinity"  # how the accelerators were found: pcie_switch, numa_node, none, unknown
+ATTR_GPUS = "aws.efa.gpus"  # GPU indexes (nvidia-smi's numbering), comma-separated
+ATTR_GPU_PCI_ADDRESSES = "aws.efa.gpu_pci_addresses"  # the same GPUs by PCI address (DCGM's pci_bus_id)
+ATTR_NEURON_DEVICES = "aws.efa.neuron_devices"  # Neuron device indexes (/dev/neuronN), comma-separated
+INFO_ATTRIBUTES = (ATTR_PCI_ADDRESS, ATTR_NUMA_NODE, ATTR_LOCAL_CPUS, ATTR_AFFINITY, ATTR_GPUS,
+                   ATTR_GPU_PCI_ADDRESSES, ATTR_NEURON_DEVICES)
+# Optional (slurm.enabled): the Slurm jobs running on the node, comma-separated, on OTLP and Prometheus.
+ATTR_SLURM_JOB = "slurm.job.id"
 
 PORT_ATTRIBUTES = (ATTR_DEVICE, ATTR_PORT)
 DEVICE_ATTRIBUTES = (ATTR_DEVICE,)
@@ -34,6 +46,7 @@ class Kind(Enum):
 class Scope(Enum):
     PORT = "port"
     DEVICE = "device"
+    NODE = "node"  # one value for the whole node, computed across its devices
     AGENT = "agent"
 
 
@@ -46,14 +59,15 @@ class MetricSpec:
     scope: Scope
     source: str  # where the number comes from, for people (README, dashboards)
     kernel_name: Optional[str] = None  # the hw_counters file, for counters read from sysfs
+    extra_attributes: Tuple[str, ...] = ()  # beyond the scope's (an info metric's attributes)
 
     @property
     def attributes(self) -> Tuple[str, ...]:
         if self.scope is Scope.PORT:
-            return PORT_ATTRIBUTES
+            return PORT_ATTRIBUTES + self.extra_attributes
         if self.scope is Scope.DEVICE:
-            return DEVICE_ATTRIBUTES
-        return ()
+            return DEVICE_ATTRIBUTES + self.extra_attributes
+        return self.extra_attributes
 
     @property
     def prometheus_name(self) -> str:
@@ -179,6 +193,24 @@ PORT_GAUGES: Tuple[MetricSpec, ...] = tuple(_rate_gauge(n, k) for n, k in RATE_S
                Scope.PORT, "efa_tx_bytes_rate / efa_link_speed"),
 )
 
+INFO_METRICS: Tuple[MetricSpec, ...] = (
+    MetricSpec("efa_device_info", Kind.GAUGE, "1",
+               "Always 1; the attributes say where the device sits: PCI address, NUMA node, local CPUs "
+               "and the GPUs or Neuron devices behind the same PCIe switch (else on the same NUMA node)",
+               Scope.DEVICE, "sysfs PCI tree: <dev>/device link, /sys/bus/pci/devices",
+               extra_attributes=INFO_ATTRIBUTES),
+)
+
+# Rail balance: how evenly the node's traffic spreads over its EFA devices (otel_efa/rails.py).
+NODE_METRICS: Tuple[MetricSpec, ...] = (
+    MetricSpec("efa_node_rail_imbalance", Kind.GAUGE, "1",
+               "Busiest device's rx+tx bytes per second / the devices' mean (1 = balanced); "
+               "absent while the node is idle", Scope.NODE, "per-device efa_rx_bytes_rate + efa_tx_bytes_rate"),
+    MetricSpec("efa_node_idle_rails", Kind.GAUGE, "1",
+               "Devices carrying under a tenth of the mean device's rx+tx bytes per second while the node "
+               "is busy (0 while it is idle)", Scope.NODE, "per-device efa_rx_bytes_rate + efa_tx_bytes_rate"),
+)
+
 AGENT_METRICS: Tuple[MetricSpec, ...] = (
     MetricSpec("otel_efa_read_errors", Kind.COUNTER, "1",
                "Counter reads that failed, by reason (missing, permission, not_available, parse, io)",
@@ -189,7 +221,8 @@ AGENT_METRICS: Tuple[MetricSpec, ...] = (
                Scope.AGENT, "the agent"),
 )
 
-METRICS: Tuple[MetricSpec, ...] = PORT_COUNTERS + DEVICE_COUNTERS + PORT_GAUGES + AGENT_METRICS
+METRICS: Tuple[MetricSpec, ...] = (PORT_COUNTERS + DEVICE_COUNTERS + PORT_GAUGES + INFO_METRICS + NODE_METRICS
+                                   + AGENT_METRICS)
 BY_NAME: Dict[str, MetricSpec] = {m.name: m for m in METRICS}
 PORT_COUNTER_BY_KERNEL: Dict[str, MetricSpec] = {m.kernel_name: m for m in PORT_COUNTERS}
 DEVICE_COUNTER_BY_KERNEL: Dict[str, MetricSpec] = {m.kernel_name: m for m in DEVICE_COUNTERS}

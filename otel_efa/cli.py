@@ -140,7 +140,13 @@ def _metrics(args) -> int:
     return 0
 
 
-COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_collector_config)
+def _add_topology(subparsers) -> None:
+    from .topology_cli import add_parser
+
+    add_parser(subparsers)
+
+
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_collector_config, _add_topology)
 
 
 def build_parser() -> argparse.ArgumentParser:

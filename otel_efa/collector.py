@@ -89,8 +89,8 @@ class Collector:
     def _log_device_changes(self, names: Tuple[str, ...]) -> None:
         if names == self._device_names:
             return
-        added = sorted(set(names) - set(self._device_names))
-        removed = sorted(set(self._device_names) - set(names))
+        added = [n for n in names if n not in self._device_names]
+        removed = [n for n in self._device_names if n not in names]
         if added:
             log.info("EFA devices found: %s", " ".join(added))
         if removed:

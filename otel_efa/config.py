@@ -90,6 +90,29 @@ class CloudWatchConfig:
 
 
 @dataclass
+class SlurmConfig:
+    """Job attribution, off by default: the Slurm job ids running on the node as ``slurm.job.id``.
+
+    On OTLP and Prometheus only. ``cloudwatch_dimension`` asks the CloudWatch exporter to add it as a
+    dimension too: every job then makes new CloudWatch metrics, which the cost command must price.
+    """
+
+    enabled: bool = False
+    timeout: float = 2.0  # seconds one squeue run may take before it is killed
+    cache_seconds: float = 30.0  # job ids are reused this long before squeue runs again
+    node_name: Optional[str] = None  # Slurm's name for this node; default the short hostname
+    cloudwatch_dimension: bool = False
+
+    def validate(self) -> None:
+        if not self.timeout > 0:
+            raise ConfigError("slurm.timeout", "must be a positive number of seconds")
+        if not self.cache_seconds > 0:
+            raise ConfigError("slurm.cache_seconds", "must be a positive number of seconds")
+        if self.node_name is not None and not self.node_name.strip():
+            raise ConfigError("slurm.node_name", "must not be empty")
+
+
+@dataclass
 class Config:
     interval: float = 60.0  # seconds between collections (the seed's COLLECTION_INTERVAL)
     sysfs: str = "/sys"
@@ -102,6 +125,7 @@ class Config:
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     otlp: OtlpConfig = field(default_factory=OtlpConfig)
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def validate(self) -> None:
         if not self.interval > 0:

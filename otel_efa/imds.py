@@ -16,12 +16,21 @@ TOKEN_TTL_SECONDS = 21600
 
 
 class ImdsClient:
+    """Not thread-safe: give each thread its own client.
+
+    ``unreachable_holdoff``: after a connection failure, answer None at once for that many seconds
+    instead of paying the timeout again (callers with their own back-off pass 0).
+    ``reachable`` tells a caller whether the last None meant "no answer" or "IMDS said no".
+    """
+
     def __init__(self, endpoint: Optional[str] = None, timeout: float = 0.5,
-                 environ: Mapping[str, str] = os.environ):
+                 environ: Mapping[str, str] = os.environ, unreachable_holdoff: float = 30.0):
         self.endpoint = (endpoint or environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")
                          or DEFAULT_ENDPOINT).rstrip("/")
         self.disabled = environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true"
         self.timeout = timeout
+        self.unreachable_holdoff = unreachable_holdoff
+        self.reachable = not self.disabled
         self._token: Optional[str] = None
         self._token_expires = 0.0
         self._unreachable_until = 0.0
@@ -47,15 +56,20 @@ class ImdsClient:
                 request = urllib.request.Request(f"{self.endpoint}/latest/{path}",
                                                  headers={"X-aws-ec2-metadata-token": self._token or ""})
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return response.read().decode()
+                    text = response.read().decode()
+                self.reachable = True
+                return text
             except urllib.error.HTTPError as e:
+                self.reachable = True
                 if e.code == 401 and attempt == 0:  # token expired or revoked: fetch a new one once
                     self._token = None
                     continue
                 return None
             except (OSError, ValueError):
                 # Unreachable (off EC2): do not pay the timeout again on every call for a while.
-                self._unreachable_until = time.monotonic() + 30
+                self.reachable = False
+                self._token = None  # a restarted IMDS knows none of our tokens
+                self._unreachable_until = time.monotonic() + self.unreachable_holdoff
                 return None
         return None
 

@@ -11,23 +11,40 @@ from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observa
 from . import __version__, catalog
 from .catalog import Kind, MetricSpec
 from .collector import Collector
+from .rails import RailBalance, rail_balance
 from .snapshot import PortSnapshot, Snapshot
 
 # Extra attributes per device (for example aws.efa.eni.id once resolved); empty by default.
 DeviceAttributes = Callable[[str], Dict[str, str]]
+# Extra attributes of node-level metrics (for example slurm.job.id); empty by default.
+NodeAttributes = Callable[[], Dict[str, str]]
+# The efa_device_info attributes of a device (its topology), or None while unknown.
+DeviceInfoAttributes = Callable[[str], Optional[Dict[str, str]]]
 
 
 def _no_extra(_device: str) -> Dict[str, str]:
     return {}
 
 
+def _no_node_extra() -> Dict[str, str]:
+    return {}
+
+
+def _no_info(_device: str) -> Optional[Dict[str, str]]:
+    return None
+
+
 class EfaInstrumentor:
-    def __init__(self, collector: Collector, device_attributes: DeviceAttributes = _no_extra):
+    def __init__(self, collector: Collector, device_attributes: DeviceAttributes = _no_extra,
+                 node_attributes: NodeAttributes = _no_node_extra, device_info: DeviceInfoAttributes = _no_info):
         self.collector = collector
         self.device_attributes = device_attributes
+        self.node_attributes = node_attributes
+        self.device_info = device_info
         self._meter: Optional[Meter] = None
         self._registered: Set[str] = set()
         self._attribute_cache: Dict[Tuple[str, str], Dict[str, str]] = {}
+        self._balance: Tuple[Optional[Snapshot], RailBalance] = (None, RailBalance(None, None))
 
     def instrument(self, meter_provider: MeterProvider) -> None:
         self._meter = meter_provider.get_meter("otel_efa", __version__)
@@ -48,8 +65,12 @@ class EfaInstrumentor:
                         self._register(spec, self._callback_for(spec))
 
     def forget_attributes(self) -> None:
-        """Call when device attributes change (an ENI id resolved), so callbacks pick them up."""
-        self._attribute_cache.clear()
+        """Call when attributes change (an ENI id resolved, a job started), so callbacks pick them up.
+
+        Any thread may call this while a reader runs the callbacks: the cache is replaced, not cleared,
+        and a callback stores into the dictionary it looked up, so nothing stale survives the swap.
+        """
+        self._attribute_cache = {}
 
     def _register(self, spec: MetricSpec, callback) -> None:
         assert self._meter is not None, "instrument() first"
@@ -59,22 +80,33 @@ class EfaInstrumentor:
         self._registered.add(spec.name)
 
     def _port_attributes(self, port: PortSnapshot) -> Dict[str, str]:
+        cache = self._attribute_cache
         key = (port.device, port.port)
-        attributes = self._attribute_cache.get(key)
+        attributes = cache.get(key)
         if attributes is None:
             attributes = {catalog.ATTR_DEVICE: port.device, catalog.ATTR_PORT: port.port}
             attributes.update(self.device_attributes(port.device))
-            self._attribute_cache[key] = attributes
+            cache[key] = attributes
         return attributes
 
     def _device_attributes(self, device: str) -> Dict[str, str]:
+        cache = self._attribute_cache
         key = (device, "")
-        attributes = self._attribute_cache.get(key)
+        attributes = cache.get(key)
         if attributes is None:
             attributes = {catalog.ATTR_DEVICE: device}
             attributes.update(self.device_attributes(device))
-            self._attribute_cache[key] = attributes
+            cache[key] = attributes
         return attributes
+
+    def _rail_balance(self) -> RailBalance:
+        """Computed once per snapshot, whichever node gauge asks first."""
+        snapshot = self.collector.latest
+        seen, balance = self._balance
+        if snapshot is not seen:
+            balance = rail_balance(snapshot)
+            self._balance = (snapshot, balance)
+        return balance
 
     def _ports(self) -> Iterator[PortSnapshot]:
         snapshot = self.collector.latest
@@ -89,6 +121,10 @@ class EfaInstrumentor:
             return self._port_observer(lambda port, k=spec.kernel_name: port.counters.get(k))
         if value_of is not None:
             return self._port_observer(value_of)
+        if spec.name == "efa_device_info":
+            return self._device_info_observer
+        if spec.scope is catalog.Scope.NODE:
+            return self._node_observer(_NODE_VALUES[spec.name])
         if spec.scope is catalog.Scope.DEVICE:
             return self._device_counter_observer(spec.kernel_name)
         return _AGENT_OBSERVERS[spec.name](self)
@@ -111,6 +147,29 @@ class EfaInstrumentor:
                 if value is not None:
                     yield Observation(value, self._device_attributes(device.name))
         return observe
+
+
+    def _device_info_observer(self, _options: CallbackOptions) -> Iterable[Observation]:
+        snapshot = self.collector.latest
+        if snapshot is None:
+            return
+        for device in snapshot.devices:
+            info = self.device_info(device.name)
+            if info is not None:
+                yield Observation(1, {**self._device_attributes(device.name), **info})
+
+    def _node_observer(self, value_of: Callable[[RailBalance], Optional[float]]):
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            value = value_of(self._rail_balance())
+            if value is not None:
+                yield Observation(value, self.node_attributes())
+        return observe
+
+
+_NODE_VALUES: Dict[str, Callable[[RailBalance], Optional[float]]] = {
+    "efa_node_rail_imbalance": lambda balance: balance.imbalance,
+    "efa_node_idle_rails": lambda balance: balance.idle_rails,
+}
 
 
 def _rate_value(kernel_name: str) -> Callable[[PortSnapshot], Optional[float]]:

@@ -10,6 +10,18 @@ from otel_efa.config import Config
 from otel_efa.simulator import Simulator
 
 
+@pytest.fixture(autouse=True)
+def _imds_on_loopback(monkeypatch):
+    """Keep every test's IMDS traffic on loopback: by default IMDS is a closed port (refused at once).
+
+    A test with a fake IMDS server sets AWS_EC2_METADATA_SERVICE_ENDPOINT itself, which wins.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", f"http://127.0.0.1:{closed}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,53 +1,91 @@
-"""A fake EC2 instance metadata service (IMDSv2) on loopback, for what only EC2 answers."""
+"""A small IMDSv2 on loopback (http.server in a thread): what EC2 answers, with the parts we test.
+
+- ``PUT /latest/api/token`` needs ``X-aws-ec2-metadata-token-ttl-seconds`` (else 400), hands out a
+  fresh token and echoes the TTL header (AWS SDKs rely on it); ``GET`` needs a token it issued and has
+  not expired (else 401), as IMDSv2 does.
+- ``dynamic/instance-identity/document`` answers ``document``;
+  ``meta-data/network/interfaces/macs/<mac>/interface-id`` answers from ``enis`` (else 404).
+- ``expire_tokens()`` makes every issued token stale, as when its TTL runs out.
+A real HTTP server, not a mock: the client under test speaks HTTP to it over a socket.
+"""
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Dict, List, Optional, Tuple
+
+IDENTITY_PATH = "/latest/dynamic/instance-identity/document"
+ENI_PREFIX, ENI_SUFFIX = "/latest/meta-data/network/interfaces/macs/", "/interface-id"
 
 
 class FakeImds:
-    """IMDSv2 on loopback: a token from PUT /latest/api/token, then GETs that must carry it."""
-
-    TOKEN = "fake-imds-token"
-
-    def __init__(self, document):
-        self.calls = []
-        imds = self
+    def __init__(self, document: Optional[dict] = None, port: int = 0):
+        self.document = document
+        self.enis: Dict[str, str] = {}
+        self.valid_tokens: set = set()
+        self.tokens_issued = 0
+        self.unauthorized = 0  # 401s served
+        self.requests: List[str] = []
+        self.calls: List[Tuple[str, str, Optional[str]]] = []  # (method, path, ttl or token header)
+        self._lock = threading.Lock()
+        fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_PUT(self):
-                ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
-                imds.calls.append(("PUT", self.path, ttl))
-                if self.path != "/latest/api/token" or not ttl:
-                    self._reply(400, "")
-                else:  # the real service echoes the TTL; AWS SDKs rely on it
-                    self._reply(200, imds.TOKEN, {"X-aws-ec2-metadata-token-ttl-seconds": ttl})
+            def log_message(self, *args):  # keep test output clean
+                pass
 
-            def do_GET(self):
-                token = self.headers.get("X-aws-ec2-metadata-token")
-                imds.calls.append(("GET", self.path, token))
-                if token != imds.TOKEN:
-                    self._reply(401, "")
-                elif self.path == "/latest/dynamic/instance-identity/document":
-                    self._reply(200, json.dumps(document))
-                else:
-                    self._reply(404, "")
-
-            def _reply(self, status, body, headers=None):
+            def _reply(self, code: int, body: str = "", headers: Optional[dict] = None) -> None:
                 data = body.encode()
-                self.send_response(status)
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain")
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, *_args):
-                pass
+            def do_PUT(self):
+                ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+                with fake._lock:
+                    fake.requests.append("PUT " + self.path)
+                    fake.calls.append(("PUT", self.path, ttl))
+                    if self.path != "/latest/api/token":
+                        return self._reply(404)
+                    if not ttl:
+                        return self._reply(400)
+                    fake.tokens_issued += 1
+                    token = f"token-{fake.tokens_issued}"
+                    fake.valid_tokens.add(token)
+                return self._reply(200, token, {"X-aws-ec2-metadata-token-ttl-seconds": ttl})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+            def do_GET(self):
+                token = self.headers.get("X-aws-ec2-metadata-token")
+                with fake._lock:
+                    fake.requests.append("GET " + self.path)
+                    fake.calls.append(("GET", self.path, token))
+                    if token not in fake.valid_tokens:
+                        fake.unauthorized += 1
+                        return self._reply(401)
+                    path = self.path
+                    if path == IDENTITY_PATH and fake.document is not None:
+                        return self._reply(200, json.dumps(fake.document))
+                    if path.startswith(ENI_PREFIX) and path.endswith(ENI_SUFFIX):
+                        eni = fake.enis.get(path[len(ENI_PREFIX):-len(ENI_SUFFIX)])
+                        if eni:
+                            return self._reply(200, eni)
+                return self._reply(404)
 
-    def stop(self):
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def expire_tokens(self) -> None:
+        with self._lock:
+            self.valid_tokens.clear()
+
+    def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    stop = close

@@ -64,7 +64,9 @@ def test_lines_are_flushed_within_a_second_of_collection(tmp_path):
     delays, seen = [], 0
     try:
         deadline = time.monotonic() + 30
-        while process.poll() is None and time.monotonic() < deadline:
+        running = True
+        while running and time.monotonic() < deadline:
+            running = process.poll() is None  # one more look after it exits: its last lines count too
             if log_file.exists():
                 lines = log_file.read_text().splitlines()
                 now = time.time()

@@ -5,6 +5,8 @@ import time
 import pytest
 
 from otel_efa import catalog
+from otel_efa.rails import rail_balance
+from otel_efa.topology import info_attributes, read_topology
 from otel_efa.catalog import Kind, Scope
 from otel_efa.config import Config, ConfigError, OtlpConfig
 from otel_efa.exporters.otlp import resolve_settings
@@ -55,6 +57,14 @@ def _expected(simulator, snapshot):
             expected[("efa_link_speed", attrs)] = link
             expected[("efa_rx_utilization", attrs)] = port.rates["rx_bytes"] / link
             expected[("efa_tx_utilization", attrs)] = port.rates["tx_bytes"] / link
+    topology = read_topology(simulator.root)  # checked against the simulator's layout in test_topology
+    for device in snapshot.devices:
+        info = {catalog.ATTR_DEVICE: device.name, **info_attributes(topology[device.name])}
+        expected[("efa_device_info", frozenset(info.items()))] = 1
+    balance = rail_balance(snapshot)
+    if balance.imbalance is not None:  # absent while the node is idle (the last interval may be)
+        expected[("efa_node_rail_imbalance", frozenset())] = balance.imbalance
+    expected[("efa_node_idle_rails", frozenset())] = balance.idle_rails
     for reason, count in snapshot.read_errors.items():
         expected[("otel_efa_read_errors", frozenset({(catalog.ATTR_REASON, reason)}))] = count
     expected[("otel_efa_collections", frozenset())] = snapshot.collections
@@ -90,13 +100,17 @@ def test_every_catalog_metric_arrives_with_ground_truth(protocol, make_simulator
     assert snapshot.monotonic > stopped_at
     received = {(p.name, p.attributes): p for p in points(last)}
     expected = _expected(simulator, snapshot)
-    assert {name for name, _ in received} == {spec.name for spec in catalog.METRICS}
+    idle = {"efa_node_rail_imbalance"} if rail_balance(snapshot).imbalance is None else set()
+    assert {name for name, _ in received} == {spec.name for spec in catalog.METRICS} - idle
     assert set(received) == set(expected)
     for key, value in expected.items():
         point = received[key]
         spec = catalog.BY_NAME[point.name]
         assert point.value == value, key
         assert point.unit == spec.unit, key
+        if point.name == "efa_device_info":  # the topology attributes a device has (no GPUs on trn)
+            assert {k for k, _ in point.attributes} <= set(spec.attributes), key
+            continue
         assert {k for k, _ in point.attributes} == set(spec.attributes if spec.scope is not Scope.AGENT
                                                         or point.name != "otel_efa_read_errors"
                                                         else (catalog.ATTR_REASON,)), key
@@ -141,7 +155,7 @@ def test_resource_comes_from_imdsv2_without_otel_resource_attributes(make_simula
     assert resource["cloud.region"] == "us-east-2"
     assert resource["cloud.availability_zone"] == "us-east-2b"
     assert ("PUT", "/latest/api/token") in {c[:2] for c in imds.calls}
-    assert ("GET", "/latest/dynamic/instance-identity/document", FakeImds.TOKEN) in imds.calls
+    assert ("GET", "/latest/dynamic/instance-identity/document", "token-1") in imds.calls
 
 
 def test_shutdown_with_the_collector_gone_finishes_within_the_timeout(make_simulator, run_agent, caplog):

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from ..instance_types import INSTANCE_TYPES, InstanceType
-from .tree import (NEW_KERNEL, OLD_KERNEL, KernelFlavour, SimDevice, lay_out_device, plan_devices)
+from . import pci
+from .tree import (NEW_KERNEL, OLD_KERNEL, KernelFlavour, SimDevice, efa_buses, lay_out_device, plan_devices)
 
 PATTERNS = ("idle", "steady", "bursty")
 PACKET_BYTES = 8192  # SRD packets carry up to ~8 KiB
@@ -53,11 +54,14 @@ class Simulator:
 
     ``gbps`` is the node's throughput in each direction, spread evenly over the devices (default: 40 %
     of the instance's line rate). :meth:`set_device_level` scales one device (0 makes an idle rail).
+    The PCIe tree puts GPUs or Neuron devices behind the EFA devices' switches (:meth:`declared_topology`
+    is the ground truth); ``pci_links=False`` leaves out the PCI tree and the ``device`` links.
     """
 
     def __init__(self, profile: str, root: str, gbps: Optional[float] = None, pattern: str = "steady",
                  flavour: KernelFlavour = NEW_KERNEL, name_style: str = "rdmap",
-                 clock: Callable[[], float] = time.monotonic, initial_value: int = 1_000_000):
+                 clock: Callable[[], float] = time.monotonic, initial_value: int = 1_000_000,
+                 pci_links: bool = True):
         if profile not in INSTANCE_TYPES:
             raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(INSTANCE_TYPES)}")
         if pattern not in PATTERNS:
@@ -68,7 +72,9 @@ class Simulator:
         self.flavour = flavour
         self.gbps = self.profile.total_gbps * 0.4 if gbps is None else float(gbps)
         self._clock = clock
+        self.pci_links = pci_links
         self.devices = plan_devices(root, self.profile, flavour, name_style)
+        self._pci_plan = pci.plan(profile, efa_buses(len(self.devices)))
         self._by_name = {d.name: d for d in self.devices}
         self._levels = {d.name: 1.0 for d in self.devices}
         self._values: Dict[Tuple[str, str], int] = {}
@@ -82,6 +88,8 @@ class Simulator:
                 self._values[(device.name, name)] = initial_value if name in _TRAFFIC_SHARES else 0
                 self._carry[(device.name, name)] = 0.0
         self._time = clock()
+        if pci_links:
+            pci.lay_out(root, self._pci_plan)
         for device in self.devices:
             self._lay_out(device)
 
@@ -93,6 +101,10 @@ class Simulator:
     def values(self) -> Dict[Tuple[str, str], int]:
         with self._lock:
             return dict(self._values)
+
+    def declared_topology(self) -> Dict[str, pci.DeclaredDevice]:
+        """Device name -> its PCI address, NUMA node, CPUs, switch and the accelerators behind it."""
+        return {d.name: declared for d, declared in zip(self.devices, self._pci_plan.declared)}
 
     @property
     def device_names(self) -> Tuple[str, ...]:
@@ -247,7 +259,7 @@ class Simulator:
 
     def _lay_out(self, device: SimDevice) -> None:
         lay_out_device(self.root, self.profile, device, self.flavour,
-                       {k: v for k, v in self._values.items() if k[0] == device.name})
+                       {k: v for k, v in self._values.items() if k[0] == device.name}, self.pci_links)
 
     def _write_value(self, device: SimDevice, name: str, value: int) -> None:
         self._pwrite(device, name, b"%d\n" % value)

@@ -3,7 +3,8 @@
 Everything the kernel shows and the agent reads is here: device and port ``hw_counters`` (with
 ``lifespan``), port ``state``/``phys_state``/``rate``/``link_layer``/``gids/0``, ``node_guid``,
 ``fw_ver``, and ``device`` as a symlink into a PCI tree (``vendor`` 0x1d0f, ``numa_node``,
-``local_cpulist``). Counter groups follow the kernel: rdma_write_* only on devices with RDMA write,
+``local_cpulist``) where each EFA device shares a PCIe switch with its GPUs or Neuron devices
+(:mod:`.pci`). ``pci_links=False`` lays out a tree without any of that, as in some containers. Counter groups follow the kernel: rdma_write_* only on devices with RDMA write,
 the retrans/remote group only on newer kernels; an older kernel lists the device counters under the
 port and reports a constant ``100 Gb/sec (4X EDR)`` rate.
 """
@@ -13,6 +14,7 @@ from typing import Dict, List, Tuple
 
 from ..catalog import DEVICE_COUNTERS
 from ..instance_types import InstanceType
+from . import pci
 
 BASE_PORT_COUNTERS = ("tx_bytes", "tx_pkts", "rx_bytes", "rx_pkts", "rx_drops", "send_bytes", "send_wrs",
                       "recv_bytes", "recv_wrs", "rdma_read_wrs", "rdma_read_bytes", "rdma_read_wr_err",
@@ -21,8 +23,6 @@ RDMA_WRITE_COUNTERS = ("rdma_write_wrs", "rdma_write_bytes", "rdma_write_wr_err"
 RETRANS_COUNTERS = ("retrans_bytes", "retrans_pkts", "retrans_timeout_events", "unresponsive_remote_events",
                     "impaired_remote_conn_events")
 DEVICE_COUNTER_NAMES = tuple(spec.kernel_name for spec in DEVICE_COUNTERS)
-NUMA_NODES = 2
-CPUS_PER_NUMA = 48
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class SimDevice:
     port_counters: Tuple[str, ...]
     device_counters: Tuple[str, ...]
     path: str  # <root>/class/infiniband/<name>
+    pci_path: str = ""  # the PCI function, relative to <root>/devices
 
     @property
     def port_dir(self) -> str:
@@ -63,6 +64,10 @@ def device_names(count: int, style: str = "rdmap") -> List[str]:
     if style == "efa":
         return [f"efa_{i}" for i in range(count)]
     return [f"rdmap{_bus(i, count)}s0" for i in range(count)]
+
+
+def efa_buses(count: int) -> List[int]:
+    return [_bus(i, count) for i in range(count)]
 
 
 def _bus(index: int, count: int) -> int:
@@ -101,12 +106,7 @@ def _write(path: str, content: str, mode: int = 0o444) -> None:
 
 
 def pci_function_dir(root: str, device: SimDevice) -> str:
-    bridge = f"0000:{_root_bus(device):02x}:01.0"
-    return os.path.join(root, "devices", f"pci0000:{_root_bus(device):02x}", bridge, device.pci_address)
-
-
-def _root_bus(device: SimDevice) -> int:
-    return int(device.pci_address.split(":")[1], 16) - 1
+    return os.path.join(root, "devices", device.pci_path)
 
 
 def plan_devices(root: str, profile: InstanceType, flavour: KernelFlavour = NEW_KERNEL,
@@ -114,40 +114,42 @@ def plan_devices(root: str, profile: InstanceType, flavour: KernelFlavour = NEW_
     port_counters = BASE_PORT_COUNTERS + (RDMA_WRITE_COUNTERS if profile.has_rdma_write else ())
     port_counters += RETRANS_COUNTERS if flavour.retrans_counters else ()
     devices = []
+    pci_plan = pci.plan(profile.name, efa_buses(profile.efa_devices))
     for index, name in enumerate(device_names(profile.efa_devices, name_style)):
-        bus = _bus(index, profile.efa_devices)
+        declared = pci_plan.declared[index]
         devices.append(SimDevice(
             name=name,
             index=index,
-            pci_address=f"0000:{bus:02x}:00.0",
-            numa_node=index * NUMA_NODES // profile.efa_devices,
+            pci_address=declared.pci_address,
+            numa_node=declared.numa_node,
             mac=_mac(index),
             port_counters=port_counters,
             device_counters=DEVICE_COUNTER_NAMES,
             path=os.path.join(root, "class", "infiniband", name),
+            pci_path=pci_plan.efa_paths[index],
         ))
     return devices
 
 
 def lay_out(root: str, profile: InstanceType, devices: List[SimDevice], flavour: KernelFlavour,
-            initial: Dict[Tuple[str, str], int]) -> None:
+            initial: Dict[Tuple[str, str], int], pci_links: bool = True) -> None:
     """Write the whole tree. ``initial`` maps (device, counter) to its starting value."""
+    if pci_links:
+        pci.lay_out(root, pci.plan(profile.name, efa_buses(profile.efa_devices)))
     for device in devices:
-        lay_out_device(root, profile, device, flavour, initial)
+        lay_out_device(root, profile, device, flavour, initial, pci_links)
 
 
 def lay_out_device(root: str, profile: InstanceType, device: SimDevice, flavour: KernelFlavour,
-                   initial: Dict[Tuple[str, str], int]) -> None:
-    pci_dir = pci_function_dir(root, device)
-    numa_cpus = f"{device.numa_node * CPUS_PER_NUMA}-{(device.numa_node + 1) * CPUS_PER_NUMA - 1}"
-    _write(os.path.join(pci_dir, "vendor"), "0x1d0f\n")
-    _write(os.path.join(pci_dir, "device"), "0xefa1\n" if profile.has_rdma_write else "0xefa0\n")
-    _write(os.path.join(pci_dir, "numa_node"), f"{device.numa_node}\n")
-    _write(os.path.join(pci_dir, "local_cpulist"), numa_cpus + "\n")
+                   initial: Dict[Tuple[str, str], int], pci_links: bool = True) -> None:
     os.makedirs(device.path, exist_ok=True)
-    link = os.path.join(device.path, "device")
-    if not os.path.islink(link):
-        os.symlink(os.path.relpath(pci_dir, device.path), link)
+    if pci_links:
+        pci.write_function(root, pci.PciFunction(
+            device.pci_address, device.pci_path, pci.AMAZON,
+            "0xefa1" if profile.has_rdma_write else "0xefa0", pci.CLASS_ETHERNET, device.numa_node))
+        link = os.path.join(device.path, "device")
+        if not os.path.islink(link):
+            os.symlink(os.path.relpath(pci_function_dir(root, device), device.path), link)
     _write(os.path.join(device.path, "node_guid"), f"0e{device.index:02x}:5aff:fec1:{device.index:04x}\n")
     _write(os.path.join(device.path, "fw_ver"), "0.0.0.0\n")
     _write(os.path.join(device.path, "node_type"), "1: CA\n")

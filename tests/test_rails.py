@@ -1,0 +1,138 @@
+"""Rail balance gauges follow the simulator: an idle rail, an overloaded rail, an idle node."""
+import time
+import urllib.request
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_efa.collector import Collector
+from otel_efa.config import Config, PrometheusConfig
+from otel_efa.instruments import EfaInstrumentor
+from otel_efa.rails import IDLE_FRACTION
+from otel_efa.sysfs import SysfsReader
+
+
+def _truth(simulator):
+    """Imbalance and idle count from the simulator's own per-device rates (rx + tx)."""
+    loads = [2 * simulator.device_bytes_per_second(d) for d in simulator.device_names]
+    mean = sum(loads) / len(loads)
+    return max(loads) / mean, sum(1 for load in loads if load < IDLE_FRACTION * mean)
+
+
+def _gauges(reader):
+    values = {}
+    data = reader.get_metrics_data()
+    for resource_metrics in data.resource_metrics:
+        for scope in resource_metrics.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name.startswith("efa_node_"):
+                    values[metric.name] = [p.value for p in metric.data.data_points]
+    return values
+
+
+class _Node:
+    """Simulator, collector and instruments on one hand-driven clock: rates are exact."""
+
+    def __init__(self, make_simulator, profile):
+        self.now = 1000.0
+        self.simulator = make_simulator(profile, clock=lambda: self.now)
+        self.reader_ = SysfsReader(self.simulator.root)
+        self.collector = Collector(self.reader_, profile, clock=lambda: self.now)
+        self.metrics = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[self.metrics])
+        EfaInstrumentor(self.collector).instrument(provider)
+        self.collector.collect()
+
+    def interval(self, seconds=10.0):
+        self.now += seconds
+        self.simulator.advance(self.now)
+        self.collector.collect()
+        return _gauges(self.metrics)
+
+    def close(self):
+        self.reader_.close()
+
+
+def test_idle_and_overloaded_rails_are_seen_exactly(make_simulator):
+    node = _Node(make_simulator, "p4d.24xlarge")
+    try:
+        gauges = node.interval()
+        assert abs(gauges["efa_node_rail_imbalance"][0] - 1.0) < 1e-9 and gauges["efa_node_idle_rails"] == [0]
+
+        idle = node.simulator.device_names[2]
+        node.simulator.set_device_level(idle, 0)
+        gauges = node.interval()
+        imbalance, idle_count = _truth(node.simulator)
+        assert idle_count == 1
+        assert abs(gauges["efa_node_rail_imbalance"][0] - imbalance) < 1e-6
+        assert gauges["efa_node_idle_rails"] == [idle_count]
+
+        node.simulator.set_device_level(idle, 1)
+        node.simulator.set_device_level(node.simulator.device_names[0], 3)  # one rail carries 3x
+        gauges = node.interval()
+        imbalance, idle_count = _truth(node.simulator)
+        assert abs(gauges["efa_node_rail_imbalance"][0] - imbalance) < 1e-6 and imbalance == 2.0
+        assert gauges["efa_node_idle_rails"] == [0]
+
+        for name in node.simulator.device_names:  # the node stops: no ratio, no idle-rail alarm
+            node.simulator.set_device_level(name, 0)
+        gauges = node.interval()
+        assert gauges.get("efa_node_rail_imbalance", []) == []
+        assert gauges["efa_node_idle_rails"] == [0]
+    finally:
+        node.close()
+
+
+def test_quiet_node_is_not_busy(make_simulator):
+    """Below 1 % of line rate on average the node counts as idle: no idle-rail alarm."""
+    node = _Node(make_simulator, "p5.48xlarge")
+    try:
+        simulator = node.simulator
+        for name in simulator.device_names:
+            simulator.set_device_level(name, 0.001 / 0.4)  # 0.1 % of line rate
+        simulator.set_device_level(simulator.device_names[0], 0)
+        gauges = node.interval()
+        assert gauges["efa_node_idle_rails"] == [0]
+        assert gauges.get("efa_node_rail_imbalance", []) == []
+    finally:
+        node.close()
+
+
+def _scrape(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name.startswith("efa_node_")}
+
+
+def test_agent_shows_an_idle_rail_on_prometheus(make_simulator, run_agent):
+    """The whole agent on a running p5 simulation: one of 32 rails goes idle, then comes back."""
+    simulator = make_simulator("p5.48xlarge")
+    config = Config(sysfs=simulator.root, interval=0.5, instance_type="p5.48xlarge", exporters=["prometheus"],
+                    prometheus=PrometheusConfig(address="127.0.0.1:0"))
+    with simulator.start(tick=0.01):
+        running = run_agent(config, resource=Resource.create({"service.name": "otel-efa"}))
+        port = running.agent.exporters[0].port
+
+        def wait_for(condition, timeout=15.0):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                values = _scrape(port)
+                if condition(values):
+                    return values
+                time.sleep(0.05)
+            raise AssertionError(f"not seen within {timeout} s: {values}")
+
+        wait_for(lambda v: v.get("efa_node_idle_rails") == 0 and "efa_node_rail_imbalance" in v)
+        simulator.set_device_level(simulator.device_names[5], 0)
+        imbalance, idle_count = _truth(simulator)
+        wait_for(lambda v: v.get("efa_node_idle_rails") == idle_count == 1)
+        settled = running.agent.collector.latest.collections + 2  # an interval wholly after the change
+        values = wait_for(lambda v: running.agent.collector.latest.collections >= settled)
+        assert values["efa_node_idle_rails"] == 1
+        # Sampled rates jitter by a few simulator ticks per interval, and the max of 31 jittering rates
+        # rides high: a sanity bound here (ground truth 32/31); the exact test above checks the value.
+        assert abs(values["efa_node_rail_imbalance"] - imbalance) < 0.15 * imbalance
+        simulator.set_device_level(simulator.device_names[5], 1)
+        wait_for(lambda v: v.get("efa_node_idle_rails") == 0)
