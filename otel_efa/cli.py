@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from . import __version__
 from .config import EXPORTERS, ConfigError
+from .doctor import add_parser as _add_doctor
 
 EXIT_CONFIG = 2
 
@@ -139,7 +140,7 @@ def _metrics(args) -> int:
     return 0
 
 
-COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics)
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
