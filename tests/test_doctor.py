@@ -1,0 +1,213 @@
+"""``otel-efa doctor`` on a simulated node whose peers are real: the agent (``otel-efa run``) on a
+ticking simulated sysfs tree, an OTLP gRPC receiver (opentelemetry-proto's MetricsServiceServicer),
+CloudWatch as moto in server mode, and for the taken Prometheus port Debian's prometheus-node-exporter.
+systemctl is a stand-in (no systemd as PID 1 here) reporting efa-monitor active with the agent's pid.
+
+The doctor reads its own config file (interval 60 s, every exporter), while the agent it examines runs
+at 0.5 s with the prometheus and log exporters so the test needs no minute of waiting: the checks look
+at the log file, the port and the process, not at the agent's own configuration.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from moto.server import ThreadedMotoServer
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+
+from conftest import free_port
+from node_stand_ins import install_systemctl
+from otel_efa import doctor
+from otel_efa.simulator import Simulator
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+class _Receiver(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def Export(self, request, context):
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+def _wait_for(predicate, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _serves_metrics(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return b"otel_efa_collections_total" in response.read()
+    except OSError:
+        return False
+
+
+class HealthyNode:
+    """Everything the doctor looks at, healthy. World-readable so the doctor can also run as nobody."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.simulator = Simulator("p4d.24xlarge", str(base / "sys"))
+        self.running = self.simulator.start(tick=0.05)
+        self.log = base / "efa_monitor.log"
+        self.prometheus_port = free_port()
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "otel_efa", "run", "--sysfs", str(base / "sys"), "--interval", "0.5",
+             "--exporters", "prometheus,log", "--prometheus-address", f"127.0.0.1:{self.prometheus_port}",
+             "--log-file", str(self.log), "--instance-type", "p4d.24xlarge"],
+            env=dict(os.environ, AWS_EC2_METADATA_DISABLED="true"), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        self.otlp = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Receiver(), self.otlp)
+        self.otlp_port = self.otlp.add_insecure_port("127.0.0.1:0")
+        self.otlp.start()
+        self.moto_port = free_port()
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
+        self.moto.start()
+        install_systemctl(base / "bin", base / "systemctl", active_units=["efa-monitor"], main_pid=self.agent.pid)
+        self.env = dict(os.environ, PATH=f"{base / 'bin'}:{os.environ['PATH']}",
+                        AWS_ENDPOINT_URL=f"http://127.0.0.1:{self.moto_port}", AWS_ACCESS_KEY_ID="testing",
+                        AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                        AWS_EC2_METADATA_DISABLED="true")
+        for name in [n for n in self.env if n.startswith("OTEL_")]:
+            del self.env[name]
+        self.config = self.write_config("config.yaml")
+        _wait_for(lambda: self.log.exists() and self.log.stat().st_size > 0, "the agent's first log line")
+        _wait_for(lambda: _serves_metrics(f"http://127.0.0.1:{self.prometheus_port}/metrics"),
+                  "the agent's Prometheus endpoint")
+
+    def write_config(self, name: str, **overrides) -> Path:
+        settings = {
+            "interval": 60, "sysfs": str(self.base / "sys"),
+            "exporters": ["otlp", "prometheus", "cloudwatch", "log"], "log_file": str(self.log),
+            "prometheus": {"address": f"127.0.0.1:{self.prometheus_port}"},
+            "otlp": {"endpoint": f"http://127.0.0.1:{self.otlp_port}"},
+            "cloudwatch": {"region": "us-east-1"},
+        }
+        for key, value in overrides.items():
+            section, _, field = key.partition(".")
+            if field:
+                settings[section][field] = value
+            else:
+                settings[key] = value
+        path = self.base / name
+        path.write_text(yaml.safe_dump(settings))
+        path.chmod(0o644)
+        return path
+
+    def doctor(self, *args: str, config: Path = None, as_user=()) -> subprocess.CompletedProcess:
+        return subprocess.run([*as_user, sys.executable, "-m", "otel_efa", "doctor",
+                               "--config", str(config or self.config), *args],
+                              env=self.env, capture_output=True, text=True, timeout=120)
+
+    def close(self) -> None:
+        self.agent.terminate()
+        self.agent.wait(10)
+        self.otlp.stop(0)
+        self.moto.stop()
+        self.running.stop()
+        self.simulator.close()
+
+
+@pytest.fixture(scope="module")
+def node():
+    base = Path(tempfile.mkdtemp(prefix="otel-efa-doctor-"))
+    base.chmod(0o755)  # pytest's tmp_path is root-only; the unreadable-counter case runs as nobody
+    healthy = HealthyNode(base)
+    try:
+        yield healthy
+    finally:
+        healthy.close()
+        shutil.rmtree(base)
+
+
+def _lines(done: subprocess.CompletedProcess):
+    """check name -> (status, the rest of its line)."""
+    lines = {}
+    for line in done.stdout.splitlines():
+        status, _, rest = line.partition("  ")
+        name, _, detail = rest.partition(": ")
+        lines[name] = (status, detail)
+    return lines
+
+
+def test_healthy_node_passes_every_check(node):
+    done = node.doctor()
+    print(done.stdout)
+    lines = _lines(done)
+    assert list(lines) == [name for name, _ in doctor.CHECKS]
+    assert {name: status for name, (status, _) in lines.items()} == {name: "PASS" for name in lines}, done.stdout
+    assert done.returncode == 0
+    assert f"{len(node.simulator.device_names)} device(s)" in lines["EFA devices"][1]
+    assert f"127.0.0.1:{node.otlp_port}" in lines["OTLP collector"][1]
+    assert f"(pid {node.agent.pid})" in lines["CPU"][1]
+
+
+def test_no_devices_fails_with_its_fix(node, tmp_path):
+    empty = Path(tempfile.mkdtemp(dir=node.base))
+    done = node.doctor("--sysfs", str(empty))
+    status, detail = _lines(done)["EFA devices"]
+    assert status == "FAIL" and "no EFA device" in detail and "fix: " in detail and "modprobe efa" in detail
+    assert _lines(done)["counters readable"][0] == "SKIP"
+    assert done.returncode == 1
+
+
+def test_unreadable_counter_fails_with_its_fix(node):
+    """Root reads any file whatever its mode, so the doctor runs as nobody here, as the service's own
+    unprivileged user would read, after the simulator removed one counter file's read permission."""
+    device = node.simulator.device_names[1]
+    healthy = node.doctor(as_user=NOBODY)
+    assert _lines(healthy)["counters readable"][0] == "PASS", healthy.stdout + healthy.stderr
+    node.simulator.deny(device, "rx_bytes")
+    try:
+        done = node.doctor(as_user=NOBODY)
+    finally:
+        node.simulator.heal(device, "rx_bytes")
+    status, detail = _lines(done)["counters readable"]
+    path = node.simulator.path_of(device, "rx_bytes")
+    assert status == "FAIL" and path in detail and "permission" in detail, done.stdout
+    assert f"fix: sudo chmod a+r {path}" in detail
+    assert done.returncode == 1
+
+
+def test_collector_down_fails_with_its_fix(node):
+    config = node.write_config("collector-down.yaml", **{"otlp.endpoint": f"http://127.0.0.1:{free_port()}"})
+    done = node.doctor(config=config)
+    status, detail = _lines(done)["OTLP collector"]
+    assert status == "FAIL" and "cannot connect" in detail, done.stdout
+    assert "fix: sudo systemctl start aws-otel-collector" in detail
+    assert done.returncode == 1
+
+
+def test_prometheus_port_taken_fails_with_its_fix(node):
+    port = free_port()
+    other = subprocess.Popen(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{port}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: _answers(f"http://127.0.0.1:{port}/metrics"), "node exporter")
+        config = node.write_config("port-taken.yaml", **{"prometheus.address": f"0.0.0.0:{port}"})
+        done = node.doctor(config=config)
+    finally:
+        other.terminate()
+        other.wait(10)
+    status, detail = _lines(done)["Prometheus endpoint"]
+    assert status == "FAIL" and "another program holds it" in detail, done.stdout
+    assert f"fix: sudo ss -ltnp 'sport = :{port}'" in detail
+    assert done.returncode == 1
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False
