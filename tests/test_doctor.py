@@ -1,6 +1,8 @@
 """``otel-efa doctor`` on a simulated node whose peers are real: the agent (``otel-efa run``) on a
 ticking simulated sysfs tree, an OTLP gRPC receiver (opentelemetry-proto's MetricsServiceServicer),
 CloudWatch as moto in server mode, and for the taken Prometheus port Debian's prometheus-node-exporter.
+The gRPC receiver runs in its own process: gRPC's fork handlers in the pytest process would abort every
+later fork()-based subprocess on Python 3.9.
 systemctl is a stand-in (no systemd as PID 1 here) reporting efa-monitor active with the agent's pid.
 
 The doctor reads its own config file (interval 60 s, every exporter), while the agent it examines runs
@@ -14,14 +16,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from concurrent import futures
 from pathlib import Path
 
-import grpc
 import pytest
 import yaml
 from moto.server import ThreadedMotoServer
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 
 from conftest import free_port
 from node_stand_ins import install_systemctl
@@ -31,9 +30,33 @@ from otel_efa.simulator import Simulator
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
-class _Receiver(metrics_service_pb2_grpc.MetricsServiceServicer):
+RECEIVER = """
+import sys
+from concurrent import futures
+import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+
+class Receiver(metrics_service_pb2_grpc.MetricsServiceServicer):
     def Export(self, request, context):
         return metrics_service_pb2.ExportMetricsServiceResponse()
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Receiver(), server)
+server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+server.start()
+sys.stdin.read()  # until the test closes our stdin
+server.stop(0)
+"""
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _wait_for(predicate, what: str, timeout: float = 20.0) -> None:
@@ -66,10 +89,8 @@ class HealthyNode:
              "--log-file", str(self.log), "--instance-type", "p4d.24xlarge"],
             env=dict(os.environ, AWS_EC2_METADATA_DISABLED="true"), stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE)
-        self.otlp = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Receiver(), self.otlp)
-        self.otlp_port = self.otlp.add_insecure_port("127.0.0.1:0")
-        self.otlp.start()
+        self.otlp_port = free_port()
+        self.otlp = subprocess.Popen([sys.executable, "-c", RECEIVER, str(self.otlp_port)], stdin=subprocess.PIPE)
         self.moto_port = free_port()
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
         self.moto.start()
@@ -81,6 +102,7 @@ class HealthyNode:
         for name in [n for n in self.env if n.startswith("OTEL_")]:
             del self.env[name]
         self.config = self.write_config("config.yaml")
+        _wait_for(lambda: _listening(self.otlp_port), "the OTLP receiver")
         _wait_for(lambda: self.log.exists() and self.log.stat().st_size > 0, "the agent's first log line")
         _wait_for(lambda: _serves_metrics(f"http://127.0.0.1:{self.prometheus_port}/metrics"),
                   "the agent's Prometheus endpoint")
@@ -112,7 +134,8 @@ class HealthyNode:
     def close(self) -> None:
         self.agent.terminate()
         self.agent.wait(10)
-        self.otlp.stop(0)
+        self.otlp.stdin.close()
+        self.otlp.wait(10)
         self.moto.stop()
         self.running.stop()
         self.simulator.close()
@@ -211,3 +234,78 @@ def _answers(url: str) -> bool:
             return True
     except OSError:
         return False
+
+
+# Single checks, in process, for the outcomes the node above does not produce.
+
+def _context(tmp_path, **settings):
+    from otel_efa.config import Config
+
+    config = Config(sysfs=str(tmp_path), **settings)
+    env = {"PATH": str(tmp_path / "bin"), "AWS_EC2_METADATA_DISABLED": "true"}
+    return doctor.Context(config=config, environ=env, timeout=1.0, cpu_sample_s=0.1)
+
+
+def test_checks_skip_what_the_node_does_not_use(tmp_path):
+    context = _context(tmp_path, exporters=["log"])  # log to stdout; no systemctl on PATH
+    results = dict(doctor.run_checks(context))
+    for name in ("service", "log file", "OTLP collector", "Prometheus endpoint", "CloudWatch", "CPU"):
+        assert results[name].status == "SKIP", (name, results[name])
+    assert "systemctl not installed" in results["service"].detail
+
+
+def test_cloudwatch_without_credentials_fails_with_the_role_fix(tmp_path, monkeypatch):
+    """boto3 reads os.environ: clear every AWS_* variable and keep it off IMDS (loopback only here)."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    for name, value in {"AWS_EC2_METADATA_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+                        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+                        "AWS_CONFIG_FILE": str(tmp_path / "none")}.items():
+        monkeypatch.setenv(name, value)
+    context = _context(tmp_path, exporters=["cloudwatch"])
+    context.environ.update(os.environ)
+    result = doctor.check_cloudwatch(context)
+    assert result.status == "FAIL" and "no AWS credentials" in result.detail
+    assert "CloudWatchAgentServerPolicy" in result.fix
+
+
+def test_cloudwatch_without_region_fails(tmp_path):
+    result = doctor.check_cloudwatch(_context(tmp_path, exporters=["cloudwatch"]))
+    assert result.status == "FAIL" and "region" in result.detail and "cloudwatch.region" in result.fix
+
+
+@pytest.mark.parametrize("interval, exporters, status", [
+    (60, ["log"], "PASS"), (1, ["log"], "PASS"), (5, ["cloudwatch"], "FAIL"), (0.5, ["log"], "FAIL"),
+    (600, ["log"], "FAIL"),
+])
+def test_interval_bounds(tmp_path, interval, exporters, status):
+    result = doctor.check_interval(_context(tmp_path, interval=interval, exporters=exporters))
+    assert result.status == status
+    if status == "FAIL":
+        assert "interval: 60" in result.fix
+
+
+def test_stale_log_and_missing_service(tmp_path):
+    log = tmp_path / "efa_monitor.log"
+    log.write_text("old line\n")
+    old = time.time() - 3600
+    os.utime(log, (old, old))
+    context = _context(tmp_path, exporters=["log"], log_file=str(log), interval=60)
+    result = doctor.check_log(context)
+    assert result.status == "FAIL" and "last written 3600 s ago" in result.detail and "restart" in result.fix
+    install_systemctl(tmp_path / "bin", tmp_path / "state")  # knows no active unit
+    result = doctor.check_service(context)
+    assert result.status == "FAIL" and "inactive" in result.detail and "journalctl" in result.fix
+
+
+@pytest.mark.parametrize("endpoint, environ, expected", [
+    (None, {}, ("localhost", 4317)),
+    (None, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, ("localhost", 4318)),
+    (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:5555"}, ("collector", 5555)),
+    ("127.0.0.1:4000", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:5555"}, ("127.0.0.1", 4000)),
+])
+def test_otlp_endpoint(endpoint, environ, expected):
+    from otel_efa.config import Config, OtlpConfig
+
+    assert doctor.otlp_endpoint(Config(otlp=OtlpConfig(endpoint=endpoint)), environ) == expected

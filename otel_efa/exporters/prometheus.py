@@ -25,7 +25,19 @@ class PrometheusExporter(Exporter):
 
         self.host, self.port = parse_host_port(config.prometheus.address)
         self.registry = CollectorRegistry(auto_describe=True)
-        self._reader = PrometheusMetricReader(registry=self.registry)
+        self._legacy_collector = None
+        try:
+            self._reader = PrometheusMetricReader(registry=self.registry)
+        except TypeError:
+            # Before 0.63b0 (the newest on Python 3.9, Amazon Linux 2023's) the reader has no registry
+            # argument and registers in the global one: move its collector to ours, and back before the
+            # MeterProvider's shutdown unregisters it from the global registry.
+            from prometheus_client import REGISTRY
+
+            self._reader = PrometheusMetricReader()
+            self._legacy_collector = self._reader._collector
+            REGISTRY.unregister(self._legacy_collector)
+            self.registry.register(self._legacy_collector)
         self._server = None
         self._thread = None
 
@@ -42,3 +54,9 @@ class PrometheusExporter(Exporter):
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self._legacy_collector is not None:
+            from prometheus_client import REGISTRY
+
+            self.registry.unregister(self._legacy_collector)
+            REGISTRY.register(self._legacy_collector)
+            self._legacy_collector = None
