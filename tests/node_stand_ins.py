@@ -114,3 +114,53 @@ def tree_state(root: Path, skip=("sys",)) -> Dict[str, tuple]:
             state[os.path.relpath(path, root)] = (st.st_mode, st.st_uid, st.st_gid, st.st_size,
                                                    st.st_mtime_ns, content)
     return state
+
+
+NOBODY = 65534
+CLONE_NEWNS = 0x00020000
+
+
+def run_as_nobody(function, *args, read_only_bind=None):
+    """``function(*args)`` in a forked child running as nobody; returns what it returned (pickled).
+
+    A fork, not ``setpriv python``: the child keeps this interpreter, which nobody may be unable to load
+    (pyenv's Python 3.9 links libpython from root's home). ``read_only_bind=(source, target)`` first
+    bind-mounts source read-only at target in a private mount namespace, as systemd's
+    ProtectKernelTunables= does to /sys.
+    """
+    import ctypes
+    import pickle
+    import subprocess
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(read_fd)
+            if read_only_bind:
+                source, target = read_only_bind
+                if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNS) != 0:
+                    raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+                for command in (["mount", "--make-rprivate", "/"], ["mount", "--bind", source, target],
+                                ["mount", "-o", "remount,bind,ro", target]):
+                    subprocess.run(command, check=True, capture_output=True)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            outcome = ("ok", function(*args))
+        except BaseException as e:  # report it to the parent
+            outcome = ("error", repr(e))
+        try:
+            with os.fdopen(write_fd, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    kind, value = pickle.loads(data)
+    assert kind == "ok", f"child as nobody failed: {value}"
+    return value

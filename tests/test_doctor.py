@@ -23,11 +23,10 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from conftest import free_port
-from node_stand_ins import install_systemctl
+from node_stand_ins import install_systemctl, run_as_nobody
 from otel_efa import doctor
 from otel_efa.simulator import Simulator
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 RECEIVER = """
@@ -75,7 +74,7 @@ def _serves_metrics(url: str) -> bool:
 
 
 class HealthyNode:
-    """Everything the doctor looks at, healthy. World-readable so the doctor can also run as nobody."""
+    """Everything the doctor looks at, healthy. World-readable so the counters can be read as nobody."""
 
     def __init__(self, base: Path):
         self.base = base
@@ -126,8 +125,8 @@ class HealthyNode:
         path.chmod(0o644)
         return path
 
-    def doctor(self, *args: str, config: Path = None, as_user=()) -> subprocess.CompletedProcess:
-        return subprocess.run([*as_user, sys.executable, "-m", "otel_efa", "doctor",
+    def doctor(self, *args: str, config: Path = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "otel_efa", "doctor",
                                "--config", str(config or self.config), *args],
                               env=self.env, capture_output=True, text=True, timeout=120)
 
@@ -144,7 +143,7 @@ class HealthyNode:
 @pytest.fixture(scope="module")
 def node():
     base = Path(tempfile.mkdtemp(prefix="otel-efa-doctor-"))
-    base.chmod(0o755)  # pytest's tmp_path is root-only; the unreadable-counter case runs as nobody
+    base.chmod(0o755)  # pytest's tmp_path is root-only; the unreadable-counter case reads as nobody
     healthy = HealthyNode(base)
     try:
         yield healthy
@@ -184,22 +183,29 @@ def test_no_devices_fails_with_its_fix(node, tmp_path):
     assert done.returncode == 1
 
 
+def _counters_check(config_path: str):
+    from otel_efa import config as config_module
+
+    context = doctor.Context(config=config_module.load(config_path, environ={}))
+    result = doctor.check_counters(context)
+    return doctor.format_result("counters readable", result), result.status, result.detail, result.fix
+
+
 def test_unreadable_counter_fails_with_its_fix(node):
-    """Root reads any file whatever its mode, so the doctor runs as nobody here, as the service's own
-    unprivileged user would read, after the simulator removed one counter file's read permission."""
+    """Root reads any file whatever its mode, so the doctor's counter check runs as nobody here (as the
+    service's unprivileged user reads), after the simulator removed one counter file's read permission."""
     device = node.simulator.device_names[1]
-    healthy = node.doctor(as_user=NOBODY)
-    assert _lines(healthy)["counters readable"][0] == "PASS", healthy.stdout + healthy.stderr
+    _, status, detail, _ = run_as_nobody(_counters_check, str(node.config))
+    assert status == "PASS", detail
     node.simulator.deny(device, "rx_bytes")
     try:
-        done = node.doctor(as_user=NOBODY)
+        line, status, detail, fix = run_as_nobody(_counters_check, str(node.config))
     finally:
         node.simulator.heal(device, "rx_bytes")
-    status, detail = _lines(done)["counters readable"]
     path = node.simulator.path_of(device, "rx_bytes")
-    assert status == "FAIL" and path in detail and "permission" in detail, done.stdout
-    assert f"fix: sudo chmod a+r {path}" in detail
-    assert done.returncode == 1
+    assert status == "FAIL" and path in detail and "permission" in detail, line
+    assert fix.startswith(f"sudo chmod a+r {path}") and line.startswith("FAIL  counters readable: ")
+    assert f"-> fix: {fix}" in line
 
 
 def test_collector_down_fails_with_its_fix(node):

@@ -61,14 +61,15 @@ class Node:
         self.root.mkdir()
         self.state = tmp_path / "systemctl-state"
         self.adot_calls = tmp_path / "adot-calls"
-        install_systemctl(tmp_path / "bin", self.state)
+        self.systemctl = install_systemctl(tmp_path / "bin", self.state)
         if efa:
             Simulator("p4d.24xlarge", str(self.root / "sys")).close()
         else:
             (self.root / "sys" / "class").mkdir(parents=True)  # a node without /sys/class/infiniband
         self.env = dict(os.environ, PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", BUNDLE=str(bundle),
                         PYTHON=sys.executable, PIP_NO_DEPS="1", PIP_NO_INDEX="1",
-                        AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint, ADOT_CALLS=str(self.adot_calls))
+                        AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint, ADOT_CALLS=str(self.adot_calls),
+                        SYSTEMCTL=str(self.systemctl))
 
     def install(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", str(SCRIPT), *args, "--root", str(self.root)], env=self.env,
@@ -161,6 +162,23 @@ def test_unknown_monitoring_type_is_a_config_error(tmp_path, bundle, imds):
     assert done.returncode == 2
     assert "MONITORING_TYPE" in done.stderr and "'grafana'" in done.stderr
     assert not (node.root / "etc").exists()
+
+
+def test_image_root_is_enabled_with_the_real_systemctl_and_nothing_started(tmp_path, bundle, imds):
+    """--root without SYSTEMCTL: the real ``systemctl --root`` enables the unit inside the root (the
+    wants/ symlink) and nothing is started or reloaded on this host; a second run changes nothing."""
+    node = Node(tmp_path, bundle, imds)
+    del node.env["SYSTEMCTL"]
+    node.env["PATH"] = os.environ["PATH"]
+    done = node.install("c", "us-east-1", "b", "none")
+    assert done.returncode == 0, done.stdout + done.stderr
+    wants = node.root / "etc/systemd/system/multi-user.target.wants" / UNIT
+    assert os.readlink(wants) == f"/etc/systemd/system/{UNIT}"
+    assert "starts when that system boots" in done.stdout
+    before = tree_state(node.root)
+    assert node.install("c", "us-east-1", "b", "none").returncode == 0
+    assert tree_state(node.root) == before
+    assert systemctl_calls(node.state) == []
 
 
 def test_shell_scripts_are_shellcheck_clean():

@@ -1,5 +1,5 @@
 """The efa-monitor unit, checked by systemd's own tools (systemd-analyze from the Debian package)."""
-import json
+import os
 import re
 import shutil
 import subprocess
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from otel_efa.simulator import Simulator
 
-from node_stand_ins import REPO
+from node_stand_ins import NOBODY, REPO, run_as_nobody
 
 UNIT = REPO / "systemd" / "efa-monitor.service"
 MAX_EXPOSURE = 2.0
@@ -70,11 +70,25 @@ def test_unit_keeps_what_the_agent_needs():
     assert not {"MemoryLimit", "CPUShares", "StartLimitInterval"} & {k for k, _ in settings}
 
 
-def test_counters_readable_read_only_and_unprivileged(tmp_path):
+def _read_tree(root: str):
+    from otel_efa.sysfs import SysfsReader
+
+    probe = os.path.join(root, "probe")
+    try:
+        open(probe, "w").close()
+        writable = True
+    except OSError:
+        writable = False
+    with SysfsReader(root) as reader:
+        reading = reader.read()
+    return writable, os.getuid(), reading
+
+
+def test_counters_readable_read_only_and_unprivileged():
     """What the sandbox does to the agent's view of sysfs, rebuilt with the kernel's own mechanisms:
     ProtectKernelTunables= remounts /sys read-only (here: a read-only bind mount of a simulated tree in
-    a private mount namespace, ``unshare -m``), and User= drops root (here: ``setpriv`` to nobody).
-    The agent must still read every counter, with the simulator's exact values."""
+    a private mount namespace), and User= drops root (here: setuid to nobody). The agent's reader must
+    still read every counter, with the simulator's exact values."""
     assert {"ProtectKernelTunables": "yes"}.items() <= dict(_directives(UNIT.read_text())).items()
     base = Path(tempfile.mkdtemp(prefix="otel-efa-ro-"))  # world-traversable, unlike pytest's tmp_path
     try:
@@ -82,20 +96,15 @@ def test_counters_readable_read_only_and_unprivileged(tmp_path):
         simulator = Simulator("p4d.24xlarge", str(base / "sim"))
         simulator.close()
         (base / "ro").mkdir()
-        agent = Path(sys.executable).parent / "otel-efa"
-        script = (f"mount --bind {base}/sim {base}/ro && mount -o remount,bind,ro {base}/ro && "
-                  f"! touch {base}/ro/probe 2>/dev/null && "
-                  f"exec setpriv --reuid=65534 --regid=65534 --clear-groups {agent} snapshot --json "
-                  f"--sysfs {base}/ro")
-        done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        report = json.loads(done.stdout)
-        assert report["errors"] == []
-        assert [d["name"] for d in report["devices"]] == list(simulator.device_names)
-        for device in report["devices"]:
-            for port in device["ports"]:
-                assert port["counters"], device["name"]
-                for counter, value in port["counters"].items():
-                    assert value == simulator.value(device["name"], counter), (device["name"], counter)
+        writable, uid, reading = run_as_nobody(_read_tree, str(base / "ro"),
+                                               read_only_bind=(str(base / "sim"), str(base / "ro")))
+        assert (writable, uid) == (False, NOBODY)
+        assert reading.errors == ()
+        assert [d.name for d in reading.devices] == list(simulator.device_names)
+        for device in reading.devices:
+            for port in device.ports:
+                assert port.counters, device.name
+                for counter, value in port.counters.items():
+                    assert value == simulator.value(device.name, counter), (device.name, counter)
     finally:
         shutil.rmtree(base)
