@@ -16,7 +16,10 @@
 # Running it again changes nothing unless the bundle changed (then it restarts the service once).
 #
 # Environment (all optional):
-#   ROOT=DIR         install under DIR instead of / (an image, or a test's fake root); --root DIR too
+#   ROOT=DIR         install under DIR instead of / (an image, or a test's fake root); --root DIR too.
+#                    The unit is then only enabled (systemctl --root), nothing is started on this host,
+#                    unless SYSTEMCTL is set.
+#   SYSTEMCTL=CMD    the systemctl to manage the running service with (default systemctl)
 #   BUNDLE=DIR       use this bundle directory as is (e.g. on /fsx) instead of syncing it from S3
 #   S3_PREFIX=P      bundle prefix in the bucket (default otel-efa)
 #   PYTHON=PATH      the Python to build the venv with (default: first python3.x >= 3.9 on PATH)
@@ -220,19 +223,28 @@ if [ "$NEEDS_ADOT" = yes ]; then
 fi
 
 # --- systemd -----------------------------------------------------------------------------------------
-if [ "$CHANGED_UNITS" = yes ]; then
-    systemctl daemon-reload
-fi
-if ! systemctl is-enabled --quiet "$UNIT"; then
-    systemctl enable "$UNIT"
-fi
-if [ "$CHANGED_UNITS" = yes ] || [ "$CHANGED_SERVICE" = yes ]; then
-    systemctl restart "$UNIT"
-    log "efa-monitor (re)started"
-elif ! systemctl is-active --quiet "$UNIT"; then
-    systemctl start "$UNIT"
-    log "efa-monitor started"
+if [ -n "$ROOT" ] && [ -z "${SYSTEMCTL:-}" ]; then
+    # An image or another root: enable the unit there; it starts when that system boots.
+    if ! systemctl --root="$ROOT" is-enabled --quiet "$UNIT" 2>/dev/null; then
+        systemctl --root="$ROOT" enable "$UNIT"
+    fi
+    log "efa-monitor enabled under $ROOT; it starts when that system boots"
 else
-    log "efa-monitor already up to date and running"
+    SYSTEMCTL="${SYSTEMCTL:-systemctl}"
+    if [ "$CHANGED_UNITS" = yes ]; then
+        "$SYSTEMCTL" daemon-reload
+    fi
+    if ! "$SYSTEMCTL" is-enabled --quiet "$UNIT"; then
+        "$SYSTEMCTL" enable "$UNIT"
+    fi
+    if [ "$CHANGED_UNITS" = yes ] || [ "$CHANGED_SERVICE" = yes ]; then
+        "$SYSTEMCTL" restart "$UNIT"
+        log "efa-monitor (re)started"
+    elif ! "$SYSTEMCTL" is-active --quiet "$UNIT"; then
+        "$SYSTEMCTL" start "$UNIT"
+        log "efa-monitor started"
+    else
+        log "efa-monitor already up to date and running"
+    fi
 fi
 log "done; check the node with: sudo ${VENV#"$ROOT"}/bin/otel-efa doctor"
