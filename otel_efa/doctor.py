@@ -76,11 +76,33 @@ def check_devices(context: Context) -> Result:
     return Result(PASS, f"{len(devices)} device(s) under {class_dir}: {names}")
 
 
+def _not_world_readable(sysfs: str) -> List[str]:
+    """Counter files the service's unprivileged user could not read (root reads them regardless)."""
+    import glob
+    import stat
+
+    class_dir = os.path.join(sysfs, "class", "infiniband")
+    paths = (glob.glob(os.path.join(class_dir, "*", "hw_counters", "*"))
+             + glob.glob(os.path.join(class_dir, "*", "ports", "*", "hw_counters", "*")))
+    hidden = []
+    for path in sorted(paths):
+        try:
+            if not os.stat(path).st_mode & stat.S_IROTH:
+                hidden.append(path)
+        except OSError:
+            pass  # gone meanwhile: the read already said so
+    return hidden
+
+
 def check_counters(context: Context) -> Result:
     reading = context.reading()
     if not reading.devices:
         return Result(SKIP, "no devices")
     read = sum(len(d.counters) + sum(len(p.counters) for p in d.ports) for d in reading.devices)
+    hidden = _not_world_readable(context.config.sysfs) if os.geteuid() == 0 else []
+    if hidden and not reading.errors:
+        return Result(FAIL, f"{len(hidden)} counter file(s) the efa-monitor user cannot read, e.g. {hidden[0]}",
+                      f"sudo chmod a+r {hidden[0]}  (the service reads as an unprivileged user)")
     if not reading.errors:
         return Result(PASS, f"{read} counters read")
     first = reading.errors[0]

@@ -208,6 +208,21 @@ def test_unreadable_counter_fails_with_its_fix(node):
     assert f"-> fix: {fix}" in line
 
 
+def test_counter_hidden_from_the_service_user_fails_even_for_root(node):
+    """Run with sudo, the doctor reads every file; it still flags one the unprivileged service cannot."""
+    device = node.simulator.device_names[2]
+    node.simulator.deny(device, "tx_pkts")
+    try:
+        done = node.doctor()
+    finally:
+        node.simulator.heal(device, "tx_pkts")
+    status, detail = _lines(done)["counters readable"]
+    path = node.simulator.path_of(device, "tx_pkts")
+    assert os.geteuid() == 0
+    assert status == "FAIL" and "cannot read" in detail and f"fix: sudo chmod a+r {path}" in detail, done.stdout
+    assert done.returncode == 1
+
+
 def test_collector_down_fails_with_its_fix(node):
     config = node.write_config("collector-down.yaml", **{"otlp.endpoint": f"http://127.0.0.1:{free_port()}"})
     done = node.doctor(config=config)

@@ -3,10 +3,10 @@
 Real: bash, the node's Python (this interpreter) building the venv, pip installing the agent wheel
 built from this checkout, systemd-sysusers --root creating the user, install/sed/awk, shellcheck,
 envsubst. Stand-ins (tests/node_stand_ins.py): systemctl (there is no systemd as PID 1 here) and IMDS
-(no EC2 here). The bundle is given as a directory (BUNDLE=...), the way a bundle on /fsx is used;
-``aws s3 sync`` is not run because the only network here is loopback. pip installs the wheel without
-its dependencies (PIP_NO_DEPS, PIP_NO_INDEX): they would come from PyPI or the bundle's wheels/, and
-``otel-efa --version`` runs without them.
+(no EC2 here). The main test downloads the bundle with the real AWS CLI (``aws s3 sync``) from moto's
+S3 in server mode; the others give it as a directory (BUNDLE=...), the way a bundle on /fsx is used.
+pip installs the wheel without its dependencies (PIP_NO_DEPS, PIP_NO_INDEX): they would come from PyPI
+or the bundle's wheels/ (the network here is loopback only), and ``otel-efa --version`` runs without them.
 """
 import os
 import shutil
@@ -14,9 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 import yaml
+from moto.server import ThreadedMotoServer
 
+from conftest import free_port
 from node_stand_ins import REPO, FakeImds, install_systemctl, systemctl_calls, tree_state
 from otel_efa import __version__, config
 from otel_efa.simulator import Simulator
@@ -50,13 +53,32 @@ def bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def s3(bundle):
+    """moto's S3 on a loopback port holding the bundle under s3://otel-efa-test/otel-efa/."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true"}
+    client = boto3.client("s3", region_name="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"],
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.create_bucket(Bucket="otel-efa-test")
+    for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
+        client.upload_file(str(path), "otel-efa-test", f"otel-efa/{path.relative_to(bundle)}")
+    try:
+        yield env
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
 def imds():
     with FakeImds({"meta-data/instance-type": "p4d.24xlarge"}) as server:
         yield server
 
 
 class Node:
-    def __init__(self, tmp_path: Path, bundle: Path, imds: FakeImds, efa: bool = True):
+    def __init__(self, tmp_path: Path, bundle: Path, imds: FakeImds, efa: bool = True, s3=None):
         self.root = tmp_path / "root"
         self.root.mkdir()
         self.state = tmp_path / "systemctl-state"
@@ -70,17 +92,23 @@ class Node:
                         PYTHON=sys.executable, PIP_NO_DEPS="1", PIP_NO_INDEX="1",
                         AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.endpoint, ADOT_CALLS=str(self.adot_calls),
                         SYSTEMCTL=str(self.systemctl))
+        if s3 is not None:  # download the bundle with the AWS CLI installed beside this interpreter
+            del self.env["BUNDLE"]
+            self.env.update(s3, PATH=f"{tmp_path / 'bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}")
 
     def install(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", str(SCRIPT), *args, "--root", str(self.root)], env=self.env,
                               capture_output=True, text=True, timeout=300)
 
 
-def test_gpu_node_with_efa_installs_enables_and_second_run_changes_nothing(tmp_path, bundle, imds):
-    node = Node(tmp_path, bundle, imds)
-    done = node.install("my-cluster", "us-west-2", "my-bucket", "amp+amg", "gpu")
+def test_gpu_node_with_efa_installs_enables_and_second_run_changes_nothing(tmp_path, bundle, imds, s3):
+    node = Node(tmp_path, bundle, imds, s3=s3)
+    done = node.install("my-cluster", "us-west-2", "otel-efa-test", "amp+amg", "gpu")
     assert done.returncode == 0, done.stdout + done.stderr
     root = node.root
+    synced = root / "opt/otel-efa/bundle"
+    assert sorted(str(p.relative_to(synced)) for p in synced.rglob("*") if p.is_file()) == \
+        sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
 
     agent = root / "opt/otel-efa/venv/bin/otel-efa"
     version = subprocess.run([str(agent), "--version"], capture_output=True, text=True, timeout=60)
@@ -108,7 +136,7 @@ def test_gpu_node_with_efa_installs_enables_and_second_run_changes_nothing(tmp_p
 
     before = tree_state(root)
     (node.state / "calls").unlink()
-    again = node.install("my-cluster", "us-west-2", "my-bucket", "amp+amg", "gpu")
+    again = node.install("my-cluster", "us-west-2", "otel-efa-test", "amp+amg", "gpu")
     assert again.returncode == 0, again.stdout + again.stderr
     assert tree_state(root) == before
     changing = [c for c in systemctl_calls(node.state) if not c.startswith("is-")]
