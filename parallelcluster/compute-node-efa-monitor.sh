@@ -22,7 +22,7 @@
 #   SYSTEMCTL=CMD    the systemctl to manage the running service with (default systemctl)
 #   BUNDLE=DIR       use this bundle directory as is (e.g. on /fsx) instead of syncing it from S3
 #   S3_PREFIX=P      bundle prefix in the bucket (default otel-efa)
-#   PYTHON=PATH      the Python to build the venv with (default: first python3.x >= 3.9 on PATH)
+#   PYTHON=PATH      the Python to build the venv with (default: the newest python3.x >= 3.9 on PATH)
 #   SYSFS=DIR        where to look for EFA devices (default $ROOT/sys)
 #   AWS_EC2_METADATA_SERVICE_ENDPOINT  IMDS address (default http://169.254.169.254)
 set -euo pipefail
@@ -130,8 +130,9 @@ put_file() {  # put_file SOURCE DEST MODE: install SOURCE at DEST unless DEST al
     log "wrote ${2#"$ROOT"}"
 }
 
-find_python() {  # the given PYTHON, else the first python3.x >= 3.9 on PATH
-    local candidate candidates=(python3 python3.13 python3.12 python3.11 python3.10 python3.9)
+find_python() {  # the given PYTHON, else the newest python3.x >= 3.9 on PATH (AL2023: python3 is 3.9,
+    # python3.11 is a package away; boto3 releases after April 2026 need 3.10 or newer)
+    local candidate candidates=(python3.13 python3.12 python3.11 python3.10 python3 python3.9)
     if [ -n "${PYTHON:-}" ]; then
         candidates=("$PYTHON")
     fi
