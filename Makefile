@@ -2,11 +2,16 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Debian packages the tests start as real peers (prometheus brings promtool).
-DEB_PACKAGES := prometheus shellcheck logrotate tmux prometheus-node-exporter
-DEB_COMMANDS := prometheus shellcheck logrotate tmux prometheus-node-exporter
+# Debian packages the tests start as real peers (prometheus brings promtool; systemd brings
+# systemd-analyze and systemd-sysusers for the unit and installer tests; gettext-base brings envsubst).
+DEB_PACKAGES := prometheus shellcheck logrotate tmux prometheus-node-exporter systemd gettext-base curl
+DEB_COMMANDS := prometheus shellcheck logrotate tmux prometheus-node-exporter systemd-analyze envsubst curl
 
-.PHONY: demo test deps venv test-venv bench clean
+# Amazon Linux 2023's system Python; CI runs the suite on it as well (make test-py39, separate venv).
+PYTHON39 ?= $(firstword $(shell for p in python3.9 $(HOME)/.pyenv/versions/3.9.*/bin/python3.9; do \
+  $$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 9))' >/dev/null 2>&1 && echo $$p; done))
+
+.PHONY: demo test test-py39 deps venv test-venv bench clean
 
 $(BIN)/otel-efa: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +45,13 @@ demo: venv
 test: deps test-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-py39:
+	@test -n "$(PYTHON39)" || { echo "no Python 3.9 found: install one (pyenv install 3.9) or set PYTHON39=/path/to/python3.9"; exit 1; }
+	$(MAKE) test PYTHON=$(PYTHON39) VENV=.venv39
+
 bench: venv
 	$(BIN)/python benchmarks/collection_cycle.py
 	$(BIN)/python benchmarks/agent_footprint.py
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache build *.egg-info
+	rm -rf $(VENV) .venv39 demo .pytest_cache build *.egg-info

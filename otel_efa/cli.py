@@ -8,6 +8,7 @@ from typing import List, Optional
 from . import __version__
 from .collector_config import add_parser as _add_collector_config
 from .config import EXPORTERS, ConfigError
+from .doctor import add_parser as _add_doctor
 
 EXIT_CONFIG = 2
 
@@ -146,7 +147,8 @@ def _add_topology(subparsers) -> None:
     add_parser(subparsers)
 
 
-COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_collector_config, _add_topology)
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_collector_config, _add_topology,
+            _add_doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:
