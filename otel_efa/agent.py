@@ -16,6 +16,7 @@ from .config import Config
 from .imds import ImdsClient
 from .instruments import EfaInstrumentor
 from .resource import build_resource
+from .stats import AgentStats
 from .sysfs import SysfsReader
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Agent:
         self.collector: Optional[Collector] = None
         self.exporters: List[exporter_registry.Exporter] = []
         self.meter_provider: Optional[MeterProvider] = None
+        self.stats = AgentStats()  # counters about the agent itself, shared with exporters
         self.ready = threading.Event()  # set once every exporter has started (tests wait on it)
 
     def stop(self) -> None:
@@ -65,9 +67,11 @@ class Agent:
         resource = self._resource or build_resource(ImdsClient())
         self.collector = Collector(SysfsReader(self._sysfs_root()), self._instance_type(resource))
         self.exporters = [exporter_registry.create(name, self.config, resource) for name in self.config.exporters]
+        for exporter in self.exporters:
+            exporter.attach_stats(self.stats)
         readers = [r for r in (e.metric_reader() for e in self.exporters) if r is not None]
         self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-        self.instrumentor = EfaInstrumentor(self.collector)
+        self.instrumentor = EfaInstrumentor(self.collector, stats=self.stats)
         self.instrumentor.instrument(self.meter_provider)
         for exporter in self.exporters:
             exporter.start()

@@ -12,6 +12,7 @@ from . import __version__, catalog
 from .catalog import Kind, MetricSpec
 from .collector import Collector
 from .snapshot import PortSnapshot, Snapshot
+from .stats import AgentStats
 
 # Extra attributes per device (for example aws.efa.eni.id once resolved); empty by default.
 DeviceAttributes = Callable[[str], Dict[str, str]]
@@ -22,8 +23,10 @@ def _no_extra(_device: str) -> Dict[str, str]:
 
 
 class EfaInstrumentor:
-    def __init__(self, collector: Collector, device_attributes: DeviceAttributes = _no_extra):
+    def __init__(self, collector: Collector, device_attributes: DeviceAttributes = _no_extra,
+                 stats: Optional[AgentStats] = None):
         self.collector = collector
+        self.stats = stats or AgentStats()
         self.device_attributes = device_attributes
         self._meter: Optional[Meter] = None
         self._registered: Set[str] = set()
@@ -149,8 +152,15 @@ def _snapshot_field(field: str):
     return factory
 
 
+def _dropped_datapoints(instrumentor: EfaInstrumentor):
+    def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(instrumentor.stats.dropped_datapoints)
+    return observe
+
+
 _AGENT_OBSERVERS = {
     "otel_efa_read_errors": _read_errors,
     "otel_efa_collections": _snapshot_field("collections"),
     "otel_efa_collection_duration": _snapshot_field("duration"),
+    "otel_efa_dropped_datapoints": _dropped_datapoints,
 }
