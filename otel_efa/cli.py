@@ -139,7 +139,17 @@ def _metrics(args) -> int:
     return 0
 
 
-COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics)
+def _add_cost(subparsers) -> None:
+    from .cloudwatch import cost
+    cost.add_parser(subparsers)
+
+
+def _add_dashboard(subparsers) -> None:
+    from .cloudwatch import dashboard
+    dashboard.add_parser(subparsers)
+
+
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_cost, _add_dashboard)
 
 
 def build_parser() -> argparse.ArgumentParser:
