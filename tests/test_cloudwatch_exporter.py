@@ -11,117 +11,15 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
-from typing import List
 
-import boto3
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.resources import Resource
 
-from aws_peers import FAKE_CREDENTIALS, FaultProxy, Moto
-from conftest import free_port
-from otel_efa import catalog
-from otel_efa.collector import Collector
-from otel_efa.config import Config
-from otel_efa.exporters.cloudwatch import CloudWatchExporter
+from aws_peers import (NAMESPACE, SEED_NAMES, FaultProxy, cloudwatch, config_with, moto, node,  # noqa: F401
+                       proxy, statistics)
 from otel_efa.instruments import EfaInstrumentor
-from otel_efa.sysfs import SysfsReader
 
-NAMESPACE = "ParallelCluster/Network"
-REGION = "us-east-1"
-SEED_NAMES = ["rx_bytes_rate", "tx_bytes_rate", "rx_packets_rate", "tx_packets_rate", "rx_errors", "tx_discards"]
-
-
-@pytest.fixture(scope="module")
-def moto():
-    server = Moto(free_port()).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def proxy(moto, monkeypatch):
-    """A fault proxy in front of moto; the AWS SDK environment points at it."""
-    fault_proxy = FaultProxy(moto.url, free_port()).start()
-    for name, value in FAKE_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", fault_proxy.url)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_REGION", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    yield fault_proxy
-    fault_proxy.stop()
-
-
-def cloudwatch(moto):
-    """A client straight to moto (not through the proxy): the reader's view."""
-    return boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto.url)
-
-
-class Node:
-    """A simulated node and the agent's data path on a clock the test moves.
-
-    Wall-clock timestamps start on a minute boundary half an hour ago, so each step of 60 s is one
-    CloudWatch minute and the seed's one-hour query window covers them.
-    """
-
-    def __init__(self, make_simulator, config: Config, instance_id: str, profile: str = "p4d.24xlarge",
-                 gbps: float = 100.0):
-        self.t = [1000.0]
-        now = time.time()
-        self.wall0 = now - now % 60 - 1800
-        self.sim = make_simulator(profile, gbps=gbps, clock=lambda: self.t[0])
-        self.collector = Collector(SysfsReader(self.sim.root), profile, clock=lambda: self.t[0],
-                                   wall_clock=lambda: self.wall0 + self.t[0] - 1000.0)
-        self.exporter = CloudWatchExporter(config, Resource.create({"host.id": instance_id}))
-        self.exporter.start()
-        self.snapshots = []
-
-    def step(self, seconds: float = 60.0):
-        self.t[0] += seconds
-        self.sim.advance(self.t[0])
-        snapshot = self.collector.collect()
-        self.snapshots.append(snapshot)
-        self.exporter.export(snapshot)
-        return snapshot
-
-    def node_rate(self, counter: str) -> float:
-        return sum(self.sim.expected_rate(d, counter) for d in self.sim.device_names)
-
-    def close(self):
-        self.exporter.shutdown(5)
-
-
-@pytest.fixture
-def node(make_simulator):
-    made: List[Node] = []
-
-    def make(config: Config, instance_id: str, **kwargs) -> Node:
-        made.append(Node(make_simulator, config, instance_id, **kwargs))
-        return made[-1]
-
-    yield make
-    for n in made:
-        n.close()
-
-
-def config_with(**cloudwatch) -> Config:
-    config = Config()
-    for key, value in cloudwatch.items():
-        setattr(config.cloudwatch, key, value)
-    config.validate()
-    return config
-
-
-def statistics(client, instance_id: str, name: str, stats, dimensions=None):
-    now = datetime.now(timezone.utc)
-    answer = client.get_metric_statistics(
-        Namespace=NAMESPACE, MetricName=name,
-        Dimensions=dimensions or [{"Name": "InstanceId", "Value": instance_id}],
-        StartTime=now - timedelta(hours=1), EndTime=now, Period=60, Statistics=stats)
-    return sorted(answer["Datapoints"], key=lambda d: d["Timestamp"])
 
 
 def test_the_seeds_queries_return_the_simulated_rate(proxy, moto, node):

@@ -12,11 +12,11 @@ import json
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..catalog import (CLOUDWATCH_CLUSTER_DIMENSION, CLOUDWATCH_DEVICE_DIMENSION, CLOUDWATCH_DIMENSION,
-                       CLOUDWATCH_DIMENSION_SETS, CloudWatchSpec)
+from ..catalog import (CLOUDWATCH_CLUSTER_DIMENSION, CLOUDWATCH_DEVICE_DIMENSION, CLOUDWATCH_DIMENSION_SETS,
+                       CloudWatchSpec)
 from ..config import Config, ConfigError
 from ..instance_types import INSTANCE_TYPES, InstanceType
-from .metrics import published_specs
+from .metrics import dimension_sets, published_specs
 
 PERIOD_S = 60
 GBPS_PER_BYTE_PER_SECOND = "8/1000000000"
@@ -130,8 +130,9 @@ class _Builder:
         health = [s.name for s in self.specs.values() if s.statistic == "total" and s.name not in errors]
         if health:
             self.increases(health, f"EFA SRD health events: increase per {PERIOD_S} s")
-        if "device" in self.cw.dimension_sets:
-            self.throughput(CLOUDWATCH_DIMENSION_SETS["device"], "EFA throughput per device (Gbps)")
+        device_sets = [d for d in dimension_sets(self.cw) if dims_per_device(d)]
+        if device_sets:
+            self.throughput(device_sets[0], "EFA throughput per device (Gbps)")
         return {"start": "-PT3H", "periodOverride": "inherit", "widgets": self.widgets}
 
 

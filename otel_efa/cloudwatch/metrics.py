@@ -20,8 +20,18 @@ def published_specs(config: CloudWatchConfig) -> Tuple[CloudWatchSpec, ...]:
 
 
 def dimension_sets(config: CloudWatchConfig) -> List[Tuple[str, ...]]:
-    """The dimension names of every set the config enables, in config order."""
-    return [CLOUDWATCH_DIMENSION_SETS[name] for name in config.dimension_sets]
+    """The dimension names of every set the config enables, in config order.
+
+    With the cluster set on, the per-device series carry the cluster's name too, so a cluster's
+    dashboard can select its own devices (the number of metrics stays the same).
+    """
+    sets = []
+    for name in config.dimension_sets:
+        names = CLOUDWATCH_DIMENSION_SETS[name]
+        if name == "device" and "cluster" in config.dimension_sets:
+            names = (CLOUDWATCH_CLUSTER_DIMENSION,) + names
+        sets.append(names)
+    return sets
 
 
 def per_device(names: Tuple[str, ...]) -> bool:

@@ -11,7 +11,6 @@ nothing is lost or sent twice; the next flush tries again. The buffer keeps ``bu
 import logging
 import threading
 from collections import deque
-from itertools import islice
 from typing import Any, Deque, List, Optional
 
 from opentelemetry.sdk.resources import Resource
