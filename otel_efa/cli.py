@@ -149,7 +149,12 @@ def _add_dashboard(subparsers) -> None:
     dashboard.add_parser(subparsers)
 
 
-COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_cost, _add_dashboard)
+def _add_deploy(subparsers) -> None:
+    from . import deploy
+    deploy.add_parser(subparsers)
+
+
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_cost, _add_dashboard, _add_deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,14 +11,19 @@
 #
 # Usage: headnode-create-dashboard.sh [CLUSTER_NAME [REGION [INSTANCE_TYPE [BUNDLE_S3_URI]]]]
 #   CLUSTER_NAME, REGION  default to stack_name and cfn_region in /etc/parallelcluster/cfnconfig.
-#   INSTANCE_TYPE         the compute nodes' type; its EFA line rate is marked on the graphs.
+#   INSTANCE_TYPE         the compute nodes' type; its EFA line rate is marked on the graphs. Default:
+#                         the first InstanceType under SlurmQueues in the cluster's configuration.
 #   BUNDLE_S3_URI         where `otel-efa deploy upload` put the bundle; otel-efa is installed from its
-#                         wheel into /opt/otel-efa/venv when it is not on PATH already.
+#                         wheel into /opt/otel-efa/venv when it is not on PATH already. Default: two
+#                         levels above this hook's Script URI in the cluster's configuration.
+# The cluster's configuration is read from $CLUSTER_CONFIG
+# (default /opt/parallelcluster/shared/cluster-config.yaml, where ParallelCluster 3 keeps it).
 # A dashboard is not worth failing the cluster over: problems are reported and the hook exits 0,
 # unless OTEL_EFA_STRICT=1.
 set -euo pipefail
 
 CFNCONFIG=${CFNCONFIG:-/etc/parallelcluster/cfnconfig}
+CLUSTER_CONFIG=${CLUSTER_CONFIG:-/opt/parallelcluster/shared/cluster-config.yaml}
 PREFIX_DIR=${OTEL_EFA_PREFIX:-/opt/otel-efa}
 
 log() { printf '%s headnode-create-dashboard: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
@@ -35,10 +40,25 @@ cfn_value() {
     sed -n "s/^$1=//p" "$CFNCONFIG" | tail -n 1 | tr -d "\"'"
 }
 
+compute_instance_type() {
+    [ -r "$CLUSTER_CONFIG" ] || return 0
+    sed -n '/SlurmQueues:/,$ s/^[[:space:]-]*InstanceType:[[:space:]]*\([A-Za-z0-9.-]*\).*/\1/p' \
+        "$CLUSTER_CONFIG" | head -n 1
+}
+
+bundle_of_this_hook() {
+    [ -r "$CLUSTER_CONFIG" ] || return 0
+    local script
+    script=$(sed -n 's|^[[:space:]-]*Script:[[:space:]]*\(s3://[^[:space:]]*/headnode-create-dashboard\.sh\).*|\1|p' \
+        "$CLUSTER_CONFIG" | head -n 1)
+    [ -n "$script" ] && dirname "$(dirname "$script")"
+    return 0
+}
+
 cluster_name=${1:-$(cfn_value stack_name)}
 region=${2:-$(cfn_value cfn_region)}
-instance_type=${3:-}
-bundle=${4:-}
+instance_type=${3:-$(compute_instance_type)}
+bundle=${4:-$(bundle_of_this_hook)}
 
 [ -n "$cluster_name" ] || fail "no cluster name (argument 1, or stack_name in $CFNCONFIG)"
 [ -n "$region" ] || fail "no region (argument 2, or cfn_region in $CFNCONFIG)"

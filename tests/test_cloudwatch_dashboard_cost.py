@@ -115,10 +115,14 @@ def test_head_node_hook_creates_the_dashboard(aws, node, tmp_path):
     subprocess.run(["shellcheck", str(HOOK)], check=True)
     cfnconfig = tmp_path / "cfnconfig"
     cfnconfig.write_text(f"stack_name=delta\ncfn_region={REGION}\ncfn_node_type=HeadNode\n")
+    cluster_config = tmp_path / "cluster-config.yaml"
+    cluster_config.write_text("HeadNode:\n  InstanceType: m5.xlarge\nScheduling:\n  SlurmQueues:\n"
+                              "    - Name: gpu\n      ComputeResources:\n        - Name: p4d\n"
+                              "          InstanceType: p4d.24xlarge\n")
     bin_dir = str(Path(os.sys.executable).parent)
-    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", CFNCONFIG=str(cfnconfig), OTEL_EFA_STRICT="1")
-    result = subprocess.run(["bash", str(HOOK), "", "", "p4d.24xlarge"], env=env, capture_output=True,
-                            text=True, timeout=60)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", CFNCONFIG=str(cfnconfig),
+               CLUSTER_CONFIG=str(cluster_config), OTEL_EFA_STRICT="1")
+    result = subprocess.run(["bash", str(HOOK)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "ParallelCluster-delta-EFA" in result.stderr
     body, _ = check_dashboard(cloudwatch(aws), "delta", expect_scoped=False)
