@@ -10,6 +10,7 @@ import json
 import os
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +52,12 @@ class Moto:
 
     def stop(self) -> None:
         self.server.stop()
+
+    def reset(self) -> None:
+        """Forget every resource: moto keeps its state in-process, shared by all servers in it."""
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST", data=b"")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
 
 
 @dataclass
@@ -174,6 +181,7 @@ def aws_environment(monkeypatch, endpoint: str) -> None:
 @pytest.fixture
 def proxy(moto, monkeypatch):
     """A fault proxy in front of moto; the AWS SDK environment points at it."""
+    moto.reset()
     fault_proxy = FaultProxy(moto.url, free_port()).start()
     aws_environment(monkeypatch, fault_proxy.url)
     yield fault_proxy

@@ -17,6 +17,7 @@ SEARCH = re.compile(r"SEARCH\('\{([^}]*)\} ([^']*)', '(\w+)', (\d+)\)")
 
 @pytest.fixture
 def aws(moto, monkeypatch):
+    moto.reset()
     aws_environment(monkeypatch, moto.url)
     return moto
 
@@ -48,7 +49,8 @@ def check_dashboard(client, cluster, expect_scoped):
     found = list(searches(body))
     assert found, "the dashboard references no metrics"
     for title, namespace, dims, terms, stat in found:
-        listed = client.list_metrics(Namespace=namespace, MetricName=terms["MetricName"])["Metrics"]
+        pages = client.get_paginator("list_metrics").paginate(Namespace=namespace, MetricName=terms["MetricName"])
+        listed = [m for page in pages for m in page["Metrics"]]
         matching = [m for m in listed if tuple(sorted(d["Name"] for d in m["Dimensions"])) == dims
                     and all(d["Value"] == terms[d["Name"]] for d in m["Dimensions"] if d["Name"] in terms)]
         assert matching, f"{title}: no {terms['MetricName']} with exactly {dims} {terms}"

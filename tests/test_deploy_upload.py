@@ -15,6 +15,7 @@ SOURCE = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def s3(moto, monkeypatch):
+    moto.reset()
     aws_environment(monkeypatch, moto.url)
     return boto3.client("s3", region_name="eu-west-1", endpoint_url=moto.url)
 

@@ -15,7 +15,7 @@ are of the uncompressed body, so the 1 MB limit holds whether or not botocore gz
 """
 import json
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 from urllib.parse import quote
@@ -37,11 +37,17 @@ class Datum:
     body: Dict[str, Any]
     samples: int  # collections it carries (dropped-datapoint accounting)
     timestamp: float  # bucket start, seconds since the epoch
-    query_size: int  # bytes in a query-encoded request
-    json_size: int  # bytes in a JSON request (an upper bound for CBOR)
+    _sizes: Dict[str, int] = field(default_factory=dict, repr=False)
 
     def size(self, protocol: str) -> int:
-        return self.query_size if protocol == "query" else self.json_size
+        """Bytes in a request of ``protocol`` ("query"; JSON for the others, an upper bound for CBOR).
+
+        Measured when first packed, on the sender thread, not in the collection loop.
+        """
+        key = "query" if protocol == "query" else "json"
+        if key not in self._sizes:
+            self._sizes[key] = encoded_size(self.body) if key == "query" else json_size(self.body)
+        return self._sizes[key]
 
 
 def _encoded(key: str, value: Any) -> int:
@@ -96,7 +102,7 @@ def fold(samples: Iterable[Sample], resolution: int) -> List[Datum]:
             else:
                 body["Values"] = [v for v, _ in chunk]
                 body["Counts"] = [float(c) for _, c in chunk]
-            datums.append(Datum(body, sum(c for _, c in chunk), bucket, encoded_size(body), json_size(body)))
+            datums.append(Datum(body, sum(c for _, c in chunk), bucket))
     return datums
 
 

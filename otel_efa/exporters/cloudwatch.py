@@ -1,9 +1,9 @@
 """CloudWatch PutMetricData straight from the node, the seed's contract made to hold.
 
 ``export()`` only turns the Snapshot into samples and appends them to the open batch; every
-``batch_size`` collections the batch is folded into datums (see :mod:`otel_efa.cloudwatch.packing`),
-appended to a bounded FIFO buffer, and a sender thread drains the buffer in as few calls as the API
-limits allow. A call that still fails after botocore's retries puts its datums back at the front, so
+``batch_size`` collections the batch is closed and the sender thread wakes: it folds the batch into
+datums (see :mod:`otel_efa.cloudwatch.packing`), appends them to a bounded FIFO buffer and drains the
+buffer in as few calls as the API limits allow. A call that still fails after botocore's retries puts its datums back at the front, so
 nothing is lost or sent twice; the next flush tries again. The buffer keeps ``buffer_minutes`` of data
 (by datapoint timestamp): beyond that the oldest datums are dropped and counted in
 ``otel_efa_dropped_datapoints``. ``shutdown()`` (SIGTERM) closes the open batch and sends it.
@@ -48,6 +48,7 @@ class CloudWatchExporter(Exporter):
         self._lock = threading.Condition()
         self._pending: List[metrics.Sample] = []
         self._pending_intervals = 0
+        self._closed: List[List[metrics.Sample]] = []  # closed batches the sender has not folded yet
         self._buffer: Deque[packing.Datum] = deque()
         self._newest = float("-inf")
         self._requested = 0  # flush passes asked for
@@ -74,14 +75,22 @@ class CloudWatchExporter(Exporter):
                 self._request_pass()
 
     def _close_batch(self) -> None:
-        """Move the open batch into the buffer (caller holds the lock)."""
+        """Hand the open batch to the sender (caller holds the lock)."""
         if self._pending:
-            datums = packing.fold(self._pending, self.config.storage_resolution)
-            self._buffer.extend(datums)
-            self._newest = max(self._newest, max(d.timestamp for d in datums))
-            self._enforce_window()
+            self._closed.append(self._pending)
         self._pending = []
         self._pending_intervals = 0
+
+    def _fold_closed(self) -> None:
+        """Sender thread: closed batches into datums at the end of the buffer."""
+        with self._lock:
+            closed, self._closed = self._closed, []
+        for batch in closed:
+            datums = packing.fold(batch, self.config.storage_resolution)
+            with self._lock:
+                self._buffer.extend(datums)
+                self._newest = max(self._newest, max(d.timestamp for d in datums))
+                self._enforce_window()
 
     def _enforce_window(self) -> None:
         dropped = 0
@@ -104,7 +113,7 @@ class CloudWatchExporter(Exporter):
             self._close_batch()
             target = self._request_pass()
             self._lock.wait_for(lambda: self._completed >= target, timeout)
-            return not self._buffer
+            return not self._buffer and not self._closed
 
     def shutdown(self, timeout: float) -> None:
         with self._lock:
@@ -113,15 +122,15 @@ class CloudWatchExporter(Exporter):
             self._request_pass()
         if self._thread is not None:
             self._thread.join(timeout)
-        with self._lock:
-            unsent = sum(d.samples for d in self._buffer)
+        unsent = self.buffered_datapoints
         if unsent:
             log.warning("CloudWatch: %d datapoints not sent at shutdown", unsent)
 
     @property
     def buffered_datapoints(self) -> int:
         with self._lock:
-            return sum(d.samples for d in self._buffer) + len(self._pending)
+            return (sum(d.samples for d in self._buffer) + sum(len(b) for b in self._closed)
+                    + len(self._pending))
 
     # --- the sender thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -132,6 +141,7 @@ class CloudWatchExporter(Exporter):
                 pass_id = self._requested
                 stopping = self._stopping
             try:
+                self._fold_closed()
                 self._drain()
             except Exception:  # a bug here must not kill the thread and strand the buffer
                 log.exception("CloudWatch sender failed; retrying at the next flush")
