@@ -18,6 +18,7 @@ from .config import Config
 from .imds import ImdsClient
 from .instruments import EfaInstrumentor
 from .resource import build_resource
+from .stats import AgentStats
 from .sysfs import SysfsReader
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Agent:
         self.exporters: List[exporter_registry.Exporter] = []
         self.meter_provider: Optional[MeterProvider] = None
         self.attribution: Optional[Attribution] = None
+        self.stats = AgentStats()  # counters about the agent itself, shared with exporters
         self.ready = threading.Event()  # set once every exporter has started (tests wait on it)
 
     def stop(self) -> None:
@@ -72,12 +74,14 @@ class Agent:
         sysfs_root = self._sysfs_root()
         self.collector = Collector(SysfsReader(sysfs_root), self._instance_type(resource))
         self.exporters = [exporter_registry.create(name, self.config, resource) for name in self.config.exporters]
+        for exporter in self.exporters:
+            exporter.attach_stats(self.stats)
         readers = [r for r in (e.metric_reader() for e in self.exporters) if r is not None] + self._extra_readers
         self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
         self.attribution = Attribution(self.config, sysfs_root)
         self.instrumentor = EfaInstrumentor(self.collector, device_attributes=self.attribution.device_attributes,
                                             node_attributes=self.attribution.node_attributes,
-                                            device_info=self.attribution.device_info)
+                                            device_info=self.attribution.device_info, stats=self.stats)
         self.instrumentor.instrument(self.meter_provider)
         self.attribution.start(lambda: self.collector.latest if self.collector else None,
                                on_change=self.instrumentor.forget_attributes)

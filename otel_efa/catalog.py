@@ -219,6 +219,9 @@ AGENT_METRICS: Tuple[MetricSpec, ...] = (
                "the agent"),
     MetricSpec("otel_efa_collection_duration", Kind.GAUGE, "s", "Wall time of the last collection cycle",
                Scope.AGENT, "the agent"),
+    MetricSpec("otel_efa_dropped_datapoints", Kind.COUNTER, "1",
+               "Datapoints an exporter dropped, oldest first, because its outage buffer was full",
+               Scope.AGENT, "the agent (CloudWatch exporter buffer)"),
 )
 
 METRICS: Tuple[MetricSpec, ...] = (PORT_COUNTERS + DEVICE_COUNTERS + PORT_GAUGES + INFO_METRICS + NODE_METRICS
@@ -276,6 +279,18 @@ class CloudWatchSpec:
 
 CLOUDWATCH_NAMESPACE = "ParallelCluster/Network"
 CLOUDWATCH_DIMENSION = "InstanceId"
+CLOUDWATCH_DEVICE_DIMENSION = "EfaDevice"
+CLOUDWATCH_CLUSTER_DIMENSION = "ClusterName"
+
+# Dimension sets the CloudWatch exporter can publish (config ``cloudwatch.dimension_sets``); every set is
+# a separate CloudWatch metric per value combination, so each one is priced by ``otel-efa cost``.
+# "instance" is the seed's contract and the default; "device" is per EFA device of a node; "cluster" is
+# the node total again under the cluster's name, so a dashboard can select one cluster's nodes.
+CLOUDWATCH_DIMENSION_SETS: Dict[str, Tuple[str, ...]] = {
+    "instance": (CLOUDWATCH_DIMENSION,),
+    "device": (CLOUDWATCH_DIMENSION, CLOUDWATCH_DEVICE_DIMENSION),
+    "cluster": (CLOUDWATCH_CLUSTER_DIMENSION, CLOUDWATCH_DIMENSION),
+}
 
 CLOUDWATCH_METRICS: Tuple[CloudWatchSpec, ...] = (
     CloudWatchSpec("rx_bytes_rate", "Bytes/Second", "rate", ("rx_bytes",),
@@ -291,6 +306,11 @@ CLOUDWATCH_METRICS: Tuple[CloudWatchSpec, ...] = (
     CloudWatchSpec("tx_discards", "Count", "total", ("rdma_read_wr_err", "rdma_write_wr_err"),
                    "Send-path work request errors (rdma_read_wr_err + rdma_write_wr_err), cumulative"),
 )
+
+# SRD health events, published as node totals when ``cloudwatch.health_events`` is on (newer kernels).
+CLOUDWATCH_HEALTH_METRICS: Tuple[CloudWatchSpec, ...] = tuple(
+    CloudWatchSpec(k, "Count", "total", (k,), PORT_COUNTER_BY_KERNEL[k].description + ", cumulative")
+    for k in ("retrans_timeout_events", "unresponsive_remote_events", "impaired_remote_conn_events"))
 
 # The log line's error fields use the CloudWatch names so `grep -E "rx_errors|tx_discards"` finds them.
 LOG_ERROR_FIELDS: Tuple[CloudWatchSpec, ...] = tuple(c for c in CLOUDWATCH_METRICS if c.statistic == "total")

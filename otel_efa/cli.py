@@ -147,8 +147,23 @@ def _add_topology(subparsers) -> None:
     add_parser(subparsers)
 
 
+def _add_cost(subparsers) -> None:
+    from .cloudwatch import cost
+    cost.add_parser(subparsers)
+
+
+def _add_dashboard(subparsers) -> None:
+    from .cloudwatch import dashboard
+    dashboard.add_parser(subparsers)
+
+
+def _add_deploy(subparsers) -> None:
+    from . import deploy
+    deploy.add_parser(subparsers)
+
+
 COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_collector_config, _add_topology,
-            _add_doctor)
+            _add_doctor, _add_cost, _add_dashboard, _add_deploy)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from .catalog import Kind, MetricSpec
 from .collector import Collector
 from .rails import RailBalance, rail_balance
 from .snapshot import PortSnapshot, Snapshot
+from .stats import AgentStats
 
 # Extra attributes per device (for example aws.efa.eni.id once resolved); empty by default.
 DeviceAttributes = Callable[[str], Dict[str, str]]
@@ -36,8 +37,10 @@ def _no_info(_device: str) -> Optional[Dict[str, str]]:
 
 class EfaInstrumentor:
     def __init__(self, collector: Collector, device_attributes: DeviceAttributes = _no_extra,
-                 node_attributes: NodeAttributes = _no_node_extra, device_info: DeviceInfoAttributes = _no_info):
+                 node_attributes: NodeAttributes = _no_node_extra, device_info: DeviceInfoAttributes = _no_info,
+                 stats: Optional[AgentStats] = None):
         self.collector = collector
+        self.stats = stats or AgentStats()
         self.device_attributes = device_attributes
         self.node_attributes = node_attributes
         self.device_info = device_info
@@ -208,8 +211,15 @@ def _snapshot_field(field: str):
     return factory
 
 
+def _dropped_datapoints(instrumentor: EfaInstrumentor):
+    def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(instrumentor.stats.dropped_datapoints)
+    return observe
+
+
 _AGENT_OBSERVERS = {
     "otel_efa_read_errors": _read_errors,
     "otel_efa_collections": _snapshot_field("collections"),
     "otel_efa_collection_duration": _snapshot_field("duration"),
+    "otel_efa_dropped_datapoints": _dropped_datapoints,
 }

@@ -68,6 +68,7 @@ def _expected(simulator, snapshot):
     for reason, count in snapshot.read_errors.items():
         expected[("otel_efa_read_errors", frozenset({(catalog.ATTR_REASON, reason)}))] = count
     expected[("otel_efa_collections", frozenset())] = snapshot.collections
+    expected[("otel_efa_dropped_datapoints", frozenset())] = 0  # OTLP buffers nothing: cumulative state
     expected[("otel_efa_collection_duration", frozenset())] = snapshot.duration
     return expected
 

@@ -11,10 +11,16 @@ from opentelemetry.sdk.resources import Resource
 
 from ..config import Config
 from ..snapshot import Snapshot
+from ..stats import AgentStats
 
 
 class Exporter:
     name = "exporter"
+    stats: Optional[AgentStats] = None  # the agent's counters, given by attach_stats()
+
+    def attach_stats(self, stats: AgentStats) -> None:
+        """The agent's shared counters; an exporter adds what it drops to them."""
+        self.stats = stats
 
     def metric_reader(self) -> Optional[MetricReader]:
         """A reader for the MeterProvider (pull or OTLP exporters); None for snapshot-only ones."""

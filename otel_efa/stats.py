@@ -1,0 +1,22 @@
+"""Counters about the agent itself that exporters add to and the instrumentor reports.
+
+The agent owns one :class:`AgentStats` and hands it to the instrumentor and to every exporter, so an
+exporter can count what it had to give up (``otel_efa_dropped_datapoints``) without knowing about
+OpenTelemetry instruments, and the count reaches every reader like any other metric.
+"""
+import threading
+
+
+class AgentStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dropped_datapoints = 0
+
+    def add_dropped_datapoints(self, count: int) -> None:
+        with self._lock:
+            self._dropped_datapoints += count
+
+    @property
+    def dropped_datapoints(self) -> int:
+        with self._lock:
+            return self._dropped_datapoints

@@ -1,0 +1,177 @@
+"""The dashboard against what the exporter really published (moto in server mode), the head-node hook,
+and the cost command on a hand-computed case and on the seed's 4-node example."""
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aws_peers import REGION, aws_environment, cloudwatch, config_with, moto, node  # noqa: F401
+from otel_efa.cli import main
+
+HOOK = Path(__file__).resolve().parent.parent / "parallelcluster" / "headnode-create-dashboard.sh"
+SEARCH = re.compile(r"SEARCH\('\{([^}]*)\} ([^']*)', '(\w+)', (\d+)\)")
+
+
+@pytest.fixture
+def aws(moto, monkeypatch):
+    moto.reset()
+    aws_environment(monkeypatch, moto.url)
+    return moto
+
+
+def searches(body):
+    """Every SEARCH of every metric widget: (widget title, namespace, dimension names, terms, stat)."""
+    for widget in body["widgets"]:
+        if widget["type"] != "metric":
+            continue
+        for row in widget["properties"]["metrics"]:
+            for item in row:
+                for schema, terms, stat, _period in SEARCH.findall(item.get("expression", "")):
+                    namespace, *dims = schema.split(",")
+                    yield widget["properties"]["title"], namespace, tuple(sorted(dims)), \
+                        dict(re.findall(r'(\w+)="([^"]*)"', terms)), stat
+
+
+def publish(node, config, instance_id, minutes=3, profile="p5en.48xlarge"):
+    n = node(config, instance_id, profile=profile)
+    n.sim.set_value(n.sim.device_names[0], "rx_drops", 5)
+    for _ in range(minutes):
+        n.step(60)
+    assert n.exporter.flush(10)
+    return n
+
+
+def check_dashboard(client, cluster, expect_scoped):
+    body = json.loads(client.get_dashboard(DashboardName=f"ParallelCluster-{cluster}-EFA")["DashboardBody"])
+    found = list(searches(body))
+    assert found, "the dashboard references no metrics"
+    for title, namespace, dims, terms, stat in found:
+        pages = client.get_paginator("list_metrics").paginate(Namespace=namespace, MetricName=terms["MetricName"])
+        listed = [m for page in pages for m in page["Metrics"]]
+        matching = [m for m in listed if tuple(sorted(d["Name"] for d in m["Dimensions"])) == dims
+                    and all(d["Value"] == terms[d["Name"]] for d in m["Dimensions"] if d["Name"] in terms)]
+        assert matching, f"{title}: no {terms['MetricName']} with exactly {dims} {terms}"
+        assert ("ClusterName" in dims) == expect_scoped
+    return body, found
+
+
+def test_every_widget_metric_exists_with_exactly_its_dimensions(aws, node, capsys):
+    publish(node, config_with(), "i-0dash0000000001")
+    assert main(["dashboard", "cloudwatch", "--cluster-name", "alpha", "--region", REGION,
+                 "--instance-type", "p5en.48xlarge"]) == 0
+    assert "#dashboards:name=ParallelCluster-alpha-EFA" in capsys.readouterr().out
+    body, found = check_dashboard(cloudwatch(aws), "alpha", expect_scoped=False)
+    assert {t["MetricName"] for *_, t, _s in found} == {
+        "rx_bytes_rate", "tx_bytes_rate", "rx_packets_rate", "tx_packets_rate", "rx_errors", "tx_discards"}
+
+    graphs = {w["properties"]["title"]: w["properties"] for w in body["widgets"] if w["type"] == "metric"}
+    per_node = graphs["EFA throughput per node (Gbps)"]
+    assert [a["value"] for a in per_node["annotations"]["horizontal"]] == [3200]  # p5en: 16 x 200 Gbps
+    expressions = [i["expression"] for row in per_node["metrics"] for i in row]
+    assert any(e.endswith("*8/1000000000") for e in expressions)  # bytes/s -> Gbps
+    total = graphs["EFA throughput, cluster total (Gbps)"]
+    assert any(i["expression"].startswith("SUM(") for row in total["metrics"] for i in row)
+    errors = next(p for t, p in graphs.items() if t.startswith("EFA errors"))
+    items = [i for row in errors["metrics"] for i in row]
+    shown = [i["expression"] for i in items if i.get("visible", True)]
+    assert shown == ["DIFF(c1)", "DIFF(c2)"]  # increase per period, not a sum of running totals
+    assert all("'Maximum'" in i["expression"] for i in items if not i.get("visible", True))
+    text = next(w for w in body["widgets"] if w["type"] == "text")["properties"]["markdown"]
+    for name in ("rx_bytes_rate", "tx_bytes_rate", "rx_packets_rate", "tx_packets_rate", "rx_errors", "tx_discards"):
+        assert f"`{name}`" in text
+    assert "rx_drops" in text and "3200 Gbps" in text
+
+
+def test_cluster_device_and_health_dimensions_flow_into_the_dashboard(aws, node, tmp_path, capsys):
+    config = config_with(dimension_sets=["instance", "cluster", "device"], cluster_name="beta",
+                         health_events=True)
+    publish(node, config, "i-0dash0000000002", profile="trn1.32xlarge")
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("cloudwatch:\n  dimension_sets: [instance, cluster, device]\n"
+                           "  cluster_name: beta\n  health_events: true\n")
+    assert main(["dashboard", "cloudwatch", "--cluster-name", "beta", "--region", REGION,
+                 "--instance-type", "trn1.32xlarge", "--config", str(config_file)]) == 0
+    capsys.readouterr()
+    body, found = check_dashboard(cloudwatch(aws), "beta", expect_scoped=True)
+    names = {t["MetricName"] for *_, t, _s in found}
+    assert {"retrans_timeout_events", "unresponsive_remote_events", "impaired_remote_conn_events"} <= names
+    assert ("ClusterName", "EfaDevice", "InstanceId") in {dims for _, _, dims, _, _ in found}  # per device
+    graphs = {w["properties"]["title"]: w["properties"] for w in body["widgets"] if w["type"] == "metric"}
+    assert [a["value"] for a in graphs["EFA throughput per node (Gbps)"]["annotations"]["horizontal"]] == [800]
+
+
+def test_dry_run_prints_json_and_creates_nothing(aws, capsys):
+    assert main(["dashboard", "cloudwatch", "--cluster-name", "gamma", "--region", REGION, "--dry-run"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["widgets"] and all(w["properties"].get("region", REGION) == REGION for w in body["widgets"])
+    names = [d["DashboardName"] for d in cloudwatch(aws).list_dashboards()["DashboardEntries"]]
+    assert "ParallelCluster-gamma-EFA" not in names
+
+
+def test_head_node_hook_creates_the_dashboard(aws, node, tmp_path):
+    """The hook as ParallelCluster runs it, with otel-efa already on PATH (this venv) and moto as AWS."""
+    publish(node, config_with(), "i-0dash0000000003")
+    subprocess.run(["shellcheck", str(HOOK)], check=True)
+    cfnconfig = tmp_path / "cfnconfig"
+    cfnconfig.write_text(f"stack_name=delta\ncfn_region={REGION}\ncfn_node_type=HeadNode\n")
+    cluster_config = tmp_path / "cluster-config.yaml"
+    cluster_config.write_text("HeadNode:\n  InstanceType: m5.xlarge\nScheduling:\n  SlurmQueues:\n"
+                              "    - Name: gpu\n      ComputeResources:\n        - Name: p4d\n"
+                              "          InstanceType: p4d.24xlarge\n")
+    bin_dir = str(Path(os.sys.executable).parent)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", CFNCONFIG=str(cfnconfig),
+               CLUSTER_CONFIG=str(cluster_config), OTEL_EFA_STRICT="1")
+    result = subprocess.run(["bash", str(HOOK)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "ParallelCluster-delta-EFA" in result.stderr
+    body, _ = check_dashboard(cloudwatch(aws), "delta", expect_scoped=False)
+    graphs = {w["properties"]["title"]: w["properties"] for w in body["widgets"] if w["type"] == "metric"}
+    assert [a["value"] for a in graphs["EFA throughput per node (Gbps)"]["annotations"]["horizontal"]] == [400]
+
+
+def money(text: str, title_prefix: str) -> str:
+    section = text.split(title_prefix, 1)[1]
+    return re.search(r"total per month\s+(\$[\d,.]+)", section).group(1)
+
+
+def test_cost_of_a_hand_computed_case(tmp_path, capsys):
+    """3 p4d nodes (4 EFA devices), interval 30 s, batch 4, node + per-device series, health events on.
+
+    Metrics: 9 names x (1 + 4) series x 3 nodes = 135 -> $40.50. Flushes: 2,592,000 s / 120 s = 21,600
+    per node, 45 datums x 4 samples = 180 datums each -> 1 call: 64,800 calls -> $0.648. Dashboard $3.
+    Total $44.148.
+    """
+    config = tmp_path / "c.yaml"
+    config.write_text("interval: 30\ncloudwatch:\n  batch_size: 4\n  dimension_sets: [instance, device]\n"
+                      "  health_events: true\n")
+    assert main(["cost", "--nodes", "3", "--instance-type", "p4d.24xlarge", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    first = out.split("Without the per-device dimension:")[0]
+    assert "= 27 metrics x $0.30" in first and "= 108 metrics x $0.30" in first
+    assert "64,800 calls" in first
+    assert money(out, "CloudWatch cost per month") == "$44.15"
+    # Without the per-device series: 27 metrics ($8.10), 36 datums/flush -> 64,800 calls, + $3.
+    assert money(out, "Without the per-device dimension:") == "$11.75"
+
+
+def test_cost_of_the_seeds_example_and_what_per_device_adds(tmp_path, capsys):
+    """The guide: 6 metrics x 4 nodes x $0.30 = $7.20, ~17,000 calls = $0.17, dashboard $3: ~$10.37.
+
+    Its script also published per interface; on p5en (16 devices) that is 6 x 16 x 4 = 384 more metrics
+    ($115.20), and 1,020 datums per 10-minute flush need 2 calls: 34,560 calls ($0.35). $125.75.
+    """
+    config = tmp_path / "seed.yaml"
+    config.write_text("interval: 60\ncloudwatch:\n  batch_size: 10\n")
+    assert main(["cost", "--nodes", "4", "--instance-type", "p5en.48xlarge", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert money(out, "CloudWatch cost per month") == "$10.37"
+    assert "17,280 calls" in out
+    assert money(out, "With the per-device dimension too") == "$125.75"
+
+
+def test_cost_rejects_bad_input_with_one_line(capsys):
+    assert main(["cost", "--nodes", "0", "--instance-type", "p4d.24xlarge"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
