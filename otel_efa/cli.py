@@ -139,7 +139,13 @@ def _metrics(args) -> int:
     return 0
 
 
-COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics)
+def _add_dashboard(subparsers) -> None:
+    from .dashboards import add_parser
+
+    add_parser(subparsers)
+
+
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_dashboard)
 
 
 def build_parser() -> argparse.ArgumentParser:
