@@ -145,7 +145,13 @@ def _add_dashboard(subparsers) -> None:
     add_parser(subparsers)
 
 
-COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_dashboard)
+def _add_alarms(subparsers) -> None:
+    from .alarms import add_parser
+
+    add_parser(subparsers)
+
+
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_dashboard, _add_alarms)
 
 
 def build_parser() -> argparse.ArgumentParser:
