@@ -53,6 +53,15 @@ def sum_increase(metric_name: str, labels: Iterable[str], window: str, matchers:
     return f"sum by ({by(labels)}) (increase({selector(metric_name, matchers)}[{window}]))"
 
 
+def sum_increase_optional(always: str, optional: str, labels: Iterable[str], window: str,
+                          matchers: str = "") -> str:
+    """Increase of ``always`` plus that of ``optional``, a counter some devices lack (rdma_write_* exists
+    only on EFA v2 and later): where ``optional`` is missing it counts as 0 instead of emptying the sum."""
+    labels = tuple(labels)
+    base = sum_increase(always, labels, window, matchers)
+    return f"{base} + ({sum_increase(optional, labels, window, matchers)} or {base} * 0)"
+
+
 def device_throughput(window: str, matchers: str = "") -> str:
     """Bytes per second through each device, both directions: the basis of the imbalance figures."""
     labels = NODE + (DEVICE,)

@@ -43,13 +43,14 @@ def _node() -> str:
     return promql.by(NODE)
 
 
-def rules() -> List[Dict[str, Any]]:
+def rules(window: str = WINDOW) -> List[Dict[str, Any]]:
+    """The alerts; ``window`` is the rate/increase range (tests shorten it to evaluate on seconds of data)."""
     node = _node()
     device_labels = NODE + (DEVICE,)
     port_up = name("efa_port_up")
     expected = name("efa_expected_devices")
     present = f"count by ({node}) ({port_up})"
-    throughput = promql.device_throughput(WINDOW)
+    throughput = promql.device_throughput(window)
     link = name("efa_link_speed")
     collections = name("otel_efa_collections")
     where = "{{ $labels.instance }} in cluster {{ $labels.cluster }}"
@@ -65,13 +66,13 @@ def rules() -> List[Dict[str, Any]]:
     ]
     for alert, kernel_name, what in SRD_EVENTS:
         alerts.append(_alert(
-            alert, f"{sum_increase(counter(kernel_name), device_labels, WINDOW)} > 0", "", "warning",
+            alert, f"{sum_increase(counter(kernel_name), device_labels, window)} > 0", "", "warning",
             f"{{{{ $value | humanize }}}} {kernel_name} on {{{{ $labels.{DEVICE} }}}}, {where}",
-            f"In the last {WINDOW} {what} ({counter(kernel_name)} increased)."))
+            f"In the last {window} {what} ({counter(kernel_name)} increased)."))
     alerts += [
         _alert("EfaRetransmitRatioHigh",
-               f"{sum_rate(counter('retrans_pkts'), device_labels, WINDOW)}"
-               f" / {sum_rate(counter('tx_pkts'), device_labels, WINDOW)} > {RETRANSMIT_RATIO}",
+               f"{sum_rate(counter('retrans_pkts'), device_labels, window)}"
+               f" / {sum_rate(counter('tx_pkts'), device_labels, window)} > {RETRANSMIT_RATIO}",
                "10m", "warning",
                f"{{{{ $value | humanizePercentage }}}} of packets retransmitted on {{{{ $labels.{DEVICE} }}}}, "
                f"{where}", f"Retransmitted / sent packets above {RETRANSMIT_RATIO:.0%} for 10 minutes."),
@@ -90,15 +91,15 @@ def rules() -> List[Dict[str, Any]]:
                "No otel-efa agent reports at all",
                f"No {collections} series exists: every agent is down, or none was ever set up "
                "(with OTLP to Amazon Managed Prometheus there is no `up` series; this still fires)."),
-        _alert("EfaAgentStalled", f"{sum_rate(collections, NODE, WINDOW)} == 0", "5m", "warning",
+        _alert("EfaAgentStalled", f"{sum_rate(collections, NODE, window)} == 0", "5m", "warning",
                f"otel-efa on {where} answers but no longer collects",
-               f"{collections} has not increased for {WINDOW}: the collection loop is stuck."),
+               f"{collections} has not increased for {window}: the collection loop is stuck."),
     ]
     return alerts
 
 
-def rule_file() -> Dict[str, Any]:
-    return {"groups": [{"name": GROUP, "rules": rules()}]}
+def rule_file(window: str = WINDOW) -> Dict[str, Any]:
+    return {"groups": [{"name": GROUP, "rules": rules(window)}]}
 
 
 def render() -> str:

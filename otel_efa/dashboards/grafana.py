@@ -105,8 +105,11 @@ def _health_panels() -> List[Dict[str, Any]]:
                      f" / {sum_rate(counter('tx_pkts'), NODE, WINDOW, DEVICE_MATCH)}")
     events = [(sum_increase(counter(k), labels, WINDOW, DEVICE_MATCH), f"{legend} {k}")
               for k in ("retrans_timeout_events", "unresponsive_remote_events", "impaired_remote_conn_events")]
-    errors = [(sum_increase(counter(k), labels, WINDOW, DEVICE_MATCH), f"{legend} {k}")
-              for k in ("rx_drops", "rdma_read_wr_err", "rdma_write_wr_err")]
+    errors = [
+        (sum_increase(counter("rx_drops"), labels, WINDOW, DEVICE_MATCH), f"{legend} rx_drops"),
+        (promql.sum_increase_optional(counter("rdma_read_wr_err"), counter("rdma_write_wr_err"), labels, WINDOW,
+                                      DEVICE_MATCH), f"{legend} RDMA work request errors"),
+    ]
     return [
         _panel("Retransmitted packets / sent packets", "timeseries", "percentunit",
                [(retrans_ratio, "{{instance}}")], width=8),
