@@ -139,6 +139,12 @@ def _metrics(args) -> int:
     return 0
 
 
+def _add_top(subparsers) -> None:
+    from .top import add_parser
+
+    add_parser(subparsers)
+
+
 def _add_dashboard(subparsers) -> None:
     from .dashboards import add_parser
 
@@ -151,7 +157,7 @@ def _add_alarms(subparsers) -> None:
     add_parser(subparsers)
 
 
-COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_dashboard, _add_alarms)
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_top, _add_dashboard, _add_alarms)
 
 
 def build_parser() -> argparse.ArgumentParser:
