@@ -32,15 +32,18 @@ class TopLoop:
         return self.collector.latest.collections if self.collector.latest else 0
 
     def run_plain(self, out=sys.stdout) -> int:
+        """A block per interval; the first reading only primes the rates, so every block has figures."""
+        self._collect()
         deadline = time.monotonic()
-        while True:
-            done = self._collect()
-            out.write("\n".join(plain_lines(self.model, self.interval)) + "\n")
-            out.flush()
-            if self.count is not None and done >= self.count:
-                return 0
+        printed = 0
+        while self.count is None or printed < self.count:
             deadline += self.interval
             time.sleep(max(0.0, deadline - time.monotonic()))
+            self._collect()
+            out.write("\n".join(plain_lines(self.model, self.interval)) + "\n")
+            out.flush()
+            printed += 1
+        return 0
 
     def run_curses(self) -> int:
         return curses.wrapper(self._curses_main)
