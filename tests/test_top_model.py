@@ -17,7 +17,7 @@ def _collect(simulator, collector, model, at):
 
 
 def test_errors_count_from_start_survive_resets_and_sort_first(make_simulator):
-    simulator = make_simulator("p4d.24xlarge")
+    simulator = make_simulator("p4d.24xlarge", clock=lambda: 0.0)  # advanced by hand to the collector's times
     clock = iter(range(100)).__next__
     with SysfsReader(simulator.root) as reader:
         collector = Collector(reader, "p4d.24xlarge", clock=lambda: float(clock()))
@@ -38,8 +38,17 @@ def test_errors_count_from_start_survive_resets_and_sort_first(make_simulator):
         simulator.reset([last])  # a driver reload: counting restarts, never negative
         _collect(simulator, collector, model, 4.0)
         assert {r.name: r for r in model.rows}[last].errors == 0
-        simulator.set_port_state(first, "1: DOWN")
+        middle = simulator.device_names[1]
+        tx_pkts_per_interval = simulator.expected_rate(middle, "tx_pkts") * 0.5
+        simulator.set_value(middle, "retrans_pkts", simulator.value(middle, "retrans_pkts") + 1)
+        _collect(simulator, collector, model, 4.5)
+        assert not {r.name: r for r in model.rows}[middle].fault  # a retransmit now and then is normal
+        simulator.set_value(middle, "retrans_pkts", simulator.value(middle, "retrans_pkts") + int(tx_pkts_per_interval / 10))
         _collect(simulator, collector, model, 5.0)
+        retransmitting = {r.name: r for r in model.rows}[middle]
+        assert retransmitting.retransmitting and retransmitting.fault and retransmitting.errors == 0
+        simulator.set_port_state(first, "1: DOWN")
+        _collect(simulator, collector, model, 6.0)
         assert model.sorted_rows()[0].name == first and model.sorted_rows()[0].up is False
 
 

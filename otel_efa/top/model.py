@@ -1,13 +1,15 @@
 """What ``otel-efa top`` shows, computed from successive Snapshots: pure, so it is tested without a terminal.
 
-Errors are counted from when ``top`` started (a running total since boot says nothing about now), and a
-device whose errors grew during the last interval, or whose port is not ACTIVE, is a fault to highlight.
+Errors are counted from when ``top`` started (a running total since boot says nothing about now). A
+device with errors since then, a port that is not ACTIVE, or retransmits above the alert rules' ratio
+is a fault to highlight.
 """
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from .. import catalog
+from ..alarms.prometheus_rules import RETRANSMIT_RATIO
 from ..instance_types import InstanceType
 from ..snapshot import DeviceSnapshot, Snapshot
 
@@ -45,8 +47,13 @@ class DeviceRow:
         return busiest / self.link
 
     @property
+    def retransmitting(self) -> bool:
+        """Retransmitted / sent packets above the alert rules' threshold during the last interval."""
+        return bool(self.retrans_pps and self.tx_pps and self.retrans_pps / self.tx_pps > RETRANSMIT_RATIO)
+
+    @property
     def fault(self) -> bool:
-        return self.up is False or self.errors > 0
+        return self.up is False or self.errors > 0 or self.retransmitting
 
     def sort_value(self, key: str):
         if key == "name":
