@@ -56,6 +56,7 @@ class TopLoop:
             if time.monotonic() >= deadline:
                 done = self._collect()
                 if self.count is not None and done >= self.count:
+                    self._draw(screen, styles)
                     return 0
                 deadline += self.interval
                 if deadline < time.monotonic():  # suspended or slow: skip ahead, never burst
