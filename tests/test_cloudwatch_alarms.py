@@ -117,8 +117,9 @@ def test_compute_nodes_are_found_by_parallelcluster_tags(aws):
     def launch(node_type: str, cluster: str = "tagged") -> str:
         tags = [{"Key": cloudwatch_alarms.CLUSTER_TAG, "Value": cluster},
                 {"Key": cloudwatch_alarms.NODE_TYPE_TAG, "Value": node_type}]
-        return ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="p5.48xlarge",
-                                 TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])["Instances"][0]["InstanceId"]
+        launched = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="p5.48xlarge",
+                                     TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+        return launched["Instances"][0]["InstanceId"]
 
     computes = {launch("Compute"), launch("Compute")}
     launch("HeadNode")

@@ -43,7 +43,8 @@ def test_errors_count_from_start_survive_resets_and_sort_first(make_simulator):
         simulator.set_value(middle, "retrans_pkts", simulator.value(middle, "retrans_pkts") + 1)
         _collect(simulator, collector, model, 4.5)
         assert not {r.name: r for r in model.rows}[middle].fault  # a retransmit now and then is normal
-        simulator.set_value(middle, "retrans_pkts", simulator.value(middle, "retrans_pkts") + int(tx_pkts_per_interval / 10))
+        retransmits = simulator.value(middle, "retrans_pkts") + int(tx_pkts_per_interval / 10)
+        simulator.set_value(middle, "retrans_pkts", retransmits)
         _collect(simulator, collector, model, 5.0)
         retransmitting = {r.name: r for r in model.rows}[middle]
         assert retransmitting.retransmitting and retransmitting.fault and retransmitting.errors == 0
