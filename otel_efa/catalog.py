@@ -224,8 +224,16 @@ AGENT_METRICS: Tuple[MetricSpec, ...] = (
                Scope.AGENT, "the agent (CloudWatch exporter buffer)"),
 )
 
+# What the node should have, so an alert can compare it with the devices that report (absent when the
+# instance type is not in the table).
+INSTANCE_METRICS: Tuple[MetricSpec, ...] = (
+    MetricSpec("efa_expected_devices", Kind.GAUGE, "1",
+               "EFA devices the instance type documents; fewer efa_port_up series means a device is missing",
+               Scope.AGENT, "instance type table"),
+)
+
 METRICS: Tuple[MetricSpec, ...] = (PORT_COUNTERS + DEVICE_COUNTERS + PORT_GAUGES + INFO_METRICS + NODE_METRICS
-                                   + AGENT_METRICS)
+                                   + INSTANCE_METRICS + AGENT_METRICS)
 BY_NAME: Dict[str, MetricSpec] = {m.name: m for m in METRICS}
 PORT_COUNTER_BY_KERNEL: Dict[str, MetricSpec] = {m.kernel_name: m for m in PORT_COUNTERS}
 DEVICE_COUNTER_BY_KERNEL: Dict[str, MetricSpec] = {m.kernel_name: m for m in DEVICE_COUNTERS}

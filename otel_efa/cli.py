@@ -6,9 +6,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .collector_config import add_parser as _add_collector_config
 from .config import EXPORTERS, ConfigError
-from .doctor import add_parser as _add_doctor
 
 EXIT_CONFIG = 2
 
@@ -147,23 +145,50 @@ def _add_topology(subparsers) -> None:
     add_parser(subparsers)
 
 
-def _add_cost(subparsers) -> None:
-    from .cloudwatch import cost
-    cost.add_parser(subparsers)
+def _add_top(subparsers) -> None:
+    from .top import add_parser
+
+    add_parser(subparsers)
 
 
 def _add_dashboard(subparsers) -> None:
-    from .cloudwatch import dashboard
-    dashboard.add_parser(subparsers)
+    from .dashboards import add_parser
+
+    add_parser(subparsers)
+
+
+def _add_alarms(subparsers) -> None:
+    from .alarms import add_parser
+
+    add_parser(subparsers)
+
+
+def _add_cost(subparsers) -> None:
+    from .cloudwatch.cost import add_parser
+
+    add_parser(subparsers)
+
+
+def _add_collector_config(subparsers) -> None:
+    from .collector_config import add_parser
+
+    add_parser(subparsers)
+
+
+def _add_doctor(subparsers) -> None:
+    from .doctor import add_parser
+
+    add_parser(subparsers)
 
 
 def _add_deploy(subparsers) -> None:
-    from . import deploy
-    deploy.add_parser(subparsers)
+    from .deploy import add_parser
+
+    add_parser(subparsers)
 
 
-COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_collector_config, _add_topology,
-            _add_doctor, _add_cost, _add_dashboard, _add_deploy)
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_top, _add_topology, _add_dashboard,
+            _add_alarms, _add_cost, _add_collector_config, _add_deploy, _add_doctor)
 
 
 def build_parser() -> argparse.ArgumentParser:

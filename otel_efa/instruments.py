@@ -8,7 +8,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Set, Tuple
 
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
-from . import __version__, catalog
+from . import __version__, catalog, instance_types
 from .catalog import Kind, MetricSpec
 from .collector import Collector
 from .rails import RailBalance, rail_balance
@@ -217,9 +217,19 @@ def _dropped_datapoints(instrumentor: EfaInstrumentor):
     return observe
 
 
+def _expected_devices(instrumentor: EfaInstrumentor):
+    def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        snapshot = instrumentor.collector.latest
+        known = instance_types.lookup(snapshot.instance_type) if snapshot is not None else None
+        if known is not None:
+            yield Observation(known.efa_devices)
+    return observe
+
+
 _AGENT_OBSERVERS = {
     "otel_efa_read_errors": _read_errors,
     "otel_efa_collections": _snapshot_field("collections"),
     "otel_efa_collection_duration": _snapshot_field("duration"),
     "otel_efa_dropped_datapoints": _dropped_datapoints,
+    "efa_expected_devices": _expected_devices,
 }

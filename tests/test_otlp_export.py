@@ -69,6 +69,7 @@ def _expected(simulator, snapshot):
         expected[("otel_efa_read_errors", frozenset({(catalog.ATTR_REASON, reason)}))] = count
     expected[("otel_efa_collections", frozenset())] = snapshot.collections
     expected[("otel_efa_dropped_datapoints", frozenset())] = 0  # OTLP buffers nothing: cumulative state
+    expected[("efa_expected_devices", frozenset())] = INSTANCE_TYPES[PROFILE].efa_devices
     expected[("otel_efa_collection_duration", frozenset())] = snapshot.duration
     return expected
 

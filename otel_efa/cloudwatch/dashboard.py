@@ -152,10 +152,8 @@ def build(config: Config, cluster_name: str, region: str, instance_type: Optiona
     return _Builder(config, cluster_name, region, instance).build()
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("dashboard", help="create dashboards for the exported metrics")
-    kinds = p.add_subparsers(dest="dashboard_kind", metavar="KIND")
-    kinds.required = True
+def add_parser(kinds) -> None:
+    """``otel-efa dashboard cloudwatch``: one kind of the ``dashboard`` group (otel_efa/dashboards)."""
     cw = kinds.add_parser("cloudwatch", help="create or update ParallelCluster-<cluster>-EFA")
     cw.add_argument("--cluster-name", required=True)
     cw.add_argument("--region", required=True)

@@ -1,0 +1,67 @@
+"""``otel-efa top``: a live view of the node's EFA devices, like ``nvidia-smi dmon`` for the network.
+
+Reads sysfs through the agent's :class:`~otel_efa.collector.Collector` (the same rates and totals the
+exporters see), one row per device, node totals against the instance's line rate. Plain lines when the
+output is not a terminal, so ``otel-efa top | tee`` and cron jobs work too.
+"""
+import os
+import sys
+import tempfile
+
+from ..config import ConfigError
+
+
+def add_parser(subparsers) -> None:
+    from ..instance_types import INSTANCE_TYPES
+
+    p = subparsers.add_parser("top", help="live per-device EFA throughput, utilization and errors")
+    p.add_argument("--sysfs", default="/sys", help="sysfs root (default /sys)")
+    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh period (default 1)")
+    p.add_argument("--simulate", metavar="PROFILE", choices=sorted(INSTANCE_TYPES),
+                   help="show a simulated node, e.g. p5.48xlarge")
+    p.add_argument("--instance-type", choices=sorted(INSTANCE_TYPES), metavar="TYPE",
+                   help="line rate and expected devices of this type (default: from IMDS)")
+    p.add_argument("--count", type=int, metavar="N", help="exit after N refreshes")
+    p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
+    p.set_defaults(handler=_top)
+
+
+def _instance_type_name(args):
+    if args.instance_type or args.simulate:
+        return args.instance_type or args.simulate
+    from ..imds import ImdsClient
+
+    return ImdsClient().identity().get("instanceType")
+
+
+def _top(args) -> int:
+    from .. import instance_types
+    from ..collector import Collector
+    from ..sysfs import SysfsReader
+    from .model import TopModel
+    from .screen import TopLoop
+
+    if not args.interval > 0:
+        raise ConfigError("--interval", "must be a positive number of seconds")
+    if args.count is not None and args.count < 1:
+        raise ConfigError("--count", "must be at least 1")
+    type_name = _instance_type_name(args)
+    with tempfile.TemporaryDirectory(prefix="otel-efa-top-") as scratch:
+        root, simulator = args.sysfs, None
+        if args.simulate:
+            from ..simulator import Simulator
+
+            simulator = Simulator(args.simulate, scratch)
+            root = scratch
+        try:
+            with SysfsReader(root) as reader:
+                loop = TopLoop(Collector(reader, type_name), TopModel(instance_types.lookup(type_name)),
+                               args.interval, args.count, before_collect=simulator.advance if simulator else None)
+                if args.plain or not (sys.stdout.isatty() and os.environ.get("TERM", "dumb") != "dumb"):
+                    return loop.run_plain()
+                return loop.run_curses()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            if simulator is not None:
+                simulator.close()
