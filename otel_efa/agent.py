@@ -1,5 +1,6 @@
 """The agent: collect once per interval on a monotonic schedule, hand the Snapshot to every exporter."""
 import logging
+import os
 import resource as rlimit
 import signal
 import tempfile
@@ -9,6 +10,7 @@ from typing import List, Optional, Sequence
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.metrics.view import DropAggregation, View
 from opentelemetry.sdk.resources import Resource
 
 from . import exporters as exporter_registry
@@ -31,6 +33,14 @@ def raise_open_file_limit(wanted: int = 65536) -> None:
     target = wanted if hard == rlimit.RLIM_INFINITY else min(wanted, hard)
     if soft != rlimit.RLIM_INFINITY and soft < target:
         rlimit.setrlimit(rlimit.RLIMIT_NOFILE, (target, hard))
+
+
+def _sdk_self_metrics_views() -> List[View]:
+    """Keep the SDK's own metrics out of the user's backends unless asked for: releases for Python 3.9
+    record them on every reader (newer ones only with OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED)."""
+    if os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").lower() == "true":
+        return []
+    return [View(instrument_name="*", meter_name="opentelemetry-sdk", aggregation=DropAggregation())]
 
 
 class Agent:
@@ -77,7 +87,7 @@ class Agent:
         for exporter in self.exporters:
             exporter.attach_stats(self.stats)
         readers = [r for r in (e.metric_reader() for e in self.exporters) if r is not None] + self._extra_readers
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=_sdk_self_metrics_views())
         self.attribution = Attribution(self.config, sysfs_root)
         self.instrumentor = EfaInstrumentor(self.collector, device_attributes=self.attribution.device_attributes,
                                             node_attributes=self.attribution.node_attributes,

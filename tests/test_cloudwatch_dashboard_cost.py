@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aws_peers import REGION, aws_environment, cloudwatch, config_with, moto, node  # noqa: F401
+from aws_peers import REGION, FaultProxy, aws_environment, cloudwatch, config_with, moto, node  # noqa: F401
+from conftest import free_port
 from otel_efa.cli import main
 
 HOOK = Path(__file__).resolve().parent.parent / "parallelcluster" / "headnode-create-dashboard.sh"
@@ -17,9 +18,12 @@ SEARCH = re.compile(r"SEARCH\('\{([^}]*)\} ([^']*)', '(\w+)', (\d+)\)")
 
 @pytest.fixture
 def aws(moto, monkeypatch):
+    """moto behind the recording proxy, which takes gzip off as CloudWatch's front end would."""
     moto.reset()
-    aws_environment(monkeypatch, moto.url)
-    return moto
+    front = FaultProxy(moto.url, free_port()).start()
+    aws_environment(monkeypatch, front.url)
+    yield moto
+    front.stop()
 
 
 def searches(body):
