@@ -1,5 +1,6 @@
 """The ``otel-efa`` command. Subcommands import what they need only when chosen."""
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -139,56 +140,10 @@ def _metrics(args) -> int:
     return 0
 
 
-def _add_topology(subparsers) -> None:
-    from .topology_cli import add_parser
-
-    add_parser(subparsers)
-
-
-def _add_top(subparsers) -> None:
-    from .top import add_parser
-
-    add_parser(subparsers)
-
-
-def _add_dashboard(subparsers) -> None:
-    from .dashboards import add_parser
-
-    add_parser(subparsers)
-
-
-def _add_alarms(subparsers) -> None:
-    from .alarms import add_parser
-
-    add_parser(subparsers)
-
-
-def _add_cost(subparsers) -> None:
-    from .cloudwatch.cost import add_parser
-
-    add_parser(subparsers)
-
-
-def _add_collector_config(subparsers) -> None:
-    from .collector_config import add_parser
-
-    add_parser(subparsers)
-
-
-def _add_doctor(subparsers) -> None:
-    from .doctor import add_parser
-
-    add_parser(subparsers)
-
-
-def _add_deploy(subparsers) -> None:
-    from .deploy import add_parser
-
-    add_parser(subparsers)
-
-
-COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics, _add_top, _add_topology, _add_dashboard,
-            _add_alarms, _add_cost, _add_collector_config, _add_deploy, _add_doctor)
+# Subcommands that live in their own modules, each exposing add_parser(subparsers).
+COMMAND_MODULES = ("top", "topology_cli", "dashboards", "alarms", "cloudwatch.cost", "collector_config", "deploy",
+                   "doctor")
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for add in COMMANDS:
         add(subparsers)
+    for module in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{module}").add_parser(subparsers)
     return parser
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aws_peers import REGION, FaultProxy, aws_environment, cloudwatch, config_with, moto, node  # noqa: F401
-from conftest import free_port
+from aws_peers import REGION, cloudwatch, config_with, moto, node, proxy  # noqa: F401
 from otel_efa.cli import main
 
 HOOK = Path(__file__).resolve().parent.parent / "parallelcluster" / "headnode-create-dashboard.sh"
@@ -17,13 +16,9 @@ SEARCH = re.compile(r"SEARCH\('\{([^}]*)\} ([^']*)', '(\w+)', (\d+)\)")
 
 
 @pytest.fixture
-def aws(moto, monkeypatch):
+def aws(moto, proxy):
     """moto behind the recording proxy, which takes gzip off as CloudWatch's front end would."""
-    moto.reset()
-    front = FaultProxy(moto.url, free_port()).start()
-    aws_environment(monkeypatch, front.url)
-    yield moto
-    front.stop()
+    return moto
 
 
 def searches(body):
