@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/collection_cycle.py [--profile p5.48xlarge] [--cycles 500]
 
-The floor is a loop of ``os.pread`` over exactly the files the reader keeps open (counters, state,
-rate), measured in the same run; the ratio is what the agent adds on top of the syscalls it cannot avoid.
+The floor is a loop of ``os.pread`` over exactly the files a read touches (counters and port states),
+measured in the same run; the ratio is what the agent adds on top of the syscalls it cannot avoid.
 The OTel callback pass (what one reader's collect costs, no sysfs read) is shown for scale.
 """
 import argparse
@@ -24,23 +24,16 @@ from otel_efa.simulator import Simulator  # noqa: E402
 from otel_efa.sysfs import SysfsReader  # noqa: E402
 
 
-def _median_us(function, cycles: int) -> float:
-    samples = []
+def _median_us(*functions, cycles: int):
+    """Median microseconds of each function, timed in turn within every round so that both see the
+    same machine (frequency, neighbours) rather than one of them a quieter minute."""
+    samples = [[] for _ in functions]
     for _ in range(cycles):
-        started = time.perf_counter_ns()
-        function()
-        samples.append(time.perf_counter_ns() - started)
-    return statistics.median(samples) / 1000
-
-
-def open_fds(reader: SysfsReader):
-    fds = []
-    for device in reader._devices.values():
-        for _, counter_set in device.counter_sets():
-            fds.extend(fd for fd in counter_set.fds if fd is not None)
-        for port in device.ports:
-            fds.extend(fd for fd in (port.state.fd, port.rate.fd) if fd is not None)
-    return fds
+        for function, into in zip(functions, samples):
+            started = time.perf_counter_ns()
+            function()
+            into.append(time.perf_counter_ns() - started)
+    return [statistics.median(s) / 1000 for s in samples]
 
 
 def main() -> None:
@@ -52,7 +45,7 @@ def main() -> None:
         collector = Collector(SysfsReader(root), args.profile)
         collector.collect()
         collector.collect()
-        fds = open_fds(collector.reader)
+        fds = collector.reader.descriptors()
         pread = os.pread
 
         def floor():
@@ -63,9 +56,8 @@ def main() -> None:
         provider = MeterProvider(metric_readers=[memory_reader])
         EfaInstrumentor(collector).instrument(provider)
 
-        floor_us = _median_us(floor, args.cycles)
-        cycle_us = _median_us(collector.collect, args.cycles)
-        otel_us = _median_us(memory_reader.get_metrics_data, max(50, args.cycles // 5))
+        floor_us, cycle_us = _median_us(floor, collector.collect, cycles=args.cycles)
+        otel_us, = _median_us(memory_reader.get_metrics_data, cycles=max(50, args.cycles // 5))
         provider.shutdown()
         collector.reader.close()
     print(f"profile                      {args.profile} ({len(sim.devices)} devices, {len(fds)} files)")

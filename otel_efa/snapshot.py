@@ -1,12 +1,11 @@
 """The values of one collection interval, shared read-only by every exporter."""
-from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from .sysfs import DeviceInfo
 
 
-@dataclass(frozen=True)
-class PortSnapshot:
+class PortSnapshot(NamedTuple):  # tuples: cheap to build, one per port per interval
     device: str
     port: str
     counters: Dict[str, int]  # kernel name -> cumulative value, for the counters read this interval
@@ -22,12 +21,11 @@ class PortSnapshot:
         return rate / self.link_bytes_per_second
 
 
-@dataclass(frozen=True)
-class DeviceSnapshot:
+class DeviceSnapshot(NamedTuple):
     name: str
     counters: Dict[str, int]  # device-level counters
     ports: Tuple[PortSnapshot, ...]
-    info: DeviceInfo = field(default_factory=DeviceInfo)
+    info: DeviceInfo = DeviceInfo()
 
     def total(self, kernel_name: str) -> Optional[int]:
         values = [p.counters[kernel_name] for p in self.ports if kernel_name in p.counters]
