@@ -66,13 +66,16 @@ class Attribution:
         names = tuple(d.name for d in snapshot.devices) if snapshot is not None else ()
         changed = self.refresh_topology(names)
         if snapshot is not None:
-            macs = dict(self._macs)
-            for device in snapshot.devices:
-                mac = next((m for m in (mac_from_link_local(p.gid0) for p in device.ports if p.gid0) if m), None)
-                if mac:
-                    macs[device.name] = mac
-            self._macs = macs
-            changed = self.eni.resolve(macs.values()) or changed
+            unseen = [device for device in snapshot.devices if device.name not in self._macs]
+            if unseen:  # a device's MAC does not change: work it out once
+                macs = dict(self._macs)
+                for device in unseen:
+                    mac = next((m for m in (mac_from_link_local(p.gid0) for p in device.ports if p.gid0) if m),
+                               None)
+                    if mac:
+                        macs[device.name] = mac
+                self._macs = macs
+            changed = self.eni.resolve(self._macs.values()) or changed
         if self.slurm is not None and self._clock() >= self._jobs_due:
             jobs = self.slurm.query()
             self._jobs_due = self._clock() + self.slurm_cache_seconds

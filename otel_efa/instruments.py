@@ -46,6 +46,8 @@ class EfaInstrumentor:
         self.device_info = device_info
         self._meter: Optional[Meter] = None
         self._registered: Set[str] = set()
+        self._seen_device_counters: Set[str] = set()  # kernel names already given an instrument
+        self._seen_port_counters: Set[str] = set()
         self._attribute_cache: Dict[Tuple[str, str], Dict[str, str]] = {}
         self._balance: Tuple[Optional[Snapshot], RailBalance] = (None, RailBalance(None, None))
 
@@ -57,15 +59,18 @@ class EfaInstrumentor:
     def register_new_counters(self, snapshot: Snapshot) -> None:
         """Counters the kernel added after the catalog was written appear as ``efa_<name>``."""
         for device in snapshot.devices:
-            for name in device.counters:
-                spec = catalog.device_counter_spec(name)
-                if spec.name not in self._registered:
-                    self._register(spec, self._callback_for(spec))
+            self._register_unknown(device.counters.keys() - self._seen_device_counters,
+                                   self._seen_device_counters, catalog.device_counter_spec)
             for port in device.ports:
-                for name in port.counters:
-                    spec = catalog.port_counter_spec(name)
-                    if spec.name not in self._registered:
-                        self._register(spec, self._callback_for(spec))
+                self._register_unknown(port.counters.keys() - self._seen_port_counters,
+                                       self._seen_port_counters, catalog.port_counter_spec)
+
+    def _register_unknown(self, names, seen: Set[str], spec_of) -> None:
+        for name in names:  # usually none: set arithmetic in C keeps the common case cheap
+            seen.add(name)
+            spec = spec_of(name)
+            if spec.name not in self._registered:
+                self._register(spec, self._callback_for(spec))
 
     def forget_attributes(self) -> None:
         """Call when attributes change (an ENI id resolved, a job started), so callbacks pick them up.
