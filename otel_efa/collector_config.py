@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from . import catalog
+from . import catalog, promql
 
 MODES = ("cloudwatch", "amp", "both")
 OTLP_GRPC = "127.0.0.1:4317"
@@ -170,9 +170,11 @@ def head_node_prometheus(cluster_name: Optional[str] = None) -> Dict[str, Any]:
         return chosen
 
     def relabel() -> List[Dict[str, Any]]:
+        # ``instance`` becomes the instance id, so the agent's and DCGM's series of one node share it
+        # (the Grafana dashboard and the alert rules join GPU and EFA on it).
         return [{"source_labels": [f"__meta_ec2_{meta}"], "target_label": label} for meta, label in (
-            ("instance_id", "instance_id"), ("instance_type", "instance_type"),
-            ("tag_" + re.sub(r"[^a-zA-Z0-9_]", "_", PCLUSTER_CLUSTER_NAME_TAG), "cluster"))]
+            ("instance_id", promql.INSTANCE), ("instance_id", "instance_id"), ("instance_type", "instance_type"),
+            ("tag_" + re.sub(r"[^a-zA-Z0-9_]", "_", PCLUSTER_CLUSTER_NAME_TAG), promql.CLUSTER))]
 
     jobs = (("otel-efa", AGENT_PROMETHEUS_PORT), ("dcgm-exporter", int(DCGM_EXPORTER.rsplit(":", 1)[1])),
             ("node-exporter", int(NODE_EXPORTER.rsplit(":", 1)[1])))

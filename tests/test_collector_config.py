@@ -177,6 +177,10 @@ def test_promtool_accepts_the_head_node_config(imds, tmp_path):
         {"otel-efa": 9464, "dcgm-exporter": 9400, "node-exporter": 9100}
     for job in jobs.values():
         assert {"name": "tag:parallelcluster:node-type", "values": ["Compute"]} in job["ec2_sd_configs"][0]["filters"]
+        # One node's agent and DCGM series share `instance` and `cluster`: the dashboard joins on them.
+        targets = {r["target_label"]: r["source_labels"] for r in job["relabel_configs"]}
+        assert targets["instance"] == ["__meta_ec2_instance_id"]
+        assert targets["cluster"] == ["__meta_ec2_tag_parallelcluster_cluster_name"]
     filters = _load(scoped)["scrape_configs"][0]["ec2_sd_configs"][0]["filters"]
     assert {"name": "tag:parallelcluster:cluster-name", "values": ["my-cluster"]} in filters
 
