@@ -4,14 +4,11 @@ Each kind's module exposes ``add_parser(kinds)``, which adds its sub-parser to `
 ``handler``; add it to :data:`KINDS`. Modules import heavy things (boto3) inside their handlers only.
 """
 from ..cloudwatch import dashboard as cloudwatch
+from ..command_group import add_group
 from . import grafana
 
 KINDS = (grafana.add_parser, cloudwatch.add_parser)
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("dashboard", help="print or install a dashboard built from the metric catalog")
-    kinds = p.add_subparsers(dest="dashboard", metavar="KIND", parser_class=type(p))
-    kinds.required = True
-    for add in KINDS:
-        add(kinds)
+    add_group(subparsers, "dashboard", "print or install a dashboard built from the metric catalog", KINDS)
