@@ -95,6 +95,9 @@ class Agent:
         self.instrumentor.instrument(self.meter_provider)
         self.attribution.start(lambda: self.collector.latest if self.collector else None,
                                on_change=self.instrumentor.forget_attributes)
+        attribution = self.attribution
+        for exporter in self.exporters:
+            exporter.attach_jobs(lambda: attribution.job_ids)
         for exporter in self.exporters:
             exporter.start()
         if self._simulator is not None:

@@ -33,7 +33,6 @@ class Attribution:
         slurm = config.slurm
         self.slurm = SlurmJobs(slurm.node_name, slurm.timeout) if slurm.enabled else None
         self.slurm_cache_seconds = slurm.cache_seconds
-        self.slurm_cloudwatch_dimension = slurm.enabled and slurm.cloudwatch_dimension
         self._clock = clock
         self._macs: Dict[str, str] = {}  # device -> MAC, from its port's gids/0
         self._device_extra: Dict[str, Dict[str, str]] = {}

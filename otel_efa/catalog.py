@@ -289,6 +289,7 @@ CLOUDWATCH_NAMESPACE = "ParallelCluster/Network"
 CLOUDWATCH_DIMENSION = "InstanceId"
 CLOUDWATCH_DEVICE_DIMENSION = "EfaDevice"
 CLOUDWATCH_CLUSTER_DIMENSION = "ClusterName"
+CLOUDWATCH_JOB_DIMENSION = "SlurmJobId"
 
 # Dimension sets the CloudWatch exporter can publish (config ``cloudwatch.dimension_sets``); every set is
 # a separate CloudWatch metric per value combination, so each one is priced by ``otel-efa cost``.
@@ -298,6 +299,8 @@ CLOUDWATCH_DIMENSION_SETS: Dict[str, Tuple[str, ...]] = {
     "instance": (CLOUDWATCH_DIMENSION,),
     "device": (CLOUDWATCH_DIMENSION, CLOUDWATCH_DEVICE_DIMENSION),
     "cluster": (CLOUDWATCH_CLUSTER_DIMENSION, CLOUDWATCH_DIMENSION),
+    # The Slurm jobs running on the node (comma-joined ids): new metrics for every job, so opt-in only.
+    "job": (CLOUDWATCH_DIMENSION, CLOUDWATCH_JOB_DIMENSION),
 }
 
 CLOUDWATCH_METRICS: Tuple[CloudWatchSpec, ...] = (

@@ -87,7 +87,7 @@ class CloudWatchConfig:
     batch_size: int = 1  # collection intervals per PutMetricData flush (the seed's BATCH_SIZE)
     buffer_minutes: float = 60.0  # data kept across an outage; older data is dropped and counted
     storage_resolution: int = 60  # 60 (standard) or 1 (high resolution, priced the same per metric)
-    dimension_sets: List[str] = field(default_factory=lambda: ["instance"])  # instance, device, cluster
+    dimension_sets: List[str] = field(default_factory=lambda: ["instance"])  # instance, device, cluster, job
     cluster_name: Optional[str] = None  # needed by the "cluster" dimension set
     health_events: bool = False  # also publish the SRD health event counters (node totals)
     retry_mode: str = "standard"  # botocore's standard or adaptive retry mode
@@ -123,15 +123,14 @@ class CloudWatchConfig:
 class SlurmConfig:
     """Job attribution, off by default: the Slurm job ids running on the node as ``slurm.job.id``.
 
-    On OTLP and Prometheus only. ``cloudwatch_dimension`` asks the CloudWatch exporter to add it as a
-    dimension too: every job then makes new CloudWatch metrics, which the cost command must price.
+    On OTLP and Prometheus only, unless ``cloudwatch.dimension_sets`` asks for ``job``: every job then
+    makes new CloudWatch metrics, which ``otel-efa cost`` prices.
     """
 
     enabled: bool = False
     timeout: float = 2.0  # seconds one squeue run may take before it is killed
     cache_seconds: float = 30.0  # job ids are reused this long before squeue runs again
     node_name: Optional[str] = None  # Slurm's name for this node; default the short hostname
-    cloudwatch_dimension: bool = False
 
     def validate(self) -> None:
         if not self.timeout > 0:
@@ -176,6 +175,8 @@ class Config:
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):
                 section.validate()
+        if "job" in self.cloudwatch.dimension_sets and not self.slurm.enabled:
+            raise ConfigError("cloudwatch.dimension_sets", "dimension set 'job' needs slurm.enabled: true")
 
 
 def _sections(cls=Config, prefix: str = "") -> Dict[str, Tuple[type, str]]:

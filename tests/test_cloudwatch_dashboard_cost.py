@@ -174,3 +174,20 @@ def test_cost_of_the_seeds_example_and_what_per_device_adds(tmp_path, capsys):
 def test_cost_rejects_bad_input_with_one_line(capsys):
     assert main(["cost", "--nodes", "0", "--instance-type", "p4d.24xlarge"]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_cost_prices_the_job_dimension_by_the_hour(tmp_path, capsys):
+    """2 trn2 nodes, job dimension on, 20 jobs a node a month of 36 h each (the defaults are 30 x 24 h).
+
+    Job metrics exist only while their job runs: 6 x 20 x 36 h / 720 h x 2 nodes = 12 metric-months, $3.60.
+    Node series 6 x 2 = 12 metrics, $3.60. Datums per flush 6 + 6 = 12 -> 1 call: 2 x 43,200 = 86,400 calls
+    ($0.864). Dashboard $3. Total $11.064.
+    """
+    config = tmp_path / "jobs.yaml"
+    config.write_text("interval: 60\ncloudwatch:\n  dimension_sets: [instance, job]\nslurm:\n  enabled: true\n")
+    assert main(["cost", "--nodes", "2", "--instance-type", "trn2.48xlarge", "--config", str(config),
+                 "--jobs-per-node", "20", "--job-hours", "36"]) == 0
+    out = capsys.readouterr().out
+    assert "6 metrics x 20 jobs x 36 h / 720 h x 2 nodes = 12.0 metric-months x $0.30" in out
+    assert "86,400 calls" in out
+    assert money(out, "CloudWatch cost per month") == "$11.06"

@@ -43,6 +43,7 @@ def test_defaults_match_the_seed():
     ("prometheus:\n  address: nowhere\n", {}, "prometheus.address"),
     ("prometheus:\n  port: 1\n", {}, "prometheus.port"),
     ("cloudwatch:\n  batch_size: 0\n", {}, "cloudwatch.batch_size"),
+    ("cloudwatch:\n  dimension_sets: [instance, job]\n", {}, "cloudwatch.dimension_sets"),  # needs slurm
     ("simulate: p9.huge\n", {}, "simulate"),
     ("", {"OTEL_EFA_INTERVL": "5"}, "OTEL_EFA_INTERVL"),
     ("", {"OTEL_EFA_COUNT": "1.5"}, "count"),

@@ -150,7 +150,7 @@ def test_parse_job_ids_ignores_noise():
 
 
 def test_slurm_is_off_by_default_and_validated():
-    assert Config().slurm.enabled is False and Config().slurm.cloudwatch_dimension is False
+    assert Config().slurm.enabled is False and "job" not in Config().cloudwatch.dimension_sets
     config = load(environ={"OTEL_EFA_SLURM_ENABLED": "true", "OTEL_EFA_SLURM_TIMEOUT": "0.5"})
     assert config.slurm.enabled and config.slurm.timeout == 0.5
     with pytest.raises(ConfigError) as error:

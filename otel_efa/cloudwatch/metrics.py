@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from ..catalog import (CLOUDWATCH_CLUSTER_DIMENSION, CLOUDWATCH_DEVICE_DIMENSION, CLOUDWATCH_DIMENSION,
-                       CLOUDWATCH_DIMENSION_SETS, CLOUDWATCH_HEALTH_METRICS, CLOUDWATCH_METRICS, CloudWatchSpec)
+                       CLOUDWATCH_DIMENSION_SETS, CLOUDWATCH_HEALTH_METRICS, CLOUDWATCH_JOB_DIMENSION,
+                       CLOUDWATCH_METRICS, CloudWatchSpec)
 from ..config import CloudWatchConfig
 from ..snapshot import DeviceSnapshot, Snapshot
 
@@ -60,15 +61,20 @@ def spec_value(spec: CloudWatchSpec, source: Union[Snapshot, DeviceSnapshot]) ->
 
 
 def samples(snapshot: Snapshot, specs: Iterable[CloudWatchSpec], sets: Iterable[Tuple[str, ...]],
-            instance_id: str, cluster_name: Optional[str] = None) -> List[Sample]:
+            instance_id: str, cluster_name: Optional[str] = None, job_id: Optional[str] = None) -> List[Sample]:
     """Every sample of one collection: each spec under each dimension set (per device where the set
-    has the device dimension; node totals otherwise)."""
+    has the device dimension; node totals otherwise). A set with the job dimension is skipped while no
+    job runs (``job_id`` None)."""
     fixed: Dict[str, str] = {CLOUDWATCH_DIMENSION: instance_id}
     if cluster_name:
         fixed[CLOUDWATCH_CLUSTER_DIMENSION] = cluster_name
+    if job_id:
+        fixed[CLOUDWATCH_JOB_DIMENSION] = job_id
     specs = tuple(specs)
     out: List[Sample] = []
     for names in sets:
+        if any(name not in fixed and name != CLOUDWATCH_DEVICE_DIMENSION for name in names):
+            continue
         sources: List[Tuple[Union[Snapshot, DeviceSnapshot], Dict[str, str]]]
         if per_device(names):
             sources = [(d, {**fixed, CLOUDWATCH_DEVICE_DIMENSION: d.name}) for d in snapshot.devices]

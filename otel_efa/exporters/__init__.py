@@ -4,7 +4,7 @@ An exporter never reads sysfs and never blocks the collection loop: one that tal
 its sending on its own thread.
 """
 import importlib
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
@@ -21,6 +21,14 @@ class Exporter:
     def attach_stats(self, stats: AgentStats) -> None:
         """The agent's shared counters; an exporter adds what it drops to them."""
         self.stats = stats
+
+    def job_ids(self) -> Tuple[str, ...]:
+        """The Slurm jobs on the node now (empty unless job attribution is on); see attach_jobs()."""
+        return ()
+
+    def attach_jobs(self, job_ids: Callable[[], Tuple[str, ...]]) -> None:
+        """Where the agent's attribution tells the running jobs (for exporters that label by job)."""
+        self.job_ids = job_ids  # type: ignore[method-assign]
 
     def metric_reader(self) -> Optional[MetricReader]:
         """A reader for the MeterProvider (pull or OTLP exporters); None for snapshot-only ones."""

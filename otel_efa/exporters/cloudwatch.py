@@ -66,7 +66,8 @@ class CloudWatchExporter(Exporter):
         self._thread.start()
 
     def export(self, snapshot: Snapshot) -> None:
-        new = metrics.samples(snapshot, self._specs, self._sets, self.instance_id, self.config.cluster_name)
+        new = metrics.samples(snapshot, self._specs, self._sets, self.instance_id, self.config.cluster_name,
+                              ",".join(self.job_ids()) or None)
         with self._lock:
             self._pending.extend(new)
             self._pending_intervals += 1
