@@ -15,6 +15,7 @@ syscall. Parsing is a pure function (:func:`parse_counter`) so it can be tested 
 import errno
 import os
 import re
+from itertools import repeat
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
@@ -135,9 +136,19 @@ def _read_text(path: str) -> str:
         return ""
 
 
-# Arguments for map(os.pread, fds, sizes, offsets); a hw_counters directory has a few dozen files.
-_SIZES = (READ_SIZE,) * 4096
-_ZEROS = (0,) * 4096
+def read_u64s(fds: List[int]) -> Optional[List[int]]:
+    """Every file's value in three C-level passes (``pread``, ``int``, ``min``/``max``): the common case.
+
+    None when any read fails or any content is not a plain u64; the caller then reads file by file to
+    say what went wrong where.
+    """
+    try:
+        values = list(map(int, map(os.pread, fds, repeat(READ_SIZE), repeat(0))))
+    except (OSError, ValueError):
+        return None
+    if values and (min(values) < 0 or max(values) > U64_MAX):
+        return None
+    return values
 
 
 def _open(path: str) -> int:
@@ -162,23 +173,12 @@ class _CounterSet:
             self.fds.append(None)
 
     def read_into(self, out: Dict[str, int], errors: List[ReadError]) -> bool:
-        """Read every counter into ``out``; False when the device looks gone (ENODEV/ENOENT).
-
-        The common case, every file open and every value a plain u64, runs as a few C-level ``map``
-        calls; anything unusual falls back to a per-file pass that says what went wrong where.
-        """
-        fds = self.fds
-        if None not in fds:
-            try:
-                data = list(map(os.pread, fds, _SIZES[:len(fds)], _ZEROS[:len(fds)]))
-                values = list(map(int, data))
-            except (OSError, ValueError):
-                return self._read_each(out, errors)
-            if values and (min(values) < 0 or max(values) > U64_MAX):
-                return self._read_each(out, errors)
-            out.update(zip(self.names, values))
-            return True
-        return self._read_each(out, errors)
+        """Read every counter into ``out``; False when the device looks gone (ENODEV/ENOENT)."""
+        values = read_u64s(self.fds) if None not in self.fds else None  # type: ignore[arg-type]
+        if values is None:
+            return self._read_each(out, errors)
+        out.update(zip(self.names, values))
+        return True
 
     def _read_each(self, out: Dict[str, int], errors: List[ReadError]) -> bool:
         alive = True
@@ -393,8 +393,6 @@ class _Plan:
                 self.names.extend(counter_set.names)
                 self.bounds.append((start, len(self.fds)))
         self.ready = None not in self.fds  # a file that could not be opened takes the careful path
-        self.sizes = (READ_SIZE,) * len(self.fds)
-        self.offsets = (0,) * len(self.fds)
 
 
 class SysfsReader:
@@ -457,13 +455,8 @@ class SysfsReader:
         plan = self._plan
         if plan is None:
             plan = self._plan = _Plan(self._devices.values())
-        if not plan.ready:
-            return None
-        try:
-            values = list(map(int, map(os.pread, plan.fds, plan.sizes, plan.offsets)))
-        except (OSError, ValueError):
-            return None
-        if values and (min(values) < 0 or max(values) > U64_MAX):
+        values = read_u64s(plan.fds) if plan.ready else None  # type: ignore[arg-type]
+        if values is None:
             return None
         names = plan.names
         return [dict(zip(names[start:end], values[start:end])) for start, end in plan.bounds]
