@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from aws_peers import (NAMESPACE, SEED_NAMES, FaultProxy, cloudwatch, config_with, moto, node,  # noqa: F401
+from aws_peers import (NAMESPACE, SEED_NAMES, cloudwatch, config_with, moto, node,  # noqa: F401
                        proxy, statistics)
 from otel_efa.instruments import EfaInstrumentor
 
@@ -139,7 +139,10 @@ def test_throttling_and_5xx_lose_nothing_and_back_off(proxy, moto, node):
     assert [c.status for c in first] == [400, 503, 200]
     assert [re.search(r"attempt=(\d+)", c.attempt).group(1) for c in first] == ["1", "2", "3"]
     assert first[0].payload == first[1].payload == first[2].payload  # the same call, retried
-    assert first[1].at - first[0].at >= FaultProxy.RETRY_AFTER_MS / 1000 * 0.95  # backed off
+    # Backed off, not retried at once (~2 ms here). Newer botocore waits the proxy's x-amz-retry-after
+    # (200 ms); the release for Python 3.9 draws full-jitter delays (uniform 0..1 s, then 0..2 s), whose
+    # sum stays under 10 ms with odds of about 1 in 40,000.
+    assert first[2].at - first[0].at >= 0.01
 
     proxy.fail_next(["503", "503", "503", "503"])  # longer than max_attempts: the buffer keeps it
     n.step(60)
