@@ -22,7 +22,7 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from conftest import free_port
+from conftest import free_port, wait_for
 from node_stand_ins import install_systemctl, run_as_nobody
 from otel_efa import doctor
 from otel_efa.simulator import Simulator
@@ -56,13 +56,6 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _wait_for(predicate, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _serves_metrics(url: str) -> bool:
@@ -101,9 +94,9 @@ class HealthyNode:
         for name in [n for n in self.env if n.startswith("OTEL_")]:
             del self.env[name]
         self.config = self.write_config("config.yaml")
-        _wait_for(lambda: _listening(self.otlp_port), "the OTLP receiver")
-        _wait_for(lambda: self.log.exists() and self.log.stat().st_size > 0, "the agent's first log line")
-        _wait_for(lambda: _serves_metrics(f"http://127.0.0.1:{self.prometheus_port}/metrics"),
+        wait_for(lambda: _listening(self.otlp_port), "the OTLP receiver")
+        wait_for(lambda: self.log.exists() and self.log.stat().st_size > 0, "the agent's first log line")
+        wait_for(lambda: _serves_metrics(f"http://127.0.0.1:{self.prometheus_port}/metrics"),
                   "the agent's Prometheus endpoint")
 
     def write_config(self, name: str, **overrides) -> Path:
@@ -237,7 +230,7 @@ def test_prometheus_port_taken_fails_with_its_fix(node):
     other = subprocess.Popen(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{port}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: _answers(f"http://127.0.0.1:{port}/metrics"), "node exporter")
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/metrics"), "node exporter")
         config = node.write_config("port-taken.yaml", **{"prometheus.address": f"0.0.0.0:{port}"})
         done = node.doctor(config=config)
     finally:

@@ -1,10 +1,10 @@
 """Log rotation with the real logrotate (Debian package) while the agent writes the log."""
 import re
 import subprocess
-import time
 from collections import defaultdict
 from pathlib import Path
 
+from conftest import wait_for
 from node_stand_ins import REPO
 from otel_efa.config import Config
 
@@ -20,13 +20,6 @@ def _groups(path: Path):
         assert match, f"{path.name}: unexpected line {line!r}"
         groups[match.group(1)].append(match.group(2))
     return groups
-
-
-def _wait_for(predicate, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_rotation_while_running_loses_nothing(tmp_path, make_simulator, run_agent):
@@ -46,14 +39,14 @@ def test_rotation_while_running_loses_nothing(tmp_path, make_simulator, run_agen
     with simulator.start(tick=0.02):
         agent = run_agent(Config(sysfs=simulator.root, exporters=["log"], log_file=str(log), interval=0.1,
                                  instance_type="p4d.24xlarge"), resource=None)
-        _wait_for(lambda: log.exists() and len(_groups(log)) >= 3, "lines before rotation")
+        wait_for(lambda: log.exists() and len(_groups(log)) >= 3, "lines before rotation")
         done = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(config_file)],
                               capture_output=True, text=True, timeout=30)
         assert done.returncode == 0, done.stderr
         rotated = tmp_path / "efa_monitor.log.1"
         assert rotated.exists(), sorted(p.name for p in tmp_path.iterdir())
         assert log.exists() and log.stat().st_ino != rotated.stat().st_ino
-        _wait_for(lambda: len(_groups(log)) >= 3, "lines in the new file after rotation")
+        wait_for(lambda: len(_groups(log)) >= 3, "lines in the new file after rotation")
         agent.stop()
 
     before, after = _groups(rotated), _groups(log)

@@ -12,7 +12,7 @@ from otel_efa.config import Config, ConfigError, OtlpConfig
 from otel_efa.exporters.otlp import resolve_settings
 from otel_efa.instance_types import INSTANCE_TYPES
 
-from conftest import free_port
+from conftest import free_port, wait_for
 from fake_imds import FakeImds
 from otlp_receiver import GrpcReceiver, HttpReceiver, points, resource_attributes
 
@@ -28,13 +28,6 @@ def _otlp_config(simulator, endpoint: str, protocol: str, interval: float = 0.3)
     config = Config(interval=interval, sysfs=simulator.root, exporters=["otlp"], instance_type=PROFILE)
     config.otlp = OtlpConfig(endpoint=endpoint, protocol=protocol)
     return config
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _expected(simulator, snapshot):
@@ -91,7 +84,7 @@ def test_every_catalog_metric_arrives_with_ground_truth(protocol, make_simulator
         receiver.wait_for(3, timeout=20)
         running.stop()
         stopped_at = time.monotonic()
-        _wait(lambda: agent.agent.collector.latest.monotonic > stopped_at, 5, "a collection after the stop")
+        wait_for(lambda: agent.agent.collector.latest.monotonic > stopped_at, "a collection after the stop", 5)
         agent.stop()  # the final flush exports the latest Snapshot
         snapshot = agent.agent.collector.latest
         requests = receiver.wait_for(1, timeout=1)
@@ -168,7 +161,7 @@ def test_shutdown_with_the_collector_gone_finishes_within_the_timeout(make_simul
     config.otlp.timeout = 2.0
     agent = run_agent(config)
     exporter = agent.agent.exporters[0]
-    _wait(lambda: exporter.reporter.failing_since is not None, 10, "the first failed export")
+    wait_for(lambda: exporter.reporter.failing_since is not None, "the first failed export", 10)
     time.sleep(1.0)  # a retry is under way again
     started = time.monotonic()
     agent.stop()

@@ -7,7 +7,8 @@ from otel_efa.collector import Collector
 from otel_efa.instance_types import INSTANCE_TYPES
 from otel_efa.instruments import EfaInstrumentor
 from otel_efa.sysfs import SysfsReader
-from otel_efa.top.model import TopModel, natural
+from otel_efa.sysfs import natural_key
+from otel_efa.top.model import TopModel
 from otel_efa.top.view import screen_lines
 
 
@@ -67,7 +68,7 @@ def test_a_p5_fits_80x24_by_scrolling(make_simulator):
             seen |= {text.split()[0].lstrip("!") for text, _ in lines[3:-1] if text.strip()}
             offset += 20
         assert seen == set(simulator.device_names)
-    assert sorted(["rdmap100s0", "rdmap16s0", "efa_10", "efa_2"], key=natural) == [
+    assert sorted(["rdmap100s0", "rdmap16s0", "efa_10", "efa_2"], key=natural_key) == [
         "efa_2", "efa_10", "rdmap16s0", "rdmap100s0"]
 
 

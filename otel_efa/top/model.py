@@ -4,7 +4,6 @@ Errors are counted from when ``top`` started (a running total since boot says no
 device with errors since then, a port that is not ACTIVE, or retransmits above the alert rules' ratio
 is a fault to highlight.
 """
-import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -12,6 +11,7 @@ from .. import catalog
 from ..alarms.prometheus_rules import RETRANSMIT_RATIO
 from ..instance_types import InstanceType
 from ..snapshot import DeviceSnapshot, Snapshot
+from ..sysfs import natural_key
 
 # Counters that only grow when something goes wrong: drops, work request errors, SRD health events.
 ERROR_PORT_COUNTERS = tuple(k for k in catalog.PORT_COUNTER_BY_KERNEL if k.endswith(("_drops", "_err", "_events")))
@@ -21,9 +21,12 @@ ERROR_DEVICE_COUNTERS = tuple(k for k in catalog.DEVICE_COUNTER_BY_KERNEL
 SORT_KEYS = {"n": "name", "r": "rx", "t": "tx", "u": "util", "e": "errors"}
 
 
-def natural(name: str) -> Tuple:
-    """``rdmap16s0`` before ``rdmap100s0``, ``efa_2`` before ``efa_10``."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+def busiest_share(rx: Optional[float], tx: Optional[float], capacity: Optional[float]) -> Optional[float]:
+    """The busier direction's bytes per second over the per-direction capacity; None when unknown."""
+    busiest = max((r for r in (rx, tx) if r is not None), default=None)
+    if busiest is None or not capacity:
+        return None
+    return busiest / capacity
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,7 @@ class DeviceRow:
 
     @property
     def utilization(self) -> Optional[float]:
-        busiest = max((r for r in (self.rx, self.tx) if r is not None), default=None)
-        if busiest is None or not self.link:
-            return None
-        return busiest / self.link
+        return busiest_share(self.rx, self.tx, self.link)
 
     @property
     def retransmitting(self) -> bool:
@@ -57,7 +57,7 @@ class DeviceRow:
 
     def sort_value(self, key: str):
         if key == "name":
-            return natural(self.name)
+            return natural_key(self.name)
         if key == "errors":  # faults first: a down port, then the most errors
             return (not self.fault, self.up is not False, -self.errors)
         value = {"rx": self.rx, "tx": self.tx, "util": self.utilization}[key]
@@ -74,10 +74,7 @@ class NodeTotals:
 
     @property
     def utilization(self) -> Optional[float]:
-        busiest = max((r for r in (self.rx, self.tx) if r is not None), default=None)
-        if busiest is None or not self.line_rate:
-            return None
-        return busiest / self.line_rate
+        return busiest_share(self.rx, self.tx, self.line_rate)
 
 
 def _error_total(device: DeviceSnapshot) -> int:
@@ -130,4 +127,4 @@ class TopModel:
 
     def sorted_rows(self) -> List[DeviceRow]:
         # Faults first when sorting by errors; names break ties so rows do not jump around.
-        return sorted(self.rows, key=lambda r: (r.sort_value(self.sort_key), natural(r.name)))
+        return sorted(self.rows, key=lambda r: (r.sort_value(self.sort_key), natural_key(r.name)))
