@@ -252,9 +252,11 @@ def config_with(**cloudwatch) -> Config:
 
 
 def statistics(client, instance_id: str, name: str, stats, dimensions=None):
+    # Datums carry their minute's start; moto drops sub-seconds from EndTime and excludes it, so an end
+    # at "now" misses the current minute during its first second. A minute ahead always covers it.
     now = datetime.now(timezone.utc)
     answer = client.get_metric_statistics(
         Namespace=NAMESPACE, MetricName=name,
         Dimensions=dimensions or [{"Name": "InstanceId", "Value": instance_id}],
-        StartTime=now - timedelta(hours=1), EndTime=now, Period=60, Statistics=stats)
+        StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=1), Period=60, Statistics=stats)
     return sorted(answer["Datapoints"], key=lambda d: d["Timestamp"])
