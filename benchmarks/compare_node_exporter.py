@@ -224,7 +224,8 @@ def breakdown(profile: str, passes: int = 50) -> None:
         data = memory.get_metrics_data()
         rows = (("sysfs read + collect (Collector.collect)", cpu_ms(collector.collect)),
                 ("OTel SDK collect, one reader", cpu_ms(memory.get_metrics_data)),
-                ("Prometheus exposition (its SDK collect included)", cpu_ms(lambda: generate_latest(prometheus.registry))),
+                ("Prometheus exposition (its SDK collect included)",
+                 cpu_ms(lambda: generate_latest(prometheus.registry))),
                 ("OTLP protobuf encode + serialize", cpu_ms(lambda: encode_metrics(data).SerializeToString())))
         provider.shutdown()
         collector.reader.close()
@@ -300,7 +301,8 @@ def main() -> None:
     print(f"{'':44}{'files/pass':>11}{'CPU ms/pass':>12}{'min..max':>15}{'series':>8}{'ne/ours':>9}")
     rows = [("node_exporter", "node_exporter 1.5, infiniband collector", ne_file_count,
              series(ne_text, "node_infiniband_"))]
-    rows += [(key, label, agent_file_count, series(our_text) if key == "full" else "") for key, label, _, _ in AGENT_RUNS]
+    rows += [(key, label, agent_file_count, series(our_text) if key == "full" else "")
+             for key, label, _, _ in AGENT_RUNS]
     for key, label, files, count in rows:
         spread = f"{min(results[key]):.2f}..{max(results[key]):.2f}"
         ratio = "" if key == "node_exporter" else f"{ne / medians[key]:.2f}x"

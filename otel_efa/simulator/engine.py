@@ -14,8 +14,8 @@ from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from ..instance_types import INSTANCE_TYPES, InstanceType
 from . import pci
-from .tree import (IB_MIRRORS, NEW_KERNEL, OLD_KERNEL, KernelFlavour, SimDevice, efa_buses, lay_out_device,
-                   plan_devices)
+from .tree import (IB_MIRRORS, IB_SOURCES, NEW_KERNEL, OLD_KERNEL, KernelFlavour, SimDevice, efa_buses,
+                   lay_out_device, plan_devices)
 
 PATTERNS = ("idle", "steady", "bursty")
 PACKET_BYTES = 8192  # SRD packets carry up to ~8 KiB
@@ -102,12 +102,10 @@ class Simulator:
 
     def ib_value(self, device: str, counter: str) -> int:
         """Ground truth of a classic IB counter (``port_rcv_data`` in 4-byte words, as the file shows)."""
-        with self._lock:
-            for efa_name, mirrors in IB_MIRRORS.items():
-                for ib_name, divisor in mirrors:
-                    if ib_name == counter:
-                        return self._values.get((device, efa_name), 0) // divisor
+        if counter not in IB_SOURCES:
             return 0
+        efa_name, divisor = IB_SOURCES[counter]
+        return self.value(device, efa_name) // divisor
 
     def values(self) -> Dict[Tuple[str, str], int]:
         with self._lock:

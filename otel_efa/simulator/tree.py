@@ -44,6 +44,8 @@ IB_MIRRORS: Dict[str, Tuple[Tuple[str, int], ...]] = {
     "tx_pkts": (("port_xmit_packets", 1), ("unicast_xmit_packets", 1)),
     "rx_drops": (("port_rcv_discards", 1),),
 }
+IB_SOURCES: Dict[str, Tuple[str, int]] = {ib: (efa, divisor) for efa, mirrors in IB_MIRRORS.items()
+                                          for ib, divisor in mirrors}
 # Device files an IB HCA shows and node_exporter requires (board_id) or reports (hca_type).
 IB_BOARD_ID = "EFA-SIM"
 IB_HCA_TYPE = "efa"
@@ -171,11 +173,11 @@ def lay_out(root: str, profile: InstanceType, devices: List[SimDevice], flavour:
 
 def ib_values(efa_values: Dict[str, int]) -> Dict[str, int]:
     """The classic IB counters that follow from an EFA port's counter values (missing ones are 0)."""
-    ib = dict.fromkeys(IB_PORT_COUNTERS, 0)
-    for efa_name, mirrors in IB_MIRRORS.items():
-        for ib_name, divisor in mirrors:
-            ib[ib_name] = efa_values.get(efa_name, 0) // divisor
-    return ib
+    def value(name: str) -> int:
+        efa_name, divisor = IB_SOURCES.get(name, ("", 1))  # unmirrored: no EFA source, so 0
+        return efa_values.get(efa_name, 0) // divisor
+
+    return {name: value(name) for name in IB_PORT_COUNTERS}
 
 
 def lay_out_device(root: str, profile: InstanceType, device: SimDevice, flavour: KernelFlavour,
