@@ -49,9 +49,10 @@ test-py39:
 	@test -n "$(PYTHON39)" || { echo "no Python 3.9 found: install one (pyenv install 3.9) or set PYTHON39=/path/to/python3.9"; exit 1; }
 	$(MAKE) test PYTHON=$(PYTHON39) VENV=.venv39
 
-bench: venv
+bench: deps venv
 	$(BIN)/python benchmarks/collection_cycle.py
 	$(BIN)/python benchmarks/agent_footprint.py
+	$(BIN)/python benchmarks/compare_node_exporter.py
 
 clean:
 	rm -rf $(VENV) .venv39 demo .pytest_cache build *.egg-info

@@ -75,6 +75,8 @@ def _add_simulate(subparsers) -> None:
     p.add_argument("--kernel", choices=("new", "old"), default="new",
                    help="old: device counters under the port, no retrans group, constant rate file")
     p.add_argument("--device-names", choices=("rdmap", "efa"), default="rdmap")
+    p.add_argument("--infiniband-counters", action="store_true",
+                   help="also write classic InfiniBand ports/1/counters (what node_exporter reads)")
     p.add_argument("--once", action="store_true", help="write the tree and exit")
     p.set_defaults(handler=_simulate)
 
@@ -89,7 +91,7 @@ def _simulate(args) -> int:
         raise ConfigError("--interval", "must be a positive number of seconds")
     flavour = OLD_KERNEL if args.kernel == "old" else NEW_KERNEL
     with Simulator(args.profile, args.root, gbps=args.gbps, pattern=args.pattern, flavour=flavour,
-                   name_style=args.device_names) as simulator:
+                   name_style=args.device_names, infiniband_counters=args.infiniband_counters) as simulator:
         print(f"{args.profile}: {len(simulator.devices)} EFA devices under {args.root}/class/infiniband",
               flush=True)
         if args.once:

@@ -14,7 +14,8 @@ from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from ..instance_types import INSTANCE_TYPES, InstanceType
 from . import pci
-from .tree import (NEW_KERNEL, OLD_KERNEL, KernelFlavour, SimDevice, efa_buses, lay_out_device, plan_devices)
+from .tree import (IB_MIRRORS, IB_SOURCES, NEW_KERNEL, OLD_KERNEL, KernelFlavour, SimDevice, efa_buses,
+                   lay_out_device, plan_devices)
 
 PATTERNS = ("idle", "steady", "bursty")
 PACKET_BYTES = 8192  # SRD packets carry up to ~8 KiB
@@ -61,7 +62,7 @@ class Simulator:
     def __init__(self, profile: str, root: str, gbps: Optional[float] = None, pattern: str = "steady",
                  flavour: KernelFlavour = NEW_KERNEL, name_style: str = "rdmap",
                  clock: Callable[[], float] = time.monotonic, initial_value: int = 1_000_000,
-                 pci_links: bool = True):
+                 pci_links: bool = True, infiniband_counters: bool = False):
         if profile not in INSTANCE_TYPES:
             raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(INSTANCE_TYPES)}")
         if pattern not in PATTERNS:
@@ -73,6 +74,7 @@ class Simulator:
         self.gbps = self.profile.total_gbps * 0.4 if gbps is None else float(gbps)
         self._clock = clock
         self.pci_links = pci_links
+        self.infiniband_counters = infiniband_counters
         self.devices = plan_devices(root, self.profile, flavour, name_style)
         self._pci_plan = pci.plan(profile, efa_buses(len(self.devices)))
         self._by_name = {d.name: d for d in self.devices}
@@ -97,6 +99,13 @@ class Simulator:
     def value(self, device: str, counter: str) -> int:
         with self._lock:
             return self._values[(device, counter)]
+
+    def ib_value(self, device: str, counter: str) -> int:
+        """Ground truth of a classic IB counter (``port_rcv_data`` in 4-byte words, as the file shows)."""
+        if counter not in IB_SOURCES:
+            return 0
+        efa_name, divisor = IB_SOURCES[counter]
+        return self.value(device, efa_name) // divisor
 
     def values(self) -> Dict[Tuple[str, str], int]:
         with self._lock:
@@ -259,18 +268,23 @@ class Simulator:
 
     def _lay_out(self, device: SimDevice) -> None:
         lay_out_device(self.root, self.profile, device, self.flavour,
-                       {k: v for k, v in self._values.items() if k[0] == device.name}, self.pci_links)
+                       {k: v for k, v in self._values.items() if k[0] == device.name}, self.pci_links,
+                       self.infiniband_counters)
 
     def _write_value(self, device: SimDevice, name: str, value: int) -> None:
         self._pwrite(device, name, b"%d\n" % value)
+        if self.infiniband_counters:
+            for ib_name, divisor in IB_MIRRORS.get(name, ()):
+                self._pwrite(device, "counters/" + ib_name, b"%d\n" % (value // divisor),
+                             os.path.join(device.ib_counter_dir, ib_name))
 
-    def _pwrite(self, device: SimDevice, name: str, content: bytes) -> None:
+    def _pwrite(self, device: SimDevice, name: str, content: bytes, path: Optional[str] = None) -> None:
         if device.name in self._removed:
             return
         key = (device.name, name)
         handle = self._files.get(key)
         if handle is None:
-            handle = self._files[key] = _File(self.path_of(device.name, name))
+            handle = self._files[key] = _File(path or self.path_of(device.name, name))
         if handle.fd is None:
             handle.fd = os.open(handle.path, os.O_WRONLY | os.O_CLOEXEC)
         # Overwrite in place, then trim: a reader never sees an empty file, as with sysfs.

@@ -24,6 +24,32 @@ RETRANS_COUNTERS = ("retrans_bytes", "retrans_pkts", "retrans_timeout_events", "
                     "impaired_remote_conn_events")
 DEVICE_COUNTER_NAMES = tuple(spec.kernel_name for spec in DEVICE_COUNTERS)
 
+# The classic InfiniBand port counters (``ports/<n>/counters/``, the PMA counters of IB HCAs such as
+# mlx5) that node_exporter's infiniband collector reads. EFA has none of them; the simulator writes them
+# only on request, so one tree can carry both kinds and a benchmark can compare readers file for file.
+# 22 files, as many as an EFA port's hw_counters on a current kernel with RDMA write (13 + 4 + 5).
+IB_PORT_COUNTERS = ("excessive_buffer_overrun_errors", "link_downed", "link_error_recovery",
+                    "local_link_integrity_errors", "multicast_rcv_packets", "multicast_xmit_packets",
+                    "port_rcv_constraint_errors", "port_rcv_data", "port_rcv_discards", "port_rcv_errors",
+                    "port_rcv_packets", "port_rcv_remote_physical_errors", "port_rcv_switch_relay_errors",
+                    "port_xmit_constraint_errors", "port_xmit_data", "port_xmit_discards", "port_xmit_packets",
+                    "port_xmit_wait", "symbol_error", "unicast_rcv_packets", "unicast_xmit_packets",
+                    "VL15_dropped")
+IB_WORD_BYTES = 4  # port_rcv_data / port_xmit_data count 4-byte words (IBA PortCounters), not octets
+# Which IB counter mirrors which EFA counter, and the divisor (bytes -> words). The rest stay 0.
+IB_MIRRORS: Dict[str, Tuple[Tuple[str, int], ...]] = {
+    "rx_bytes": (("port_rcv_data", IB_WORD_BYTES),),
+    "tx_bytes": (("port_xmit_data", IB_WORD_BYTES),),
+    "rx_pkts": (("port_rcv_packets", 1), ("unicast_rcv_packets", 1)),
+    "tx_pkts": (("port_xmit_packets", 1), ("unicast_xmit_packets", 1)),
+    "rx_drops": (("port_rcv_discards", 1),),
+}
+IB_SOURCES: Dict[str, Tuple[str, int]] = {ib: (efa, divisor) for efa, mirrors in IB_MIRRORS.items()
+                                          for ib, divisor in mirrors}
+# Device files an IB HCA shows and node_exporter requires (board_id) or reports (hca_type).
+IB_BOARD_ID = "EFA-SIM"
+IB_HCA_TYPE = "efa"
+
 
 @dataclass(frozen=True)
 class KernelFlavour:
@@ -57,6 +83,10 @@ class SimDevice:
     @property
     def device_counter_dir(self) -> str:
         return os.path.join(self.path, "hw_counters")
+
+    @property
+    def ib_counter_dir(self) -> str:
+        return os.path.join(self.path, "ports", "1", "counters")
 
 
 def device_names(count: int, style: str = "rdmap") -> List[str]:
@@ -132,16 +162,27 @@ def plan_devices(root: str, profile: InstanceType, flavour: KernelFlavour = NEW_
 
 
 def lay_out(root: str, profile: InstanceType, devices: List[SimDevice], flavour: KernelFlavour,
-            initial: Dict[Tuple[str, str], int], pci_links: bool = True) -> None:
+            initial: Dict[Tuple[str, str], int], pci_links: bool = True,
+            infiniband_counters: bool = False) -> None:
     """Write the whole tree. ``initial`` maps (device, counter) to its starting value."""
     if pci_links:
         pci.lay_out(root, pci.plan(profile.name, efa_buses(profile.efa_devices)))
     for device in devices:
-        lay_out_device(root, profile, device, flavour, initial, pci_links)
+        lay_out_device(root, profile, device, flavour, initial, pci_links, infiniband_counters)
+
+
+def ib_values(efa_values: Dict[str, int]) -> Dict[str, int]:
+    """The classic IB counters that follow from an EFA port's counter values (missing ones are 0)."""
+    def value(name: str) -> int:
+        efa_name, divisor = IB_SOURCES.get(name, ("", 1))  # unmirrored: no EFA source, so 0
+        return efa_values.get(efa_name, 0) // divisor
+
+    return {name: value(name) for name in IB_PORT_COUNTERS}
 
 
 def lay_out_device(root: str, profile: InstanceType, device: SimDevice, flavour: KernelFlavour,
-                   initial: Dict[Tuple[str, str], int], pci_links: bool = True) -> None:
+                   initial: Dict[Tuple[str, str], int], pci_links: bool = True,
+                   infiniband_counters: bool = False) -> None:
     os.makedirs(device.path, exist_ok=True)
     if pci_links:
         pci.write_function(root, pci.PciFunction(
@@ -168,3 +209,9 @@ def lay_out_device(root: str, profile: InstanceType, device: SimDevice, flavour:
     _write(os.path.join(device.port_dir, "lifespan"), "12\n", 0o644)
     if flavour.split_device_counters:
         _write(os.path.join(device.device_counter_dir, "lifespan"), "12\n", 0o644)
+    if infiniband_counters:
+        _write(os.path.join(device.path, "board_id"), IB_BOARD_ID + "\n")
+        _write(os.path.join(device.path, "hca_type"), IB_HCA_TYPE + "\n")
+        efa_values = {name: value for (owner, name), value in initial.items() if owner == device.name}
+        for name, value in ib_values(efa_values).items():
+            _write(os.path.join(device.ib_counter_dir, name), f"{value}\n")
