@@ -75,6 +75,7 @@ def _add_simulate(subparsers) -> None:
     p.add_argument("--kernel", choices=("new", "old"), default="new",
                    help="old: device counters under the port, no retrans group, constant rate file")
     p.add_argument("--device-names", choices=("rdmap", "efa"), default="rdmap")
+    p.add_argument("--devices", type=int, metavar="N", help="only the profile's first N EFA devices")
     p.add_argument("--once", action="store_true", help="write the tree and exit")
     p.set_defaults(handler=_simulate)
 
@@ -83,13 +84,17 @@ def _simulate(args) -> int:
     import signal
     import threading
 
+    from .instance_types import INSTANCE_TYPES
     from .simulator import NEW_KERNEL, OLD_KERNEL, Simulator
 
     if args.interval <= 0:
         raise ConfigError("--interval", "must be a positive number of seconds")
+    most = INSTANCE_TYPES[args.profile].efa_devices
+    if args.devices is not None and not 1 <= args.devices <= most:
+        raise ConfigError("--devices", f"{args.profile} has {most} EFA devices; choose 1 to {most}")
     flavour = OLD_KERNEL if args.kernel == "old" else NEW_KERNEL
     with Simulator(args.profile, args.root, gbps=args.gbps, pattern=args.pattern, flavour=flavour,
-                   name_style=args.device_names) as simulator:
+                   name_style=args.device_names, devices=args.devices) as simulator:
         print(f"{args.profile}: {len(simulator.devices)} EFA devices under {args.root}/class/infiniband",
               flush=True)
         if args.once:
