@@ -1,30 +1,55 @@
-"""The whole agent's CPU and memory on a simulated p5.48xlarge (32 EFA devices).
+"""The whole agent's CPU, memory and start-up on a simulated p5.48xlarge, against the number of EFA devices.
 
-    .venv/bin/python benchmarks/agent_footprint.py [--seconds 60] [--interval 1] [--scrape-every 15]
+    .venv/bin/python benchmarks/agent_footprint.py [--devices 4,16,32] [--intervals 1,60] [--seconds 300]
 
-Runs ``otel-efa run --interval 1 --exporters prometheus,log`` as its own process against a tree that a
-separate ``otel-efa simulate`` process keeps advancing (its CPU is not counted), scrapes /metrics every
-15 s as a Prometheus server would, and reads the agent's CPU time and RSS from /proc.
+Every configuration (devices x interval) is ``otel-efa run --exporters otlp,prometheus,log`` in its own
+process, on its own tree kept moving by its own ``otel-efa simulate --devices N`` process, so each agent
+has its own /proc accounting and the simulators' writing is not in it. The OTLP receiver (the tests' gRPC
+``MetricsServiceServicer``) runs in one more process, and this script scrapes each agent's /metrics every
+15 s as a Prometheus server would; neither's CPU is counted.
+
+The agents start one after another (start-up is timed on a machine that is not starting five other
+Pythons), then run concurrently. Start-up is process start to the first OTLP request the receiver gets,
+and to the first /metrics scrape that carries EFA series. The steady state is measured over whole
+intervals, from half an interval after a collection once ``--warmup`` has passed, so start-up CPU is not
+in it: 300 s by default, i.e. 300 collections at 1 s and 5 at 60 s, 20 scrapes each. CPU per
+collection is the window's CPU over its collections, scrapes and idle threads included. With the
+defaults the whole run takes about 6 minutes.
 """
 import argparse
+import json
+import math
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from otel_efa.catalog import PORT_COUNTERS  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+EXPORTERS = "otlp,prometheus,log"
+# A scrape "has EFA series" once a port counter is in it, i.e. after the agent's first collection.
+EFA_SERIES = next(m.prometheus_name for m in PORT_COUNTERS if m.kernel_name == "rx_bytes").encode() + b"{"
 
 
 def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread the process has had, live or ended."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def rss_mib(pid: int, field: str = "VmRSS") -> float:
+def memory_mib(pid: int, field: str) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -38,53 +63,242 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--profile", default="p5.48xlarge")
-    parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--interval", type=float, default=1.0)
-    parser.add_argument("--scrape-every", type=float, default=15)
-    parser.add_argument("--warmup", type=float, default=5)
-    args = parser.parse_args()
-    cli = [sys.executable, "-m", "otel_efa"]
-    env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true")
-    with tempfile.TemporaryDirectory() as work:
-        root, log = os.path.join(work, "sys"), os.path.join(work, "efa_monitor.log")
-        simulator = subprocess.Popen(cli + ["simulate", args.profile, "--root", root, "--interval", "0.2"],
+def otlp_sink(count: int) -> None:
+    """The receiver process: ``count`` gRPC receivers; their ports on the first line, then, once stdin
+    closes, each one's first arrival (monotonic, the same clock in every process), request count and the
+    number of points in its last request."""
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from otlp_receiver import GrpcReceiver, points
+
+    class CountingReceiver(GrpcReceiver):
+        """Keeps what the benchmark needs, not every request (hours of 1 s exports would pile up)."""
+
+        first: Optional[float] = None
+        count = 0
+        last = None
+
+        def add(self, request, headers) -> None:
+            with self.arrived:
+                self.first = self.first or time.monotonic()
+                self.count += 1
+                self.last = request
+
+    receivers = [CountingReceiver() for _ in range(count)]
+    print(json.dumps([r.port for r in receivers]), flush=True)
+    sys.stdin.read()
+    print(json.dumps([{"first": r.first, "requests": r.count, "points": len(points(r.last)) if r.last else 0}
+                      for r in receivers]), flush=True)
+    for receiver in receivers:
+        receiver.stop()
+
+
+@dataclass
+class Run:
+    """One configuration: its processes, then what was measured."""
+
+    devices: int
+    interval: float
+    work: str
+    otlp_port: int
+    simulator: Optional[subprocess.Popen] = None
+    agent: Optional[subprocess.Popen] = None
+    prometheus_port: int = 0
+    launched: float = 0.0
+    first_scrape: float = 0.0
+    startup_cpu: float = 0.0  # CPU seconds from launch to the first scrape with EFA series
+    collections: int = 0
+    scrapes: int = 0
+    cpu: float = 0.0
+    elapsed: float = 0.0
+    rss: float = 0.0
+    peak_rss: float = 0.0
+    first_otlp: Optional[float] = None
+    otlp_requests: int = 0
+    otlp_points: int = 0
+    skipped: int = 0  # intervals the agent logged as skipped (a machine too busy to keep the schedule)
+
+    @property
+    def name(self) -> str:
+        return f"{self.devices} devices, {self.interval:g} s"
+
+    @property
+    def root(self) -> str:
+        return os.path.join(self.work, "sys")
+
+    @property
+    def stderr_path(self) -> str:
+        return os.path.join(self.work, "agent.stderr")
+
+    def agent_failed(self) -> str:
+        with open(self.stderr_path) as f:
+            return f"{self.name}: the agent exited with {self.agent.returncode}:\n{f.read()[-2000:]}"
+
+    def count_skipped_intervals(self) -> None:
+        with open(self.stderr_path) as f:
+            self.skipped = sum("fell" in line and "behind" in line for line in f)
+
+
+def cli() -> List[str]:
+    return [sys.executable, "-m", "otel_efa"]
+
+
+def start_simulator(run: Run, profile: str) -> None:
+    os.makedirs(run.work)
+    tick = min(1.0, run.interval / 4)  # several ticks per interval: every collection sees counters move
+    run.simulator = subprocess.Popen(cli() + ["simulate", profile, "--root", run.root, "--devices",
+                                              str(run.devices), "--interval", str(tick)],
                                      stdout=subprocess.PIPE, text=True)
-        simulator.stdout.readline()  # the tree is written
-        port = free_port()
-        started = time.monotonic()
-        agent = subprocess.Popen(cli + ["run", "--sysfs", root, "--instance-type", args.profile,
-                                        "--interval", str(args.interval), "--exporters", "prometheus,log",
-                                        "--log-file", log, "--prometheus-address", f"127.0.0.1:{port}"],
-                                 env=env, stderr=subprocess.DEVNULL)
-        while not (os.path.exists(log) and os.path.getsize(log) > 0):
-            time.sleep(0.01)
-        first_export = time.monotonic() - started
-        time.sleep(args.warmup)
-        cpu_start, t_start = cpu_seconds(agent.pid), time.monotonic()
-        next_scrape, peak_rss, scrapes = t_start, 0.0, 0
-        while time.monotonic() - t_start < args.seconds:
-            if time.monotonic() >= next_scrape:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
-                    response.read()
-                scrapes += 1
-                next_scrape += args.scrape_every
-            peak_rss = max(peak_rss, rss_mib(agent.pid))
-            time.sleep(0.25)
-        elapsed = time.monotonic() - t_start
-        cpu = cpu_seconds(agent.pid) - cpu_start
-        rss = rss_mib(agent.pid)
-        agent.terminate()
-        agent.wait(10)
-        simulator.terminate()
-        simulator.wait(10)
-    print(f"agent: otel-efa run --interval {args.interval:g} --exporters prometheus,log on a simulated "
-          f"{args.profile}, {elapsed:.0f} s measured after {args.warmup:g} s warm-up, {scrapes} scrapes")
-    print(f"CPU                      {100 * cpu / elapsed:6.2f} % of one core")
-    print(f"RSS                      {rss:6.1f} MiB (peak {peak_rss:.1f} MiB)")
-    print(f"start-up to first line   {first_export:6.2f} s (two collections: the first gives no rate)")
+
+
+def scrape(run: Run) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{run.prometheus_port}/metrics", timeout=10) as response:
+        return response.read()
+
+
+def start_agent(run: Run, profile: str, timeout: float = 120) -> None:
+    """Launch the agent and wait for its first /metrics with EFA series in it."""
+    run.prometheus_port = free_port()
+    env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true",
+               OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{run.otlp_port}")
+    command = cli() + ["run", "--sysfs", run.root, "--instance-type", profile, "--interval", f"{run.interval:g}",
+                       "--exporters", EXPORTERS, "--log-file", os.path.join(run.work, "efa_monitor.log"),
+                       "--prometheus-address", f"127.0.0.1:{run.prometheus_port}"]
+    with open(run.stderr_path, "w") as stderr:
+        run.launched = time.monotonic()
+        run.agent = subprocess.Popen(command, env=env, stderr=stderr)
+    while time.monotonic() - run.launched < timeout:
+        if run.agent.poll() is not None:
+            raise RuntimeError(run.agent_failed())
+        try:
+            if EFA_SERIES in scrape(run):
+                run.first_scrape = time.monotonic()
+                run.startup_cpu = cpu_seconds(run.agent.pid)
+                return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{run.name}: no EFA series on /metrics within {timeout:g} s")
+
+
+def measure(run: Run, seconds: float, warmup: float, scrape_every: float) -> None:
+    """Scrape every ``scrape_every`` s; read CPU over whole intervals, starting half an interval after a
+    collection (collections fall on the first scrape's phase) once ``warmup`` s have passed; then stop it."""
+    interval = run.interval
+    start = run.first_scrape + (max(0, math.ceil(warmup / interval - 0.5)) + 0.5) * interval
+    run.collections = max(1, round(seconds / interval))
+    end = start + run.collections * interval
+    next_scrape = run.first_scrape + scrape_every
+    cpu_start = started = None
+    while True:
+        now = time.monotonic()
+        if run.agent.poll() is not None:
+            raise RuntimeError(run.agent_failed())
+        if cpu_start is None and now >= start:
+            cpu_start, started = cpu_seconds(run.agent.pid), now
+        if now >= end:
+            run.cpu, run.elapsed = cpu_seconds(run.agent.pid) - cpu_start, now - started
+            run.rss, run.peak_rss = memory_mib(run.agent.pid, "VmRSS"), memory_mib(run.agent.pid, "VmHWM")
+            break
+        if now >= next_scrape:
+            scrape(run)
+            if cpu_start is not None:
+                run.scrapes += 1
+            next_scrape += scrape_every
+        wake = min(next_scrape, end, start if cpu_start is None else end)
+        time.sleep(max(0.0, wake - time.monotonic()))
+    run.agent.terminate()
+    run.agent.wait(15)
+    run.count_skipped_intervals()
+
+
+def stop(processes) -> None:
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.terminate()
+    for process in processes:
+        if process is not None:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def report(runs: List[Run], args) -> None:
+    print(f"\notel-efa run --exporters {EXPORTERS} on a simulated {args.profile} (first N devices); "
+          f"{args.seconds:g} s measured after start-up + {args.warmup:g} s warm-up; /metrics scraped every "
+          f"{args.scrape_every:g} s; all configurations concurrently on {os.cpu_count()} cores")
+    print(f"{'devices':>7} {'interval':>8} {'CPU % core':>10} {'CPU ms/coll':>11} {'RSS MiB':>8} "
+          f"{'peak MiB':>8} {'start OTLP s':>12} {'start /metrics s':>16} {'start CPU s':>11} "
+          f"{'collections':>11} {'scrapes':>7} {'OTLP pts':>8}")
+    for run in sorted(runs, key=lambda r: (r.interval, r.devices)):
+        otlp = f"{run.first_otlp - run.launched:12.2f}" if run.first_otlp else f"{'none':>12}"
+        print(f"{run.devices:>7} {run.interval:>7g}s {100 * run.cpu / run.elapsed:>10.2f} "
+              f"{1000 * run.cpu / run.collections:>11.1f} {run.rss:>8.1f} {run.peak_rss:>8.1f} {otlp} "
+              f"{run.first_scrape - run.launched:>16.2f} {run.startup_cpu:>11.2f} "
+              f"{run.collections:>11} {run.scrapes:>7} {run.otlp_points:>8}")
+    fewest, most = min(args.devices), max(args.devices)
+    if fewest != most:
+        for interval in args.intervals:
+            small, big = (next(r for r in runs if (r.devices, r.interval) == (n, interval)) for n in (fewest, most))
+            per_collection = (big.cpu / big.collections) / max(small.cpu / small.collections, 1e-9)
+            print(f"{most} vs {fewest} devices at {interval:g} s: CPU per collection x{per_collection:.2f}, "
+                  f"RSS x{big.rss / small.rss:.2f} (+{big.rss - small.rss:.1f} MiB)")
+    for run in runs:
+        if run.skipped:
+            print(f"note: {run.name}: the agent logged {run.skipped} skipped interval(s) (a busy machine)")
+        if run.otlp_requests < run.collections:
+            print(f"note: {run.name}: only {run.otlp_requests} OTLP requests for {run.collections} collections")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="p5.48xlarge")
+    parser.add_argument("--devices", default="4,16,32", type=lambda s: [int(n) for n in s.split(",")],
+                        help="comma list of device counts (the profile's first N devices)")
+    parser.add_argument("--intervals", default="1,60", type=lambda s: [float(n) for n in s.split(",")],
+                        help="comma list of collection intervals, seconds")
+    parser.add_argument("--seconds", type=float, default=300, help="steady-state window per configuration")
+    parser.add_argument("--warmup", type=float, default=10, help="seconds after start-up before measuring")
+    parser.add_argument("--scrape-every", type=float, default=15)
+    parser.add_argument("--otlp-sink", type=int, help=argparse.SUPPRESS)  # the receiver process
+    args = parser.parse_args()
+    if args.otlp_sink is not None:
+        otlp_sink(args.otlp_sink)
+        return
+
+    configurations = sorted(((i, d) for i in args.intervals for d in args.devices), reverse=True)
+    runs: List[Run] = []
+    with tempfile.TemporaryDirectory(prefix="agent-footprint-") as work, \
+            ThreadPoolExecutor(max_workers=len(configurations)) as measuring:
+        sink = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--otlp-sink",
+                                 str(len(configurations))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            ports = json.loads(sink.stdout.readline())
+            # Longest intervals first: their windows take the longest to reach.
+            for port, (interval, devices) in zip(ports, configurations):
+                runs.append(Run(devices, interval, os.path.join(work, f"{devices}x{interval:g}"), port))
+                start_simulator(runs[-1], args.profile)
+            for run in runs:
+                if not run.simulator.stdout.readline():  # a line once the tree is written
+                    raise RuntimeError(f"{run.name}: the simulator exited with {run.simulator.wait()}")
+            measured = []
+            for run in runs:
+                start_agent(run, args.profile)
+                print(f"{run.name}: EFA series on /metrics {run.first_scrape - run.launched:.2f} s after launch",
+                      file=sys.stderr, flush=True)
+                measured.append(measuring.submit(measure, run, args.seconds, args.warmup,
+                                                 args.scrape_every))
+            for future in as_completed(measured):
+                future.result()  # a failure at once: the finally below stops the rest
+            sink.stdin.close()
+            for run, received in zip(runs, json.loads(sink.stdout.readline())):
+                run.first_otlp, run.otlp_requests, run.otlp_points = (received["first"], received["requests"],
+                                                                      received["points"])
+        finally:  # the measuring threads see their agent gone and end
+            stop([run.agent for run in runs])
+            stop([run.simulator for run in runs] + [sink])
+    report(runs, args)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ def _add_simulate(subparsers) -> None:
     p.add_argument("--device-names", choices=("rdmap", "efa"), default="rdmap")
     p.add_argument("--infiniband-counters", action="store_true",
                    help="also write classic InfiniBand ports/1/counters (what node_exporter reads)")
+    p.add_argument("--devices", type=int, metavar="N", help="only the profile's first N EFA devices")
     p.add_argument("--once", action="store_true", help="write the tree and exit")
     p.set_defaults(handler=_simulate)
 
@@ -85,13 +86,18 @@ def _simulate(args) -> int:
     import signal
     import threading
 
+    from .instance_types import INSTANCE_TYPES
     from .simulator import NEW_KERNEL, OLD_KERNEL, Simulator
 
     if args.interval <= 0:
         raise ConfigError("--interval", "must be a positive number of seconds")
+    most = INSTANCE_TYPES[args.profile].efa_devices
+    if args.devices is not None and not 1 <= args.devices <= most:
+        raise ConfigError("--devices", f"{args.profile} has {most} EFA devices; choose 1 to {most}")
     flavour = OLD_KERNEL if args.kernel == "old" else NEW_KERNEL
     with Simulator(args.profile, args.root, gbps=args.gbps, pattern=args.pattern, flavour=flavour,
-                   name_style=args.device_names, infiniband_counters=args.infiniband_counters) as simulator:
+                   name_style=args.device_names, infiniband_counters=args.infiniband_counters,
+                   devices=args.devices) as simulator:
         print(f"{args.profile}: {len(simulator.devices)} EFA devices under {args.root}/class/infiniband",
               flush=True)
         if args.once:

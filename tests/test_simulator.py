@@ -3,7 +3,9 @@ import os
 
 import pytest
 
+from otel_efa.cli import main
 from otel_efa.instance_types import INSTANCE_TYPES
+from otel_efa.sysfs import SysfsReader
 
 
 @pytest.mark.parametrize("profile", sorted(INSTANCE_TYPES))
@@ -61,3 +63,22 @@ def test_faults_and_their_repair(make_simulator):
     assert sim.value(device, "rx_bytes") < 1 << 64  # wraps like a u64
     sim.reset([device])
     assert int(open(sim.path_of(device, "rx_bytes")).read()) == 0
+
+
+def test_devices_keeps_the_profiles_first_devices(make_simulator, tmp_path, capsys):
+    full = make_simulator("p5.48xlarge")
+    four = make_simulator("p5.48xlarge", devices=4)
+    assert [d.name for d in four.devices] == [d.name for d in full.devices[:4]]
+    assert sorted(os.listdir(os.path.join(four.root, "class", "infiniband"))) == sorted(four.device_names)
+    assert four.declared_topology() == {name: full.declared_topology()[name] for name in four.device_names}
+    device = four.devices[0].name  # each device carries what it carries on the whole node
+    assert four.device_bytes_per_second(device) == full.device_bytes_per_second(device)
+    with SysfsReader(four.root) as reader:
+        assert sorted(d.name for d in reader.read().devices) == sorted(four.device_names)
+    with pytest.raises(ValueError, match="32 EFA devices"):
+        make_simulator("p5.48xlarge", devices=33)
+
+    assert main(["simulate", "p5.48xlarge", "--root", str(tmp_path / "cli"), "--devices", "16", "--once"]) == 0
+    assert len(os.listdir(tmp_path / "cli" / "class" / "infiniband")) == 16
+    assert main(["simulate", "p5.48xlarge", "--root", str(tmp_path / "bad"), "--devices", "0", "--once"]) == 2
+    assert "--devices" in capsys.readouterr().err

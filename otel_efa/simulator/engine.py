@@ -54,29 +54,33 @@ class Simulator:
     """A simulated EFA node under ``root`` (use it as the agent's ``--sysfs``).
 
     ``gbps`` is the node's throughput in each direction, spread evenly over the devices (default: 40 %
-    of the instance's line rate). :meth:`set_device_level` scales one device (0 makes an idle rail).
+    of their line rate). :meth:`set_device_level` scales one device (0 makes an idle rail).
     The PCIe tree puts GPUs or Neuron devices behind the EFA devices' switches (:meth:`declared_topology`
     is the ground truth); ``pci_links=False`` leaves out the PCI tree and the ``device`` links.
+    ``devices`` keeps only the profile's first N EFA devices (same names, PCI places and speed), so the
+    agent's cost can be measured against the number of devices on one device kind.
     """
 
     def __init__(self, profile: str, root: str, gbps: Optional[float] = None, pattern: str = "steady",
                  flavour: KernelFlavour = NEW_KERNEL, name_style: str = "rdmap",
                  clock: Callable[[], float] = time.monotonic, initial_value: int = 1_000_000,
-                 pci_links: bool = True, infiniband_counters: bool = False):
+                 pci_links: bool = True, infiniband_counters: bool = False, devices: Optional[int] = None):
         if profile not in INSTANCE_TYPES:
             raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(INSTANCE_TYPES)}")
         if pattern not in PATTERNS:
             raise ValueError(f"unknown pattern {pattern!r}; choose from {', '.join(PATTERNS)}")
         self.profile: InstanceType = INSTANCE_TYPES[profile]
+        if devices is not None and not 1 <= devices <= self.profile.efa_devices:
+            raise ValueError(f"{profile} has {self.profile.efa_devices} EFA devices; cannot keep {devices}")
         self.root = root
         self.pattern = pattern
         self.flavour = flavour
-        self.gbps = self.profile.total_gbps * 0.4 if gbps is None else float(gbps)
         self._clock = clock
         self.pci_links = pci_links
         self.infiniband_counters = infiniband_counters
-        self.devices = plan_devices(root, self.profile, flavour, name_style)
-        self._pci_plan = pci.plan(profile, efa_buses(len(self.devices)))
+        self.devices = plan_devices(root, self.profile, flavour, name_style)[:devices]
+        self.gbps = len(self.devices) * self.profile.gbps_per_device * 0.4 if gbps is None else float(gbps)
+        self._pci_plan = pci.plan(profile, efa_buses(self.profile.efa_devices))
         self._by_name = {d.name: d for d in self.devices}
         self._levels = {d.name: 1.0 for d in self.devices}
         self._values: Dict[Tuple[str, str], int] = {}
