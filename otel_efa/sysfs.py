@@ -49,17 +49,30 @@ class CounterValueError(ValueError):
         self.reason = reason
 
 
+# All a counter file may hold: ASCII digits and the whitespace around them. int() alone also takes a sign
+# ("+5", "-0") and digit separators ("1_000"), which no kernel writes.
+_DECIMAL = b"0123456789 \t\n\r\x0b\x0c"
+
+
 def parse_counter(data: bytes) -> int:
-    """One counter file's content as an int in 0..2**64-1, or CounterValueError saying why not."""
+    """One counter file's content as an int in 0..2**64-1, or CounterValueError saying why not.
+
+    ``data`` is one read of READ_SIZE bytes: a full buffer means the file is longer than any u64 line,
+    and is refused rather than judged by its beginning.
+    """
+    text = data.strip()
+    if text.startswith(b"N/A"):
+        raise CounterValueError(NOT_AVAILABLE, f"counter not available ({text[:32]!r})")
+    if len(data) >= READ_SIZE:
+        raise CounterValueError(PARSE, f"longer than {READ_SIZE - 1} bytes: {text[:32]!r}...")
     try:
-        value = int(data)
+        if data.translate(None, _DECIMAL):
+            raise ValueError
+        value = int(text)
     except ValueError:
-        text = data.strip()
-        if text.startswith(b"N/A"):
-            raise CounterValueError(NOT_AVAILABLE, f"counter not available ({text[:32]!r})") from None
         raise CounterValueError(PARSE, f"not a decimal number: {text[:32]!r}") from None
-    if value < 0 or value > U64_MAX:
-        raise CounterValueError(PARSE, f"not a u64: {data.strip()[:32]!r}")
+    if value > U64_MAX:
+        raise CounterValueError(PARSE, f"not a u64: {text[:32]!r}")
     return value
 
 
@@ -137,16 +150,25 @@ def _read_text(path: str) -> str:
 
 
 def read_u64s(fds: List[int]) -> Optional[List[int]]:
-    """Every file's value in three C-level passes (``pread``, ``int``, ``min``/``max``): the common case.
+    """Every file's value in C-level passes (``pread``; ``len``, ``join`` and ``translate`` to see only
+    digits and whitespace in files shorter than the buffer; ``int``; ``max``): the common case.
 
-    None when any read fails or any content is not a plain u64; the caller then reads file by file to
-    say what went wrong where.
+    None when any read fails or any content is not what :func:`parse_counter` accepts; the caller then
+    reads file by file to say what went wrong where.
     """
     try:
-        values = list(map(int, map(os.pread, fds, repeat(READ_SIZE), repeat(0))))
-    except (OSError, ValueError):
+        contents = list(map(os.pread, fds, repeat(READ_SIZE), repeat(0)))
+    except OSError:
         return None
-    if values and (min(values) < 0 or max(values) > U64_MAX):
+    if not contents:
+        return []
+    if max(map(len, contents)) >= READ_SIZE or b"".join(contents).translate(None, _DECIMAL):
+        return None
+    try:
+        values = list(map(int, contents))
+    except ValueError:  # empty, or two numbers
+        return None
+    if max(values) > U64_MAX:
         return None
     return values
 
