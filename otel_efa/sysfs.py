@@ -13,6 +13,7 @@ attribute on every read at offset 0, so a kept-open descriptor gives fresh value
 syscall. Parsing is a pure function (:func:`parse_counter`) so it can be tested and fuzzed alone.
 """
 import errno
+import math
 import os
 import re
 from itertools import repeat
@@ -81,13 +82,14 @@ def reason_for_oserror(error: OSError) -> str:
 
 
 def parse_rate_gbps(text: str) -> Optional[float]:
-    """``100 Gb/sec (4X EDR)`` -> 100.0; None for anything else."""
+    """``100 Gb/sec (4X EDR)`` -> 100.0; None for anything else, a speed not positive and finite too."""
     parts = text.split()
     if len(parts) >= 2 and parts[1].startswith("Gb/s"):
         try:
-            return float(parts[0])
+            gbps = float(parts[0])
         except ValueError:
             return None
+        return gbps if 0 < gbps < math.inf else None  # float() also takes "nan", "inf", "-100"
     return None
 
 
