@@ -102,6 +102,17 @@ def parse_state(text: str) -> Tuple[Optional[int], str]:
         return None, text.strip()
 
 
+def parse_numa_node(text: str) -> Optional[int]:
+    """A PCI function's ``numa_node`` file: the node number, or None when unknown.
+
+    The kernel writes -1 when the host has no NUMA affinity to report. Only plain ASCII digits count
+    (int() would also take "+1", "1_0" and non-ASCII digits); a node number has at most 4 digits
+    (MAX_NUMNODES is at most 1024).
+    """
+    text = text.strip()
+    return int(text) if text.isdigit() and text.isascii() and len(text) <= 4 else None
+
+
 @dataclass(frozen=True)
 class ReadError:
     path: str
@@ -310,11 +321,7 @@ def _list_dir(path: str) -> List[str]:
 def _device_info(path: str) -> DeviceInfo:
     pci_path = os.path.realpath(os.path.join(path, "device"))
     has_pci = os.path.islink(os.path.join(path, "device"))
-    numa = _read_text(os.path.join(pci_path, "numa_node")) if has_pci else ""
-    try:
-        numa_node: Optional[int] = int(numa)
-    except ValueError:
-        numa_node = None
+    numa_node = parse_numa_node(_read_text(os.path.join(pci_path, "numa_node"))) if has_pci else None
     return DeviceInfo(
         node_guid=_read_text(os.path.join(path, "node_guid")),
         fw_ver=_read_text(os.path.join(path, "fw_ver")),
