@@ -17,13 +17,21 @@ EXPORTERS = ("otlp", "prometheus", "cloudwatch", "log", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped, as repr() would: an error
+    is one line however odd the key, value or path it quotes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class ConfigError(Exception):
     def __init__(self, key: str, problem: str, source: str = ""):
         self.key = key
         self.problem = problem
         self.source = source
         where = f" (from {source})" if source else ""
-        super().__init__(f"config error: {key}: {problem}{where}")
+        super().__init__(one_line(f"config error: {key}: {problem}{where}"))
 
 
 def parse_host_port(value: str) -> Tuple[str, int]:
