@@ -242,10 +242,10 @@ def _convert(key: str, hint: Any, value: Any, source: str) -> Any:
                 raise ValueError(f"expected a finite number, got {value!r}")
             return number
         if hint is str:
-            if isinstance(value, (dict, list)):
+            if isinstance(value, (dict, list, set, bytes)) or "\x00" in str(value):
                 raise ValueError(f"expected text, got {value!r}")
             return str(value)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         message = str(e) if "expected" in str(e) else f"expected {hint.__name__}, got {value!r}"
         raise ConfigError(key, message, source) from None
     raise ConfigError(key, f"unsupported type {hint!r}", source)
