@@ -284,6 +284,13 @@ def read_file(path: str) -> Dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError("--config", f"{path} is not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("--config", f"{path} is not UTF-8 text") from None
+    except ValueError as e:  # from PyYAML's constructors: a date such as 2001-13-45, an int of 5000 digits
+        problem = str(e).split(";")[0]  # not Python's advice to raise its digit limit
+        raise ConfigError("--config", f"{path} is not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError("--config", f"{path} nests deeper than YAML can read") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
