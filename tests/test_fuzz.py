@@ -197,6 +197,57 @@ def test_corrupt_counter_files_through_the_reader(corruptible, data):
     assert {**healed.counters, **healed.ports[0].counters} == {n: simulator.value(device.name, n) for n in counters}
 
 
+@pytest.fixture(scope="module")
+def attribute_tree(tmp_path_factory):
+    simulator = Simulator("p4d.24xlarge", str(tmp_path_factory.mktemp("attrs")))
+    try:
+        yield simulator
+    finally:
+        simulator.close()
+
+
+ATTRIBUTE_FILES = ("ports/1/state", "ports/1/phys_state", "ports/1/rate", "ports/1/link_layer", "ports/1/gids/0",
+                   "node_guid", "fw_ver", "device/numa_node", "device/vendor", "device/local_cpulist")
+attribute_contents = st.one_of(st.binary(max_size=80), st.text(max_size=30).map(lambda s: s.encode("utf-8")),
+                               st.sampled_from([b"4: ACTIVE\n", b"1: DOWN\n", b"100 Gb/sec (4X EDR)\n",
+                                                b"nan Gb/sec\n", b"-1\n", b"\xff" * 300, b""]))
+
+
+@fuzz_settings(40)
+@given(st.dictionaries(st.sampled_from(ATTRIBUTE_FILES), attribute_contents, min_size=1))
+@example({"device/numa_node": b"-1\n", "ports/1/rate": b"nan Gb/sec (4X EDR)\n"})
+def test_attribute_files_with_any_content(attribute_tree, contents):
+    """Any content in a device's attribute files (port state and rate, GUID, firmware, the PCI
+    function's NUMA node...): discovery and collection do not fail, every counter still reads its
+    true value, and what reaches the metrics is sane (link speed positive and finite or absent,
+    the port up only when its state says ACTIVE, a NUMA node that is a small number or None)."""
+    from otel_efa.collector import Collector
+
+    simulator = attribute_tree
+    device = simulator.devices[0].name
+    base = os.path.join(simulator.root, "class", "infiniband", device)
+    for name, content in contents.items():
+        path = os.path.join(base, name)
+        os.chmod(path, 0o644)
+        with open(path, "wb") as f:
+            f.write(content)
+    simulator.advance_by(1.0)
+    with SysfsReader(simulator.root) as reader:
+        snapshot = Collector(reader).collect()
+        reading = reader.read()
+    assert not reading.errors
+    got = {d.name: d for d in snapshot.devices}[device]
+    port = got.ports[0]
+    names = simulator.devices[0].port_counters + simulator.devices[0].device_counters
+    assert {**got.counters, **port.counters} == {n: simulator.value(device, n) for n in names}
+    speed = port.link_bytes_per_second
+    assert speed is None or (math.isfinite(speed) and speed > 0)
+    with open(os.path.join(base, "ports/1/state"), "rb") as f:
+        state = f.read(256)
+    assert port.up in (None, True, False) and (not port.up or b"ACTIVE" in state)
+    assert got.info.numa_node is None or 0 <= got.info.numa_node <= 9999
+
+
 @fuzz_settings(300)
 @given(st.one_of(
     st.text(max_size=40),
