@@ -14,11 +14,12 @@ import math
 import os
 import re
 import string
+import typing
 from unittest import mock
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from otel_efa import cli
@@ -408,7 +409,36 @@ def documents(draw):
     return data
 
 
+GOOD_TEXT = {  # values a key accepts, so that a fair share of documents load (and the valid side is tested)
+    "exporters": ["log", "prometheus,log", ["otlp", "console"]], "log_level": ["info", "debug"],
+    "simulate": ["p4d.24xlarge", None], "otlp.protocol": ["grpc", "http/protobuf"], "otlp.compression": ["gzip"],
+    "otlp.endpoint": ["http://127.0.0.1:4317"], "otlp.headers": ["a=b,c=d"], "prometheus.address": ["127.0.0.1:9464"],
+    "cloudwatch.dimension_sets": [["instance", "device"]], "cloudwatch.retry_mode": ["adaptive"],
+    "cloudwatch.storage_resolution": [1, 60], "cloudwatch.namespace": ["Test/Efa"],
+}
+
+
+def _good_value(key):
+    kind = config_module.KEYS[key][0]
+    if key in GOOD_TEXT:
+        return st.sampled_from(GOOD_TEXT[key])
+    if kind in (float, typing.Optional[float]):
+        return st.one_of(st.floats(1e-3, 1e4), st.integers(1, 10 ** 6))
+    if kind in (int, typing.Optional[int]):
+        return st.integers(1, 100)
+    if kind in (bool, typing.Optional[bool]):
+        return st.sampled_from([True, False, "yes", "off"])
+    return st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=10)
+
+
+@st.composite
+def good_documents(draw):
+    keys = draw(st.lists(known_keys.filter(lambda k: k != "cloudwatch.cluster_name"), max_size=6, unique=True))
+    return {key: draw(_good_value(key)) for key in keys}
+
+
 file_texts = st.one_of(
+    good_documents().map(lambda d: yaml.safe_dump(d).encode()),
     documents().map(lambda d: yaml.safe_dump(d, allow_unicode=True).encode("utf-8")),
     junk.map(lambda d: yaml.safe_dump(d).encode()),  # valid YAML of any shape
     st.sampled_from([
@@ -448,6 +478,7 @@ REGRESSIONS = [  # (file content, environment) that once escaped as something ot
 
 
 def _check_outcome(outcome, text, environ):
+    event("ConfigError" if isinstance(outcome, ConfigError) else "valid Config")
     if isinstance(outcome, ConfigError):
         allowed = set(config_module.KEYS) | {"--config"} | set(environ)
         try:
@@ -467,6 +498,8 @@ def _check_outcome(outcome, text, environ):
             assert value is None or isinstance(value, (list, bool, int, float, str)), key
             if isinstance(value, str):
                 assert "\x00" not in value, key
+            if isinstance(value, float):
+                assert math.isfinite(value), key
 
 
 def _write(directory, content: bytes) -> str:
@@ -477,7 +510,7 @@ def _write(directory, content: bytes) -> str:
 
 
 @fuzz_settings(250)
-@given(file_texts, environments, flag_values)
+@given(file_texts, st.one_of(st.just({}), environments), st.one_of(st.just({}), flag_values))
 @example(*REGRESSIONS[0], {})
 @example(*REGRESSIONS[1], {})
 @example(*REGRESSIONS[2], {})
@@ -510,7 +543,7 @@ def run_parser():
 
 
 @fuzz_settings(100)
-@given(file_texts, environments, flag_args)
+@given(file_texts, st.one_of(st.just({}), environments), st.one_of(st.just([]), flag_args))
 @example(*REGRESSIONS[5], [])
 @example(*REGRESSIONS[6], [])
 @example(b"", {}, ["--bogus\nx"])  # argparse's "unrecognized arguments: --bogus\nx" made two lines
