@@ -387,9 +387,14 @@ scalars = st.one_of(
     st.text(max_size=20), st.sampled_from(["log", "prometheus,otlp", "127.0.0.1:9", "info", "grpc", "gzip",
                                            "instance", "p5.48xlarge", "60", "-1", "0", "1e400", "nan", "yes"]),
 )
-junk = st.recursive(scalars, lambda children: st.one_of(
-    st.lists(children, max_size=3), st.dictionaries(st.one_of(st.text(max_size=8), st.integers()), children,
-                                                     max_size=3)), max_leaves=8)
+
+
+def _containers(children):
+    return st.one_of(st.lists(children, max_size=3),
+                     st.dictionaries(st.one_of(st.text(max_size=8), st.integers()), children, max_size=3))
+
+
+junk = st.recursive(scalars, _containers, max_leaves=8)
 known_keys = st.sampled_from(sorted(config_module.KEYS))
 
 
