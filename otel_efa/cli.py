@@ -7,16 +7,17 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .config import EXPORTERS, ConfigError
+from .config import EXPORTERS, ConfigError, one_line
 
 EXIT_CONFIG = 2
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on bad flags already; keep its message to one line."""
+    """argparse exits 2 on bad flags already; keep its message to one line (it quotes unrecognized
+    arguments as they are, line breaks included)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def _add_run(subparsers) -> None:

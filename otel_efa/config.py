@@ -17,13 +17,21 @@ EXPORTERS = ("otlp", "prometheus", "cloudwatch", "log", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped, as repr() would: an error
+    is one line however odd the key, value or path it quotes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class ConfigError(Exception):
     def __init__(self, key: str, problem: str, source: str = ""):
         self.key = key
         self.problem = problem
         self.source = source
         where = f" (from {source})" if source else ""
-        super().__init__(f"config error: {key}: {problem}{where}")
+        super().__init__(one_line(f"config error: {key}: {problem}{where}"))
 
 
 def parse_host_port(value: str) -> Tuple[str, int]:
@@ -234,10 +242,10 @@ def _convert(key: str, hint: Any, value: Any, source: str) -> Any:
                 raise ValueError(f"expected a finite number, got {value!r}")
             return number
         if hint is str:
-            if isinstance(value, (dict, list)):
+            if isinstance(value, (dict, list, set, bytes)) or "\x00" in str(value):
                 raise ValueError(f"expected text, got {value!r}")
             return str(value)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         message = str(e) if "expected" in str(e) else f"expected {hint.__name__}, got {value!r}"
         raise ConfigError(key, message, source) from None
     raise ConfigError(key, f"unsupported type {hint!r}", source)
@@ -276,6 +284,13 @@ def read_file(path: str) -> Dict[str, Any]:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError("--config", f"{path} is not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("--config", f"{path} is not UTF-8 text") from None
+    except ValueError as e:  # from PyYAML's constructors: a date such as 2001-13-45, an int of 5000 digits
+        problem = str(e).split(";")[0]  # not Python's advice to raise its digit limit
+        raise ConfigError("--config", f"{path} is not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError("--config", f"{path} nests deeper than YAML can read") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

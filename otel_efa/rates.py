@@ -4,13 +4,17 @@ A rate needs two samples of the same port and device generation. The first sampl
 down (a reset, or a u64 wrap, which cannot be told apart from one), and a device that came back all give
 no rate for that interval instead of a negative number or a spike.
 """
+import math
 from typing import Dict, FrozenSet, Hashable, Iterable, Mapping, Optional, Tuple
 
 
 def rate(previous: Optional[int], value: int, elapsed: float) -> Optional[float]:
-    if previous is None or value < previous or elapsed <= 0:
+    """Per second, or None. ``not elapsed > 0`` also refuses a NaN elapsed time; a delta over a
+    vanishingly small elapsed time can overflow to infinity, which is no rate either."""
+    if previous is None or value < previous or not elapsed > 0:
         return None
-    return (value - previous) / elapsed
+    per_second = (value - previous) / elapsed
+    return per_second if per_second < math.inf else None
 
 
 class RateTracker:

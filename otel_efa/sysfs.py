@@ -13,6 +13,7 @@ attribute on every read at offset 0, so a kept-open descriptor gives fresh value
 syscall. Parsing is a pure function (:func:`parse_counter`) so it can be tested and fuzzed alone.
 """
 import errno
+import math
 import os
 import re
 from itertools import repeat
@@ -49,17 +50,30 @@ class CounterValueError(ValueError):
         self.reason = reason
 
 
+# All a counter file may hold: ASCII digits and the whitespace around them. int() alone also takes a sign
+# ("+5", "-0") and digit separators ("1_000"), which no kernel writes.
+_DECIMAL = b"0123456789 \t\n\r\x0b\x0c"
+
+
 def parse_counter(data: bytes) -> int:
-    """One counter file's content as an int in 0..2**64-1, or CounterValueError saying why not."""
+    """One counter file's content as an int in 0..2**64-1, or CounterValueError saying why not.
+
+    ``data`` is one read of READ_SIZE bytes: a full buffer means the file is longer than any u64 line,
+    and is refused rather than judged by its beginning.
+    """
+    text = data.strip()
+    if text.startswith(b"N/A"):
+        raise CounterValueError(NOT_AVAILABLE, f"counter not available ({text[:32]!r})")
+    if len(data) >= READ_SIZE:
+        raise CounterValueError(PARSE, f"longer than {READ_SIZE - 1} bytes: {text[:32]!r}...")
     try:
-        value = int(data)
+        if data.translate(None, _DECIMAL):
+            raise ValueError
+        value = int(text)
     except ValueError:
-        text = data.strip()
-        if text.startswith(b"N/A"):
-            raise CounterValueError(NOT_AVAILABLE, f"counter not available ({text[:32]!r})") from None
         raise CounterValueError(PARSE, f"not a decimal number: {text[:32]!r}") from None
-    if value < 0 or value > U64_MAX:
-        raise CounterValueError(PARSE, f"not a u64: {data.strip()[:32]!r}")
+    if value > U64_MAX:
+        raise CounterValueError(PARSE, f"not a u64: {text[:32]!r}")
     return value
 
 
@@ -68,13 +82,14 @@ def reason_for_oserror(error: OSError) -> str:
 
 
 def parse_rate_gbps(text: str) -> Optional[float]:
-    """``100 Gb/sec (4X EDR)`` -> 100.0; None for anything else."""
+    """``100 Gb/sec (4X EDR)`` -> 100.0; None for anything else, a speed not positive and finite too."""
     parts = text.split()
     if len(parts) >= 2 and parts[1].startswith("Gb/s"):
         try:
-            return float(parts[0])
+            gbps = float(parts[0])
         except ValueError:
             return None
+        return gbps if 0 < gbps < math.inf else None  # float() also takes "nan", "inf", "-100"
     return None
 
 
@@ -85,6 +100,17 @@ def parse_state(text: str) -> Tuple[Optional[int], str]:
         return int(number), name.strip()
     except ValueError:
         return None, text.strip()
+
+
+def parse_numa_node(text: str) -> Optional[int]:
+    """A PCI function's ``numa_node`` file: the node number, or None when unknown.
+
+    The kernel writes -1 when the host has no NUMA affinity to report. Only plain ASCII digits count
+    (int() would also take "+1", "1_0" and non-ASCII digits); a node number has at most 4 digits
+    (MAX_NUMNODES is at most 1024).
+    """
+    text = text.strip()
+    return int(text) if text.isdigit() and text.isascii() and len(text) <= 4 else None
 
 
 @dataclass(frozen=True)
@@ -137,16 +163,25 @@ def _read_text(path: str) -> str:
 
 
 def read_u64s(fds: List[int]) -> Optional[List[int]]:
-    """Every file's value in three C-level passes (``pread``, ``int``, ``min``/``max``): the common case.
+    """Every file's value in C-level passes (``pread``; ``len``, ``join`` and ``translate`` to see only
+    digits and whitespace in files shorter than the buffer; ``int``; ``max``): the common case.
 
-    None when any read fails or any content is not a plain u64; the caller then reads file by file to
-    say what went wrong where.
+    None when any read fails or any content is not what :func:`parse_counter` accepts; the caller then
+    reads file by file to say what went wrong where.
     """
     try:
-        values = list(map(int, map(os.pread, fds, repeat(READ_SIZE), repeat(0))))
-    except (OSError, ValueError):
+        contents = list(map(os.pread, fds, repeat(READ_SIZE), repeat(0)))
+    except OSError:
         return None
-    if values and (min(values) < 0 or max(values) > U64_MAX):
+    if not contents:
+        return []
+    if max(map(len, contents)) >= READ_SIZE or b"".join(contents).translate(None, _DECIMAL):
+        return None
+    try:
+        values = list(map(int, contents))
+    except ValueError:  # empty, or two numbers
+        return None
+    if max(values) > U64_MAX:
         return None
     return values
 
@@ -286,11 +321,7 @@ def _list_dir(path: str) -> List[str]:
 def _device_info(path: str) -> DeviceInfo:
     pci_path = os.path.realpath(os.path.join(path, "device"))
     has_pci = os.path.islink(os.path.join(path, "device"))
-    numa = _read_text(os.path.join(pci_path, "numa_node")) if has_pci else ""
-    try:
-        numa_node: Optional[int] = int(numa)
-    except ValueError:
-        numa_node = None
+    numa_node = parse_numa_node(_read_text(os.path.join(pci_path, "numa_node"))) if has_pci else None
     return DeviceInfo(
         node_guid=_read_text(os.path.join(path, "node_guid")),
         fw_ver=_read_text(os.path.join(path, "fw_ver")),

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from .sysfs import parse_numa_node
+
 NVIDIA_VENDOR = "0x10de"
 AMAZON_VENDOR = "0x1d0f"
 DISPLAY_CLASS_PREFIX = "0x03"
@@ -67,11 +69,7 @@ def _read(path: str) -> str:
 
 def _numa(directory: str) -> Optional[int]:
     """The function's NUMA node; None when unknown (the kernel says -1 on single-node hosts)."""
-    try:
-        node = int(_read(os.path.join(directory, "numa_node")))
-    except ValueError:
-        return None
-    return node if node >= 0 else None
+    return parse_numa_node(_read(os.path.join(directory, "numa_node")))
 
 
 def _kind(directory: str) -> Optional[str]:

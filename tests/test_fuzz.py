@@ -1,0 +1,583 @@
+"""Property-based fuzzing (hypothesis) of what reads the outside world: sysfs values, rates, configuration.
+
+Settings, and why: ``derandomize=True`` so every CI run, on 3.9 and 3.11, tries the same examples and a
+red build is reproducible from its log alone. A random seed with an example database is the better
+search but the wrong gate: CI starts from a clean checkout, so the database would never carry a failure
+from one run to the next, and a failure found by chance would turn a build red for a change that did
+not cause it. ``database=None`` so nothing is written into the checkout. Every bug the fuzzer found is
+kept as an ``@example``, which runs first, always, whatever the settings. ``max_examples``: 300 for the
+pure parsers and rate functions (microseconds each), 100-250 where an example loads YAML or builds a
+parser, 40-150 where it writes and reads real files; the file then takes about 20 s on Python 3.11 and
+45 s on 3.9 on a loaded 2-core machine. To search wider than CI does, run
+``FUZZ_EXPLORE=1 pytest tests/test_fuzz.py`` (random seed, 20x the examples, failures kept in the local
+``.hypothesis`` database); a failure found that way becomes a new ``@example``.
+"""
+import contextlib
+import io
+import math
+import os
+import re
+import string
+import typing
+from unittest import mock
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+
+from otel_efa import cli
+from otel_efa import config as config_module
+from otel_efa.config import ConfigError
+from otel_efa.rates import RateTracker, rate
+from otel_efa.simulator import Simulator
+from otel_efa.sysfs import (NOT_AVAILABLE, PARSE, READ_SIZE, U64_MAX, CounterValueError, SysfsReader,
+                            parse_counter, parse_numa_node, parse_rate_gbps, parse_state, read_u64s)
+
+EXPLORE = bool(os.environ.get("FUZZ_EXPLORE"))
+
+
+def fuzz_settings(max_examples: int):
+    return settings(
+        max_examples=max_examples * (20 if EXPLORE else 1),
+        deadline=None,  # the machine is shared and loaded: a slow example is not a bug
+        derandomize=not EXPLORE,
+        database=settings.default.database if EXPLORE else None,
+        # Drawing nested YAML documents on a machine shared with other jobs can be slow; that is the
+        # machine, not the strategy.
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
+# --- sysfs values ---------------------------------------------------------------------------------
+
+_U64_TEXT = re.compile(rb"\A[ \t\n\r\x0b\x0c]*([0-9]+)[ \t\n\r\x0b\x0c]*\Z")
+
+
+def expected_counter(content: bytes):
+    """The contract, written independently of the parser: (value, None) or (None, reason).
+
+    A counter file holds a u64 in ASCII decimal (``%llu\\n``), optionally padded with whitespace, and
+    fits the reader's buffer; ``N/A...`` means the counter is not available; anything else is a parse
+    error.
+    """
+    seen = content[:READ_SIZE]
+    match = _U64_TEXT.match(seen)
+    if match and len(content) < READ_SIZE and int(match.group(1)) <= U64_MAX:
+        return int(match.group(1)), None
+    return None, NOT_AVAILABLE if seen.strip().startswith(b"N/A") else PARSE
+
+
+counter_contents = st.one_of(
+    st.integers(0, U64_MAX).map(lambda v: b"%d\n" % v),  # what the kernel writes
+    st.sampled_from([0, 1, U64_MAX - 1, U64_MAX, U64_MAX + 1, 2 ** 70, -1]).map(lambda v: b"%d\n" % v),
+    st.integers(-2 ** 80, 2 ** 80).map(lambda v: b"%d" % v),
+    st.tuples(st.sampled_from([b"", b" ", b"\n", b"+", b"-", b"0", b"\t"]), st.integers(0, 2 ** 66),
+              st.sampled_from([b"", b"\n", b" \n", b"_1", b"\x00", b".0", b"e3"]))
+    .map(lambda t: t[0] + b"%d" % t[1] + t[2]),
+    st.integers(0, U64_MAX).map(lambda v: b"%d" % v + b" " * 60 + b"\n"),  # padded past the buffer
+    st.from_regex(rb"\A[0-9 _+\-\n]{0,70}\Z"),
+    st.sampled_from([b"", b"\n", b"N/A (no PMA)\n", b"N/A", b" N/A\n", b"1 2\n", b"0x10\n", b"1e3\n",
+                     b"\xef\xbc\x91\n", "\u0661\u0662\n".encode(), b"nan\n", b"inf\n"]),
+    st.text(max_size=40).map(lambda s: s.encode("utf-8")),
+    st.binary(max_size=100),
+)
+
+
+@fuzz_settings(300)
+@given(counter_contents)
+@example(b"+5\n")  # int() took a sign: "+5" was read as 5
+@example(b"-0\n")  # ...and "-0" as 0
+@example(b"1_000\n")  # int() took digit separators: "1_000" was read as 1000
+@example(b"7" + b" " * 63 + b"junk")  # only the first 64 bytes were looked at: this was read as 7
+@example(b"N/A (no PMA)\n")
+def test_parse_counter_contract(content):
+    value, reason = expected_counter(content)
+    data = content[:READ_SIZE]  # what one pread gives the reader
+    if reason is None:
+        assert parse_counter(data) == value
+        assert parse_counter(b"%d\n" % value) == value  # valid text round-trips exactly
+    else:
+        with pytest.raises(CounterValueError) as error:
+            parse_counter(data)
+        assert error.value.reason == reason
+        assert str(error.value)  # says why
+
+
+def _open_files(directory, contents):
+    fds = []
+    for i, content in enumerate(contents):
+        path = os.path.join(directory, f"c{i}")
+        with open(path, "wb") as f:
+            f.write(content)
+        fds.append(os.open(path, os.O_RDONLY))
+    return fds
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("fuzz"))
+
+
+@fuzz_settings(150)
+@given(st.lists(counter_contents, max_size=8))
+@example([b"5\n", b"+5\n"])
+@example([b"1_0\n"])
+@example([b"3" + b" " * 70])
+def test_fast_path_agrees_with_the_file_by_file_path(scratch, contents):
+    """read_u64s() (every file in one C-level pass) gives exactly what parse_counter() gives file by
+    file, or None, and None only when some file is not a plain u64."""
+    fds = _open_files(scratch, contents)
+    try:
+        fast = read_u64s(fds)
+        careful = [expected_counter(c) for c in contents]
+        for fd, (value, reason) in zip(fds, careful):  # and the careful path meets the contract
+            if reason is None:
+                assert parse_counter(os.pread(fd, READ_SIZE, 0)) == value
+            else:
+                with pytest.raises(CounterValueError):
+                    parse_counter(os.pread(fd, READ_SIZE, 0))
+        if all(reason is None for _, reason in careful):
+            assert fast == [value for value, _ in careful]
+        else:
+            assert fast is None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@pytest.fixture(scope="module")
+def corruptible(tmp_path_factory):
+    """One simulated node and one reader kept across examples, as the agent keeps its descriptors."""
+    simulator = Simulator("p4d.24xlarge", str(tmp_path_factory.mktemp("sys")))
+    reader = SysfsReader(simulator.root)
+    try:
+        yield simulator, reader
+    finally:
+        reader.close()
+        simulator.close()
+
+
+@fuzz_settings(60)
+@given(st.data())
+@example(None)
+def test_corrupt_counter_files_through_the_reader(corruptible, data):
+    """Garbage in some counter files, written in place like sysfs content changes: each bad file is
+    reported once with its reason, every other counter still reads its true value, and healing
+    brings the value back."""
+    simulator, reader = corruptible
+    device = simulator.devices[0]
+    counters = sorted(device.port_counters + device.device_counters)
+    if data is None:  # regression: a sign in one file; the fast path used to read it as a number
+        corrupted = {"rx_bytes": b"+12\n"}
+    else:
+        corrupted = data.draw(st.dictionaries(st.sampled_from(counters), counter_contents, min_size=1,
+                                              max_size=3))
+    try:
+        simulator.advance_by(1.0)  # every counter moves between examples
+        for name, content in corrupted.items():
+            simulator.corrupt(device.name, name, content)
+        reading = reader.read()
+        bad = set()
+        for got in reading.devices:
+            values = dict(got.counters)
+            values.update(got.ports[0].counters)
+            for name in counters:
+                if got.name == device.name and name in corrupted:
+                    value, reason = expected_counter(corrupted[name])
+                else:
+                    value, reason = simulator.value(got.name, name), None
+                if reason is None:
+                    assert values[name] == value, (got.name, name)
+                else:
+                    assert name not in values
+                    bad.add((simulator.path_of(got.name, name), reason))
+        assert {(e.path, e.reason) for e in reading.errors} == bad  # each bad file, once, with its reason
+        assert len(reading.errors) == len(bad) and all(e.detail for e in reading.errors)
+    finally:
+        for name in corrupted:
+            simulator.heal(device.name, name)
+    healed = {d.name: d for d in reader.read().devices}[device.name]
+    assert {**healed.counters, **healed.ports[0].counters} == {n: simulator.value(device.name, n) for n in counters}
+
+
+@pytest.fixture(scope="module")
+def attribute_tree(tmp_path_factory):
+    simulator = Simulator("p4d.24xlarge", str(tmp_path_factory.mktemp("attrs")))
+    try:
+        yield simulator
+    finally:
+        simulator.close()
+
+
+ATTRIBUTE_FILES = ("ports/1/state", "ports/1/phys_state", "ports/1/rate", "ports/1/link_layer", "ports/1/gids/0",
+                   "node_guid", "fw_ver", "device/numa_node", "device/vendor", "device/local_cpulist")
+attribute_contents = st.one_of(st.binary(max_size=80), st.text(max_size=30).map(lambda s: s.encode("utf-8")),
+                               st.sampled_from([b"4: ACTIVE\n", b"1: DOWN\n", b"100 Gb/sec (4X EDR)\n",
+                                                b"nan Gb/sec\n", b"-1\n", b"\xff" * 300, b""]))
+
+
+@fuzz_settings(40)
+@given(st.dictionaries(st.sampled_from(ATTRIBUTE_FILES), attribute_contents, min_size=1))
+@example({"device/numa_node": b"-1\n", "ports/1/rate": b"nan Gb/sec (4X EDR)\n"})
+def test_attribute_files_with_any_content(attribute_tree, contents):
+    """Any content in a device's attribute files (port state and rate, GUID, firmware, the PCI
+    function's NUMA node...): discovery and collection do not fail, every counter still reads its
+    true value, and what reaches the metrics is sane (link speed positive and finite or absent,
+    the port up only when its state says ACTIVE, a NUMA node that is a small number or None)."""
+    from otel_efa.collector import Collector
+
+    simulator = attribute_tree
+    device = simulator.devices[0].name
+    base = os.path.join(simulator.root, "class", "infiniband", device)
+    for name, content in contents.items():
+        path = os.path.join(base, name)
+        os.chmod(path, 0o644)
+        with open(path, "wb") as f:
+            f.write(content)
+    simulator.advance_by(1.0)
+    with SysfsReader(simulator.root) as reader:
+        snapshot = Collector(reader).collect()
+        reading = reader.read()
+    assert not reading.errors
+    got = {d.name: d for d in snapshot.devices}[device]
+    port = got.ports[0]
+    names = simulator.devices[0].port_counters + simulator.devices[0].device_counters
+    assert {**got.counters, **port.counters} == {n: simulator.value(device, n) for n in names}
+    speed = port.link_bytes_per_second
+    assert speed is None or (math.isfinite(speed) and speed > 0)
+    with open(os.path.join(base, "ports/1/state"), "rb") as f:
+        state = f.read(256)
+    assert port.up in (None, True, False) and (not port.up or b"ACTIVE" in state)
+    assert got.info.numa_node is None or 0 <= got.info.numa_node <= 9999
+
+
+@fuzz_settings(300)
+@given(st.one_of(
+    st.text(max_size=40),
+    st.builds("{} Gb/sec ({})".format, st.one_of(st.floats(), st.integers(-10, 10 ** 30), st.text(max_size=5)),
+              st.text(max_size=8)),
+))
+@example("nan Gb/sec (4X EDR)")  # float() took "nan": a NaN link speed
+@example("inf Gb/sec (4X EDR)")
+@example("-100 Gb/sec (4X EDR)")  # ...and a negative one
+@example("1e999 Gb/sec")
+def test_parse_rate_gbps_is_a_positive_finite_speed_or_none(text):
+    gbps = parse_rate_gbps(text)
+    assert gbps is None or (math.isfinite(gbps) and gbps > 0)
+
+
+@fuzz_settings(100)
+@given(st.integers(1, 10 ** 6), st.sampled_from(["4X EDR", "8X HDR", "4X NDR", ""]))
+def test_parse_rate_gbps_round_trips(gbps, width):
+    assert parse_rate_gbps(f"{gbps} Gb/sec ({width})\n") == gbps
+
+
+@fuzz_settings(300)
+@given(st.text(max_size=40))
+@example("4: ACTIVE")
+@example(":")
+@example("9" * 5000 + ": ACTIVE")  # past Python's int string limit (3.11+)
+def test_parse_state_never_raises(text):
+    number, name = parse_state(text)
+    assert number is None or isinstance(number, int)
+    assert name == name.strip()
+
+
+@fuzz_settings(100)
+@given(st.integers(0, 7), st.sampled_from(["ACTIVE", "DOWN", "INIT", "ARMED", "LinkUp", "Polling"]),
+       st.sampled_from(["", "\n", " \n"]))
+def test_parse_state_round_trips(number, name, end):
+    assert parse_state(f"{number}: {name}{end}") == (number, name)
+
+
+@fuzz_settings(300)
+@given(st.one_of(st.integers(-5, 10 ** 6).map(str), st.text(max_size=12)))
+@example("0007")
+@example("-1")  # the kernel's "no NUMA node": was kept as -1 by the reader (None in topology)
+@example("+1")  # int() took a sign
+@example("1_0")  # ...and digit separators
+@example("\u0661")  # ...and non-ASCII digits
+def test_parse_numa_node(text):
+    node = parse_numa_node(text)
+    if text.strip().isascii() and text.strip().isdigit() and len(text.strip()) <= 4:
+        assert node == int(text)
+    else:
+        assert node is None
+
+
+# --- rates ----------------------------------------------------------------------------------------
+
+u64 = st.one_of(st.integers(0, U64_MAX), st.sampled_from([0, 1, U64_MAX - 1, U64_MAX]))
+elapsed_times = st.one_of(st.floats(-10.0, 1e9), st.sampled_from([0.0, -0.0, 5e-324, 1e-300, 1e-9, 1e-6]))
+
+
+def _rate_is_sane(value):
+    return value is None or (isinstance(value, float) and math.isfinite(value) and value >= 0)
+
+
+@fuzz_settings(300)
+@given(st.one_of(st.none(), u64), u64, elapsed_times)
+@example(0, U64_MAX, 5e-324)  # the counter jumped a u64 in one subnormal second: rate was inf
+@example(U64_MAX, 0, 1.0)  # a wrap (or a reset)
+@example(5, 5, 0.0)
+def test_rate_is_absent_or_finite_and_not_negative(previous, value, elapsed):
+    per_second = rate(previous, value, elapsed)
+    assert _rate_is_sane(per_second)
+    if previous is None or not elapsed > 0:
+        assert per_second is None
+    elif value >= previous:
+        exact = (value - previous) / elapsed
+        assert per_second == (exact if math.isfinite(exact) else None)
+
+
+@fuzz_settings(200)
+@given(st.lists(st.tuples(
+    st.sampled_from(["a", "b", "c"]),  # ports
+    st.dictionaries(st.sampled_from(["n", "m", "other"]), u64, max_size=3),
+    st.one_of(st.floats(0, 1e4), st.sampled_from([0.0, 5e-324, 1e-12, 1e-9])),  # time since the last update
+    st.integers(0, 2),  # generation: a device that came back gets a new one
+    st.one_of(st.none(), st.frozensets(st.sampled_from(["a", "b", "c"]))),  # ports kept by forget()
+), max_size=30))
+@example([("a", {"n": 0}, 0.0, 0, None), ("a", {"n": U64_MAX}, 5e-324, 0, None)])  # was an infinite rate
+@example([("a", {"n": U64_MAX - 5}, 1.0, 0, None), ("a", {"n": 10}, 1.0, 0, None)])  # a wrap (or a reset)
+@example([("a", {"n": 1}, 1.0, 0, None), ("a", {"n": 9}, 1.0, 1, None), ("a", {"n": 9}, 1.0, 1, frozenset()),
+          ("a", {"n": 10}, 1.0, 1, None)])  # the device came back, then went away
+def test_rate_tracker_over_any_sequence(events):
+    """Any ports, counter values, elapsed times, generations and forgetting: every rate is finite and
+    not negative; a counter that did not go down, over positive elapsed time in the same generation,
+    has exactly delta / elapsed."""
+    tracker = RateTracker(["n", "m"])
+    last = {}  # port -> (counters, time, generation): what the tracker should remember
+    now = 0.0
+    for port, counters, step, generation, keep in events:
+        now += step
+        rates = tracker.update(port, counters, now, generation)
+        assert set(rates) <= {"n", "m"} & set(counters)
+        assert all(_rate_is_sane(r) for r in rates.values())
+        previous = last.get(port)
+        if previous is None or previous[2] != generation:
+            assert rates == {}
+        else:
+            elapsed = now - previous[1]
+            for name in {"n", "m"} & set(counters) & set(previous[0]):
+                before, after = previous[0][name], counters[name]
+                if after >= before and elapsed > 0 and math.isfinite((after - before) / elapsed):
+                    assert rates[name] == (after - before) / elapsed
+                elif not elapsed > 0:
+                    assert name not in rates
+        last[port] = (counters, now, generation)
+        if keep is not None:
+            tracker.forget(keep)
+            last = {k: v for k, v in last.items() if k in keep}
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+def _dotted(data, prefix=""):
+    """Every dotted key a document could name in an error."""
+    keys = set()
+    if isinstance(data, dict):
+        for name, value in data.items():
+            key = f"{prefix}{name}"
+            keys.add(key)
+            keys |= _dotted(value, key + ".")
+    return keys
+
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(-2 ** 200, 2 ** 200), st.floats(),
+    st.text(max_size=20), st.sampled_from(["log", "prometheus,otlp", "127.0.0.1:9", "info", "grpc", "gzip",
+                                           "instance", "p5.48xlarge", "60", "-1", "0", "1e400", "nan", "yes"]),
+)
+
+
+def _containers(children):
+    return st.one_of(st.lists(children, max_size=3),
+                     st.dictionaries(st.one_of(st.text(max_size=8), st.integers()), children, max_size=3))
+
+
+junk = st.recursive(scalars, _containers, max_leaves=8)
+known_keys = st.sampled_from(sorted(config_module.KEYS))
+
+
+@st.composite
+def documents(draw):
+    """A mapping of known keys (as YAML nests them) and unknown ones to values of any shape."""
+    flat = draw(st.dictionaries(st.one_of(known_keys, st.text(max_size=10)), junk, max_size=5))
+    data = {}
+    for key, value in flat.items():
+        section, _, name = key.rpartition(".")
+        if section in config_module.SECTIONS and draw(st.booleans()):
+            target = data.setdefault(section, {})
+            if isinstance(target, dict):
+                target[name] = value
+        else:
+            data[key] = value
+    return data
+
+
+GOOD_TEXT = {  # values a key accepts, so that a fair share of documents load (and the valid side is tested)
+    "exporters": ["log", "prometheus,log", ["otlp", "console"]], "log_level": ["info", "debug"],
+    "simulate": ["p4d.24xlarge", None], "otlp.protocol": ["grpc", "http/protobuf"], "otlp.compression": ["gzip"],
+    "otlp.endpoint": ["http://127.0.0.1:4317"], "otlp.headers": ["a=b,c=d"], "prometheus.address": ["127.0.0.1:9464"],
+    "cloudwatch.dimension_sets": [["instance", "device"]], "cloudwatch.retry_mode": ["adaptive"],
+    "cloudwatch.storage_resolution": [1, 60], "cloudwatch.namespace": ["Test/Efa"],
+}
+
+
+def _good_value(key):
+    kind = config_module.KEYS[key][0]
+    if key in GOOD_TEXT:
+        return st.sampled_from(GOOD_TEXT[key])
+    if kind in (float, typing.Optional[float]):
+        return st.one_of(st.floats(1e-3, 1e4), st.integers(1, 10 ** 6))
+    if kind in (int, typing.Optional[int]):
+        return st.integers(1, 100)
+    if kind in (bool, typing.Optional[bool]):
+        return st.sampled_from([True, False, "yes", "off"])
+    return st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=10)
+
+
+@st.composite
+def good_documents(draw):
+    keys = draw(st.lists(known_keys.filter(lambda k: k != "cloudwatch.cluster_name"), max_size=6, unique=True))
+    return {key: draw(_good_value(key)) for key in keys}
+
+
+file_texts = st.one_of(
+    good_documents().map(lambda d: yaml.safe_dump(d).encode()),
+    documents().map(lambda d: yaml.safe_dump(d, allow_unicode=True).encode("utf-8")),
+    junk.map(lambda d: yaml.safe_dump(d).encode()),  # valid YAML of any shape
+    st.sampled_from([
+        b"", b"---\n", b"~\n", b"[", b"{a: 1", b"interval: [\n", b"- 1\n- 2\n", b"a: *nope\n",
+        b"interval: !!python/object:os.system x\n", b"interval: 2001-13-45\n", b"interval: 2001-12-14\n",
+        b"interval: " + b"9" * 5000 + b"\n", b"interval: " + b"9" * 400 + b"\n", b"count: 1e400\n",
+        b"\xff\xfe\x00", b"interval: 5\x00\n", b"interval: 5\x85\n",
+        b"? [a, b]\n: 1\n", b"interval: !!binary MTI=\n", b"count: !!float .inf\n", b"exporters: !!set {log}\n",
+    ]),
+    st.text(max_size=60).map(lambda s: s.encode("utf-8")),
+    st.binary(max_size=60),
+)
+env_values = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=20)
+environments = st.dictionaries(
+    st.one_of(known_keys.map(config_module.env_name),
+              st.text(string.ascii_uppercase + "_\n", min_size=1, max_size=8).map(lambda s: "OTEL_EFA_" + s)),
+    st.one_of(env_values, st.sampled_from(["", "1", "0", "-1", "1e999", "nan", "yes", "log,otlp", " 5 ",
+                                           "9" * 5000, "p4d.24xlarge", "127.0.0.1:9464"])),
+    max_size=3)
+flag_values = st.fixed_dictionaries({}, optional={
+    "interval": st.floats(), "count": st.integers(-2, 2 ** 70), "exporters": env_values,
+    "log_level": st.sampled_from(["debug", "info", "warning", "error"]), "sysfs": env_values,
+    "simulate": env_values, "instance_type": env_values, "log_file": env_values,
+    "prometheus.address": env_values,
+})
+
+REGRESSIONS = [  # (file content, environment) that once escaped as something other than a ConfigError
+    (b"interval: " + b"9" * 400 + b"\n", {}),  # OverflowError: int too large to convert to float
+    (b"interval: " + b"9" * 5000 + b"\n", {}),  # ValueError from PyYAML: past Python's int digit limit
+    (b"interval: 2001-13-45\n", {}),  # ValueError from PyYAML: a timestamp that is no date
+    (b"\xff\xfe\x00", {}),  # UnicodeDecodeError: not UTF-8
+    (b"[" * 500 + b"]" * 500, {}),  # RecursionError: nested deeper than PyYAML can compose (slow: not drawn)
+    (b"{\"a\\nb\": 1}\n", {}),  # a key with a newline made a two-line message
+    (b"", {"OTEL_EFA_A\nB": "1"}),  # ...and so did an environment variable's name
+    (b"sysfs: \"/sys\\0\"\n", {}),  # a path with a NUL byte passed, then crashed the reader
+]
+
+
+def _check_outcome(outcome, text, environ):
+    event("ConfigError" if isinstance(outcome, ConfigError) else "valid Config")
+    if isinstance(outcome, ConfigError):
+        allowed = set(config_module.KEYS) | {"--config"} | set(environ)
+        try:
+            allowed |= _dotted(yaml.safe_load(text))
+        except Exception:  # not YAML, or YAML that PyYAML cannot construct: only --config can be named
+            pass
+        assert outcome.key in allowed
+        assert str(outcome).startswith("config error: ")
+        assert len(str(outcome).splitlines()) == 1
+    else:
+        outcome.validate()
+        for key, (hint, attribute) in config_module.KEYS.items():
+            section = outcome
+            for part in key.split(".")[:-1]:
+                section = getattr(section, part)
+            value = getattr(section, attribute)
+            assert value is None or isinstance(value, (list, bool, int, float, str)), key
+            if isinstance(value, str):
+                assert "\x00" not in value, key
+            if isinstance(value, float):
+                assert math.isfinite(value), key
+
+
+def _write(directory, content: bytes) -> str:
+    path = os.path.join(directory, "config.yaml")
+    with open(path, "wb") as f:
+        f.write(content)
+    return path
+
+
+@fuzz_settings(250)
+@given(file_texts, st.one_of(st.just({}), environments), st.one_of(st.just({}), flag_values))
+@example(*REGRESSIONS[0], {})
+@example(*REGRESSIONS[1], {})
+@example(*REGRESSIONS[2], {})
+@example(*REGRESSIONS[3], {})
+@example(*REGRESSIONS[4], {})
+@example(*REGRESSIONS[5], {})
+@example(*REGRESSIONS[6], {})
+@example(*REGRESSIONS[7], {})
+@example(b"", {}, {"count": 2 ** 70, "interval": 1e-300})
+def test_config_load_gives_a_config_or_a_config_error(scratch, text, environ, flags):
+    path = _write(scratch, text)
+    try:
+        outcome = config_module.load(path, environ=environ, flags=flags)
+    except ConfigError as error:
+        outcome = error
+    _check_outcome(outcome, text, environ)
+
+
+flag_args = st.lists(st.tuples(
+    st.sampled_from(["--interval", "--count", "--exporters", "--log-level", "--sysfs", "--simulate",
+                     "--instance-type", "--log-file", "--prometheus-address", "--bogus"]),
+    st.one_of(env_values, st.sampled_from(["-1", "0", "nan", "inf", "1e999", "--bogus\nx", "9" * 5000, "log"])),
+), max_size=3).map(lambda pairs: [item for pair in pairs for item in pair])
+
+
+@pytest.fixture(scope="module")
+def run_parser():
+    """The real parser, built once: building it costs more than the rest of an example."""
+    return cli.build_parser()
+
+
+@fuzz_settings(100)
+@given(file_texts, st.one_of(st.just({}), environments), st.one_of(st.just([]), flag_args))
+@example(*REGRESSIONS[5], [])
+@example(*REGRESSIONS[6], [])
+@example(b"", {}, ["--bogus\nx"])  # argparse's "unrecognized arguments: --bogus\nx" made two lines
+def test_cli_run_exits_2_with_one_line(scratch, run_parser, text, environ, flags):
+    """``otel-efa run --config FILE ...`` with any file, environment and flag values: argparse or the
+    config loader refuse with exit status 2 and one line on standard error, never a traceback.
+
+    A configuration that loads is not run: the agent would call IMDS and whatever exporters the
+    fuzzer chose, so for those this only checks the configuration (test_run.py runs the agent).
+    """
+    argv = ["run", "--config", _write(scratch, text)] + flags
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(config_module.ENV_PREFIX)}
+    environment.update(environ)
+    stderr = io.StringIO()
+    with mock.patch.dict(os.environ, environment, clear=True), contextlib.redirect_stderr(stderr):
+        try:
+            args = run_parser.parse_args(argv)
+        except SystemExit as exit_:
+            assert exit_.code == cli.EXIT_CONFIG
+            assert len(stderr.getvalue().splitlines()) == 1, stderr.getvalue()
+            return
+        try:
+            config = cli._load_config(args)
+        except ConfigError:
+            assert cli.main(argv) == cli.EXIT_CONFIG
+            lines = stderr.getvalue().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("otel-efa: config error: "), stderr.getvalue()
+        else:
+            _check_outcome(config, text, environ)
