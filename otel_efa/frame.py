@@ -49,7 +49,13 @@ class FrameSource:
         with self._lock:
             frame = self._frame
             if frame is None or frame.snapshot is not snapshot or frame.series is not series:
-                frame = self._frame = self._build(snapshot, series)
+                for _ in range(3):  # a collection finishing mid-build would mix two Snapshots: build again
+                    frame = self._build(snapshot, series)
+                    latest = self.instrumentor.collector.latest
+                    if latest is snapshot:
+                        break
+                    snapshot = latest
+                self._frame = frame
             return frame
 
     def _build(self, snapshot: Optional[Snapshot], series) -> Frame:

@@ -62,6 +62,8 @@ class _Store:
         self.requests: List[Tuple[float, Any]] = []  # (monotonic arrival, request)
         self.headers: List[Dict[str, str]] = []
         self.arrived = threading.Condition()
+        # What the receiver answers; a test sets partial_success on it to play a collector that rejects points.
+        self.reply = metrics_service_pb2.ExportMetricsServiceResponse()
 
     def add(self, request, headers: Dict[str, str]) -> None:
         with self.arrived:
@@ -85,7 +87,7 @@ class GrpcReceiver(_Store):
         class Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
             def Export(self, request, context):
                 receiver.add(request, dict(context.invocation_metadata()))
-                return metrics_service_pb2.ExportMetricsServiceResponse()
+                return receiver.reply
 
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Servicer(), self.server)
@@ -118,7 +120,7 @@ class HttpReceiver(_Store):
                 request = metrics_service_pb2.ExportMetricsServiceRequest()
                 request.ParseFromString(body)
                 receiver.add(request, {k.lower(): v for k, v in self.headers.items()})
-                reply = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                reply = receiver.reply.SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(reply)))
