@@ -12,6 +12,7 @@ Prometheus stores float64, so totals above 2**53 lose their last digits there (O
 """
 import gzip
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple, Optional
@@ -47,8 +48,7 @@ class PrometheusExporter(Exporter):
 
     def start(self) -> None:
         assert self.frames is not None, "attach_frames() first"
-        self._server = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _server_class(self.host, self.port)((self.host, self.port), _handler_for(self))
         self.port = self._server.server_address[1]  # the real port when 0 was asked for
         self._thread = threading.Thread(target=self._server.serve_forever, name="prometheus-http", daemon=True)
         self._thread.start()
@@ -73,6 +73,17 @@ class PrometheusExporter(Exporter):
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def _server_class(host: str, port: int):
+    """A threaded server of the address's family, so that "[::]:9464" listens on IPv6 as prometheus_client did."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+
+    class MetricsServer(ThreadingHTTPServer):
+        address_family = family
+        daemon_threads = True  # a scrape in progress does not hold up the agent's exit
+
+    return MetricsServer
 
 
 def _accepts_gzip(header: Optional[str]) -> bool:
