@@ -78,10 +78,12 @@ class _Store:
 
 
 class GrpcReceiver(_Store):
-    """``MetricsServiceServicer`` on a loopback port (0: a free one)."""
+    """``MetricsServiceServicer`` on a loopback port (0: a free one); with ``tls=(key PEM, certificate PEM)``
+    it speaks TLS and its endpoint is https://."""
 
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, tls: Optional[Tuple[bytes, bytes]] = None):
         super().__init__()
+        self.tls = tls
         receiver = self
 
         class Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
@@ -91,12 +93,15 @@ class GrpcReceiver(_Store):
 
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Servicer(), self.server)
-        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        if tls is None:
+            self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        else:
+            self.port = self.server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials([tls]))
         self.server.start()
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'http' if self.tls is None else 'https'}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         self.server.stop(grace=None).wait()

@@ -133,3 +133,65 @@ def test_gzip_export_arrives_with_a_huge_counter_as_double_and_a_rejection_logge
     assert len(rejections) == 1 and "3 points too old" in rejections[0].getMessage()
     if protocol == "http/protobuf":  # (gRPC's message compression is not visible to a servicer)
         assert receiver.headers[-1]["content-encoding"] == "gzip"
+
+
+def _self_signed_loopback_certificate():
+    """(key PEM, certificate PEM) for 127.0.0.1, made here so no key material lives in the repository."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "otel-efa test collector")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(hours=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return key_pem, certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def test_grpc_over_tls_trusts_the_certificate_variable_and_nothing_else(make_simulator, tmp_path, monkeypatch):
+    """https:// means TLS (not insecure): with the collector's CA in OTEL_EXPORTER_OTLP_CERTIFICATE the export
+    arrives; without it the handshake fails and the export is reported as failing, not sent in clear."""
+    key_pem, certificate_pem = _self_signed_loopback_certificate()
+    ca_file = tmp_path / "collector-ca.pem"
+    ca_file.write_bytes(certificate_pem)
+    node = RichNode(make_simulator(PROFILE))
+    provider = MeterProvider(resource=RESOURCE)
+    receiver = GrpcReceiver(tls=(key_pem, certificate_pem))
+    exporters = []
+    try:
+        node.instrument(provider)
+        node.collect()
+        frames = FrameSource(node.instrumentor)
+        for trusted in (True, False):
+            if trusted:
+                monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(ca_file))
+            else:
+                monkeypatch.delenv("OTEL_EXPORTER_OTLP_CERTIFICATE")
+            exporter = OtlpExporter(Config(otlp=OtlpConfig(endpoint=receiver.endpoint, timeout=3.0)), RESOURCE)
+            exporters.append(exporter)
+            assert exporter.settings.insecure is False
+            exporter.attach_frames(frames)
+            exporter.start()
+            assert exporter.export_now() is trusted
+        requests = receiver.wait_for(1, timeout=5)
+    finally:
+        for exporter in exporters:
+            exporter.shutdown(1.0)
+        receiver.stop()
+        provider.shutdown()
+        node.close()
+    assert len(requests) == 1  # the trusted export only
+    assert exporters[1].reporter.failing_since is not None
