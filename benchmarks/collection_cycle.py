@@ -1,14 +1,25 @@
-"""Microseconds per collection cycle on a simulated p5.48xlarge (32 EFA devices), beside the bare pread floor.
+"""Microseconds per collection cycle on a simulated p5.48xlarge (32 EFA devices), beside the bare pread floor,
+and the CPU of each export path: the OTel SDK's against the agent's own (frame + encoders).
 
     .venv/bin/python benchmarks/collection_cycle.py [--profile p5.48xlarge] [--cycles 500]
 
 The floor is a loop of ``os.pread`` over exactly the files a read touches (counters and port states),
 measured in the same run; the ratio is what the agent adds on top of the syscalls it cannot avoid.
 The OTel callback pass (what one reader's collect costs, no sysfs read) is shown for scale.
+
+Export paths, CPU per call (median of time.process_time_ns around each call, so neighbours on the machine
+matter less than for wall time), every call on a fresh frame as after a new collection:
+  Prometheus (SDK): opentelemetry-exporter-prometheus's reader, a scrape through prometheus_client;
+  Prometheus (fast): the frame of the Snapshot + the agent's text render;
+  OTLP (SDK): an SDK collect + the SDK's ``encode_metrics`` + serialization;
+  OTLP (fast): the frame + the agent's encoder + serialization;
+  full cycle (fast): sysfs read + frame + Prometheus render + OTLP encode and send over gRPC to a receiver
+  in another process (so its work is not counted), which is what one interval costs the agent.
 """
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -18,7 +29,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 
+from otel_efa import __version__  # noqa: E402
 from otel_efa.collector import Collector  # noqa: E402
+from otel_efa.exporters.otlp_encoder import OtlpEncoder  # noqa: E402
+from otel_efa.exporters.otlp_transport import GrpcSender  # noqa: E402
+from otel_efa.exporters.prometheus_text import PrometheusRenderer  # noqa: E402
+from otel_efa.frame import FrameSource  # noqa: E402
 from otel_efa.instruments import EfaInstrumentor  # noqa: E402
 from otel_efa.simulator import Simulator  # noqa: E402
 from otel_efa.sysfs import SysfsReader  # noqa: E402
@@ -34,6 +50,94 @@ def _median_us(*functions, cycles: int):
             function()
             into.append(time.perf_counter_ns() - started)
     return [statistics.median(s) / 1000 for s in samples]
+
+
+def _median_cpu_ms(*functions, cycles: int):
+    """Median CPU milliseconds (this process, all threads) of each function, interleaved like _median_us."""
+    samples = [[] for _ in functions]
+    for _ in range(cycles):
+        for function, into in zip(functions, samples):
+            started = time.process_time_ns()
+            function()
+            into.append(time.process_time_ns() - started)
+    return [statistics.median(s) / 1e6 for s in samples]
+
+
+def _prometheus_sdk_reader():
+    """opentelemetry-exporter-prometheus's reader and the registry to scrape (releases for Python 3.9 only
+    register on prometheus_client's global one, which adds its process and GC collectors)."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import REGISTRY, CollectorRegistry
+
+    registry = CollectorRegistry()
+    try:
+        return PrometheusMetricReader(registry=registry), registry
+    except TypeError:
+        return PrometheusMetricReader(), REGISTRY
+
+
+_SINK = """
+import sys, time
+from concurrent import futures
+import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+
+class Sink(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def Export(self, request, context):
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Sink(), server)
+print(server.add_insecure_port("127.0.0.1:0"), flush=True)
+server.start()
+sys.stdin.read()  # until the benchmark closes our stdin
+"""
+
+
+def export_paths(collector: Collector, cycles: int):
+    """CPU ms of each export path (see the module docstring), SDK and fast, in one run."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.sdk.resources import Resource
+    from prometheus_client import generate_latest
+
+    resource = Resource.create({"service.name": "otel-efa"})
+    memory_reader = InMemoryMetricReader()
+    prometheus_reader, registry = _prometheus_sdk_reader()
+    provider = MeterProvider(resource=resource, metric_readers=[memory_reader, prometheus_reader])
+    instrumentor = EfaInstrumentor(collector)
+    instrumentor.instrument(provider)
+    renderer = PrometheusRenderer(resource.attributes, "otel_efa", __version__)
+    encoder = OtlpEncoder(resource, "otel_efa", __version__)
+    sink = subprocess.Popen([sys.executable, "-c", _SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(sink.stdout.readline())
+        sender = GrpcSender(f"http://127.0.0.1:{port}", (), 10.0, gzip_compression=False, insecure=True)
+        frames = FrameSource(instrumentor)
+        points = sum(len(p) for _, p in frames.current().metrics)
+
+        def full_cycle():
+            collector.collect()
+            frame = frames.current()
+            renderer.render(frame)
+            sender.send(encoder.encode(frame))
+
+        rounds = max(30, cycles // 10)
+        prometheus_sdk, prometheus_fast, otlp_sdk, otlp_fast, full = _median_cpu_ms(
+            lambda: generate_latest(registry),
+            lambda: renderer.render(FrameSource(instrumentor).current()),
+            lambda: encode_metrics(memory_reader.get_metrics_data()).SerializeToString(),
+            lambda: encoder.encode(FrameSource(instrumentor).current()).SerializeToString(),
+            full_cycle, cycles=rounds)
+        sender.close()
+    finally:
+        sink.stdin.close()
+        try:
+            sink.wait(5)
+        finally:
+            if sink.poll() is None:
+                sink.kill()
+        provider.shutdown()
+    return points, rounds, prometheus_sdk, prometheus_fast, otlp_sdk, otlp_fast, full
 
 
 def main() -> None:
@@ -59,12 +163,23 @@ def main() -> None:
         floor_us, cycle_us = _median_us(floor, collector.collect, cycles=args.cycles)
         otel_us, = _median_us(memory_reader.get_metrics_data, cycles=max(50, args.cycles // 5))
         provider.shutdown()
+        points, rounds, prometheus_sdk, prometheus_fast, otlp_sdk, otlp_fast, full = export_paths(
+            collector, args.cycles)
         collector.reader.close()
     print(f"profile                      {args.profile} ({len(sim.devices)} devices, {len(fds)} files)")
     print(f"collection cycle (median)    {cycle_us:8.1f} us   (median of {args.cycles})")
     print(f"bare os.pread floor          {floor_us:8.1f} us   (same files, same run)")
     print(f"ratio cycle / floor          {cycle_us / floor_us:8.2f} x")
     print(f"OTel collect of all metrics  {otel_us:8.1f} us   (one reader, no sysfs read; for scale)")
+    print(f"export paths, CPU per call   {points} series, median of {rounds}, a fresh frame every call")
+    print(f"Prometheus scrape (SDK)      {prometheus_sdk:8.2f} ms   (SDK collect + prometheus_client text)")
+    print(f"Prometheus render (fast)     {prometheus_fast:8.2f} ms   (frame + cached text render)")
+    print(f"ratio fast / SDK             {prometheus_fast / prometheus_sdk:8.3f} x")
+    print(f"OTLP encode (SDK)            {otlp_sdk:8.2f} ms   (SDK collect + encode_metrics + serialize)")
+    print(f"OTLP encode (fast)           {otlp_fast:8.2f} ms   (frame + cached encoder + serialize)")
+    print(f"ratio fast / SDK             {otlp_fast / otlp_sdk:8.3f} x")
+    print(f"full cycle (fast)            {full:8.2f} ms   (read + frame + Prometheus render + OTLP encode and "
+          f"gRPC send)")
 
 
 if __name__ == "__main__":

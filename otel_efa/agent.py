@@ -17,6 +17,7 @@ from . import exporters as exporter_registry
 from .attribution import Attribution
 from .collector import Collector
 from .config import Config
+from .frame import FrameSource
 from .imds import ImdsClient
 from .instruments import EfaInstrumentor
 from .resource import build_resource
@@ -93,6 +94,9 @@ class Agent:
                                             node_attributes=self.attribution.node_attributes,
                                             device_info=self.attribution.device_info, stats=self.stats)
         self.instrumentor.instrument(self.meter_provider)
+        frames = FrameSource(self.instrumentor)
+        for exporter in self.exporters:
+            exporter.attach_frames(frames)
         self.attribution.start(lambda: self.collector.latest if self.collector else None,
                                on_change=self.instrumentor.forget_attributes)
         attribution = self.attribution

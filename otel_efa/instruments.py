@@ -15,6 +15,8 @@ from .rails import RailBalance, rail_balance
 from .snapshot import PortSnapshot, Snapshot
 from .stats import AgentStats
 
+# What every instrument callback is: the SDK calls it with CallbackOptions, the frame with CallbackOptions().
+Callback = Callable[[CallbackOptions], Iterable[Observation]]
 # Extra attributes per device (for example aws.efa.eni.id once resolved); empty by default.
 DeviceAttributes = Callable[[str], Dict[str, str]]
 # Extra attributes of node-level metrics (for example slurm.job.id); empty by default.
@@ -46,6 +48,9 @@ class EfaInstrumentor:
         self.device_info = device_info
         self._meter: Optional[Meter] = None
         self._registered: Set[str] = set()
+        # Every (spec, callback) registered, in order: the fast exporters run the same callbacks
+        # (otel_efa/frame.py). A tuple replaced on each registration, so readers never see it change.
+        self.series: Tuple[Tuple[MetricSpec, Callback], ...] = ()
         self._seen_device_counters: Set[str] = set()  # kernel names already given an instrument
         self._seen_port_counters: Set[str] = set()
         self._attribute_cache: Dict[Tuple[str, str], Dict[str, str]] = {}
@@ -80,12 +85,13 @@ class EfaInstrumentor:
         """
         self._attribute_cache = {}
 
-    def _register(self, spec: MetricSpec, callback) -> None:
+    def _register(self, spec: MetricSpec, callback: Callback) -> None:
         assert self._meter is not None, "instrument() first"
         create = (self._meter.create_observable_counter if spec.kind is Kind.COUNTER
                   else self._meter.create_observable_gauge)
         create(spec.name, callbacks=[callback], unit=spec.unit, description=spec.description)
         self._registered.add(spec.name)
+        self.series = self.series + ((spec, callback),)
 
     def _port_attributes(self, port: PortSnapshot) -> Dict[str, str]:
         cache = self._attribute_cache
@@ -162,9 +168,22 @@ class EfaInstrumentor:
         if snapshot is None:
             return
         for device in snapshot.devices:
-            info = self.device_info(device.name)
-            if info is not None:
-                yield Observation(1, {**self._device_attributes(device.name), **info})
+            attributes = self._info_attributes(device.name)
+            if attributes is not None:
+                yield Observation(1, attributes)
+
+    def _info_attributes(self, device: str) -> Optional[Dict[str, str]]:
+        """Cached like the others (attribution calls forget_attributes() when a topology changes)."""
+        cache = self._attribute_cache
+        key = (device, "info")
+        attributes = cache.get(key)
+        if attributes is None:
+            info = self.device_info(device)
+            if info is None:
+                return None
+            attributes = {**self._device_attributes(device), **info}
+            cache[key] = attributes
+        return attributes
 
     def _node_observer(self, value_of: Callable[[RailBalance], Optional[float]]):
         def observe(_options: CallbackOptions) -> Iterable[Observation]:

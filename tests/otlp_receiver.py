@@ -62,6 +62,8 @@ class _Store:
         self.requests: List[Tuple[float, Any]] = []  # (monotonic arrival, request)
         self.headers: List[Dict[str, str]] = []
         self.arrived = threading.Condition()
+        # What the receiver answers; a test sets partial_success on it to play a collector that rejects points.
+        self.reply = metrics_service_pb2.ExportMetricsServiceResponse()
 
     def add(self, request, headers: Dict[str, str]) -> None:
         with self.arrived:
@@ -76,25 +78,30 @@ class _Store:
 
 
 class GrpcReceiver(_Store):
-    """``MetricsServiceServicer`` on a loopback port (0: a free one)."""
+    """``MetricsServiceServicer`` on a loopback port (0: a free one); with ``tls=(key PEM, certificate PEM)``
+    it speaks TLS and its endpoint is https://."""
 
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, tls: Optional[Tuple[bytes, bytes]] = None):
         super().__init__()
+        self.tls = tls
         receiver = self
 
         class Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
             def Export(self, request, context):
                 receiver.add(request, dict(context.invocation_metadata()))
-                return metrics_service_pb2.ExportMetricsServiceResponse()
+                return receiver.reply
 
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Servicer(), self.server)
-        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        if tls is None:
+            self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        else:
+            self.port = self.server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials([tls]))
         self.server.start()
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'http' if self.tls is None else 'https'}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         self.server.stop(grace=None).wait()
@@ -118,7 +125,7 @@ class HttpReceiver(_Store):
                 request = metrics_service_pb2.ExportMetricsServiceRequest()
                 request.ParseFromString(body)
                 receiver.add(request, {k.lower(): v for k, v in self.headers.items()})
-                reply = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                reply = receiver.reply.SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(reply)))

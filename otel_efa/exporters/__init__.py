@@ -4,7 +4,7 @@ An exporter never reads sysfs and never blocks the collection loop: one that tal
 its sending on its own thread.
 """
 import importlib
-from typing import Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
@@ -13,14 +13,22 @@ from ..config import Config
 from ..snapshot import Snapshot
 from ..stats import AgentStats
 
+if TYPE_CHECKING:
+    from ..frame import FrameSource
+
 
 class Exporter:
     name = "exporter"
     stats: Optional[AgentStats] = None  # the agent's counters, given by attach_stats()
+    frames: Optional["FrameSource"] = None  # the interval's values as plain data, given by attach_frames()
 
     def attach_stats(self, stats: AgentStats) -> None:
         """The agent's shared counters; an exporter adds what it drops to them."""
         self.stats = stats
+
+    def attach_frames(self, frames: "FrameSource") -> None:
+        """Where an exporter that encodes by itself (Prometheus text, OTLP) gets the interval's values."""
+        self.frames = frames
 
     def job_ids(self) -> Tuple[str, ...]:
         """The Slurm jobs on the node now (empty unless job attribution is on); see attach_jobs()."""

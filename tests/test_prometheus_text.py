@@ -1,0 +1,161 @@
+"""The agent's Prometheus page is what opentelemetry-exporter-prometheus serves for the same instruments.
+
+One Snapshot of a rich node (tests/rich_node.py) is rendered through the OTel SDK and the OTel exporter
+(PrometheusMetricReader + prometheus_client) and through the agent's renderer; both texts are parsed with
+prometheus_client's parser and compared family by family: name, type, HELP and every sample's labels and
+value. Version-aware: the exporter for Python 3.9 (0.62b1) has no ``otel_scope_*`` labels, which newer
+ones (0.66b2, Python 3.11) add; the agent always serves the newer form, so on the old exporter those
+labels are left out of the comparison (and checked separately).
+"""
+import gzip
+import logging
+import urllib.error
+import urllib.request
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_efa import __version__, catalog
+from otel_efa.config import Config, PrometheusConfig
+from otel_efa.exporters.prometheus import PrometheusExporter
+from otel_efa.exporters.prometheus_text import CONTENT_TYPE, PrometheusRenderer
+from otel_efa.frame import FrameSource
+
+from rich_node import HUGE, ODD_TEXT, PROFILE, RESOURCE, RichNode
+
+SCOPE_LABELS = {"otel_scope_name": "otel_efa", "otel_scope_version": __version__, "otel_scope_schema_url": ""}
+
+
+def _otel_exporter_registry(provider_readers: list) -> CollectorRegistry:
+    """opentelemetry-exporter-prometheus's reader on a registry of its own (appended to provider_readers)."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    registry = CollectorRegistry(auto_describe=True)
+    try:
+        reader = PrometheusMetricReader(registry=registry)
+    except TypeError:  # 0.62b1 (Python 3.9) registers on the global registry (and leaves it at shutdown)
+        sdk_log = logging.getLogger("opentelemetry.sdk.metrics._internal.export")
+        sdk_log.disabled = True  # registering collects before there is a MeterProvider
+        try:
+            reader = PrometheusMetricReader()
+        finally:
+            sdk_log.disabled = False
+        registry.register(reader._collector)
+    provider_readers.append(reader)
+    return registry
+
+
+@pytest.fixture
+def both(make_simulator):
+    """(the OTel exporter's page, the agent's page, the snapshot) of one collection of a rich node."""
+    node = RichNode(make_simulator(PROFILE))
+    readers: list = []
+    registry = _otel_exporter_registry(readers)
+    provider = MeterProvider(resource=RESOURCE, metric_readers=readers)
+    try:
+        node.instrument(provider)
+        snapshot = node.collect()
+        sdk_text = generate_latest(registry).decode()
+        renderer = PrometheusRenderer(RESOURCE.attributes, "otel_efa", __version__)
+        ours = renderer.render(FrameSource(node.instrumentor).current()).decode()
+        yield sdk_text, ours, snapshot
+    finally:
+        provider.shutdown()
+        node.close()
+
+
+def _parsed(text: str, drop_labels=()):
+    """family name -> (type, HELP, {(sample name, labels): value}); values as the float64 Prometheus keeps
+    (the parser gives an integer for an integer's text, which the agent writes exactly)."""
+    families = {}
+    for family in text_string_to_metric_families(text):
+        samples = {(s.name, frozenset((k, v) for k, v in s.labels.items() if k not in drop_labels)): float(s.value)
+                   for s in family.samples}
+        families[family.name] = (family.type, family.documentation, samples)
+    return families
+
+
+def test_same_families_labels_help_and_values_as_the_otel_exporter(both):
+    sdk_text, ours, snapshot = both
+    old_exporter = "otel_scope_name=" not in sdk_text
+    expected = _parsed(sdk_text)
+    got = _parsed(ours, drop_labels=SCOPE_LABELS if old_exporter else ())
+    # The SDK's own metrics (newer SDKs) are not the agent's: the agent drops them (agent.py's views).
+    expected = {name: family for name, family in expected.items() if not name.startswith("otel_sdk_")}
+    assert list(got) == list(expected)  # same families, same order
+    for name, family in expected.items():
+        assert got[name] == family, name
+    # The comparison covered what makes the node rich (so it is not between two empty pages).
+    samples = {key: value for _, _, family in got.values() for key, value in family.items()}
+    assert any(name == "efa_future_bytes_total" for name, _ in samples)
+    assert float(HUGE) in samples.values()
+    assert any(dict(labels).get("aws_efa_gpus") == ODD_TEXT for _, labels in samples)
+    assert any(dict(labels).get("aws_efa_eni_id") == "" for name, labels in samples if name == "efa_rx_bytes_total")
+    assert len(samples) > 300  # 8 devices x ~40 metrics
+
+
+def test_every_sample_carries_the_scope_labels_and_target_info_the_resource(both):
+    _, ours, _ = both
+    families = list(text_string_to_metric_families(ours))
+    target = next(f for f in families if f.name == "target_info")
+    assert target.type == "gauge" and target.samples[0].value == 1
+    sanitized = {"k8s-node/name": "k8s_node_name", "9lives": "_lives"}  # the others only have dots
+    assert target.samples[0].labels == {sanitized.get(k, k.replace(".", "_")): str(v)
+                                        for k, v in RESOURCE.attributes.items()}
+    assert target.samples[0].labels["deployment_environment"] == 't"est'
+    for family in families:
+        if family.name != "target_info":
+            assert all(SCOPE_LABELS.items() <= s.labels.items() for s in family.samples), family.name
+
+
+def test_values_are_the_snapshot_s(both):
+    """Independent of the OTel exporter: a counter and a rate read back as the Snapshot has them."""
+    _, ours, snapshot = both
+    families = {f.name: f for f in text_string_to_metric_families(ours)}
+    device = snapshot.devices[1]
+    port = device.ports[0]
+    counter_family = catalog.BY_NAME["efa_rx_bytes"].prometheus_name[:-len("_total")]  # as the parser names it
+    rx = {s.labels["aws_efa_device"]: s.value for s in families[counter_family].samples}
+    assert rx[device.name] == port.counters["rx_bytes"]
+    rate = {s.labels["aws_efa_device"]: s.value
+            for s in families[catalog.BY_NAME["efa_rx_bytes_rate"].prometheus_name].samples}
+    assert rate[device.name] == port.rates["rx_bytes"] > 0
+
+
+def _get(url: str, **headers):
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+def test_endpoint_serves_one_render_per_snapshot_gzip_when_asked_and_404_elsewhere(make_simulator):
+    node = RichNode(make_simulator(PROFILE))
+    provider = MeterProvider(resource=RESOURCE)
+    exporter = PrometheusExporter(Config(prometheus=PrometheusConfig("127.0.0.1:0")), RESOURCE)
+    try:
+        node.instrument(provider)
+        node.collect()
+        exporter.attach_frames(FrameSource(node.instrumentor))
+        exporter.start()
+        assert exporter.port != 0  # the real port when 0 was asked for
+        url = f"http://127.0.0.1:{exporter.port}/metrics"
+        status, headers, first = _get(url)
+        assert status == 200 and headers["Content-Type"] == CONTENT_TYPE
+        _, headers, zipped = _get(url, **{"Accept-Encoding": "gzip"})
+        assert headers["Content-Encoding"] == "gzip" and gzip.decompress(zipped) == first
+        assert exporter.page(False) is exporter.page(False)  # cached: no new render without a new Snapshot
+        before = exporter.page(False)
+        snapshot = node.collect()
+        _, _, second = _get(url)
+        assert second != first and exporter.page(False) is not before
+        collections = {f.name: f for f in text_string_to_metric_families(second.decode())}["otel_efa_collections"]
+        assert collections.samples[0].value == snapshot.collections
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            _get(f"http://127.0.0.1:{exporter.port}/elsewhere")
+        assert missing.value.code == 404
+    finally:
+        exporter.shutdown(1.0)
+        provider.shutdown()
+        node.close()
