@@ -50,8 +50,9 @@ test-py39:
 	$(MAKE) test PYTHON=$(PYTHON39) VENV=.venv39
 
 # collection_cycle takes seconds, compare_node_exporter about 2 minutes, agent_footprint about 6 (6 agents,
-# 4/16/32 devices x 1/60 s, concurrently). deps: node_exporter is a Debian package.
-bench: deps venv
+# 4/16/32 devices x 1/60 s, concurrently). node_exporter is a Debian package; the test extra brings the SDK
+# exporters collection_cycle compares against and the OTLP receiver the others send to.
+bench: deps test-venv
 	$(BIN)/python benchmarks/collection_cycle.py
 	$(BIN)/python benchmarks/agent_footprint.py
 	$(BIN)/python benchmarks/compare_node_exporter.py

@@ -187,52 +187,6 @@ class AgentProcess:
         return 1000 * used / counted, counted
 
 
-def breakdown(profile: str, passes: int = 50) -> None:
-    """Where the full cycle's CPU goes, in this process with the agent's own pieces (median CPU ms of
-    ``passes``): the sysfs read, one OTel SDK collect (each reader, Prometheus and OTLP, does its own),
-    a whole Prometheus exposition (its collect included) and the OTLP protobuf encoding."""
-    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.resources import Resource
-    from prometheus_client import generate_latest
-
-    from otel_efa.collector import Collector
-    from otel_efa.config import Config
-    from otel_efa.exporters.prometheus import PrometheusExporter
-    from otel_efa.instruments import EfaInstrumentor
-    from otel_efa.simulator import Simulator
-    from otel_efa.sysfs import SysfsReader
-
-    def cpu_ms(function: Callable[[], object]) -> float:
-        samples = []
-        for _ in range(passes):
-            started = time.process_time()
-            function()
-            samples.append(time.process_time() - started)
-        return 1000 * statistics.median(samples)
-
-    with tempfile.TemporaryDirectory() as root, Simulator(profile, root) as simulator:
-        collector = Collector(SysfsReader(root), profile)
-        collector.collect()
-        simulator.advance_by(1.0)
-        collector.collect()
-        prometheus = PrometheusExporter(Config(), Resource.create())
-        memory = InMemoryMetricReader()
-        provider = MeterProvider(metric_readers=[prometheus.metric_reader(), memory], shutdown_on_exit=False)
-        EfaInstrumentor(collector).instrument(provider)
-        data = memory.get_metrics_data()
-        rows = (("sysfs read + collect (Collector.collect)", cpu_ms(collector.collect)),
-                ("OTel SDK collect, one reader", cpu_ms(memory.get_metrics_data)),
-                ("Prometheus exposition (its SDK collect included)",
-                 cpu_ms(lambda: generate_latest(prometheus.registry))),
-                ("OTLP protobuf encode + serialize", cpu_ms(lambda: encode_metrics(data).SerializeToString())))
-        collector.reader.close()  # no provider shutdown: on Python 3.9 the moved Prometheus collector fails it
-    print(f"where the full cycle goes ({profile}, in one process, median CPU ms of {passes}):")
-    for label, ms in rows:
-        print(f"  {label:52}{ms:8.2f}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="p5.48xlarge")
@@ -240,8 +194,6 @@ def main() -> None:
     parser.add_argument("--scrapes", type=int, help="node_exporter scrapes per window (default: --cycles)")
     parser.add_argument("--interval", type=float, default=0.2, help="agent interval = scrape pacing (s)")
     parser.add_argument("--rounds", type=int, default=4, help="rounds of windows; medians are reported")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also time the full cycle's parts in-process (read, SDK collect, exposition, OTLP encode)")
     parser.add_argument("--otlp-sink", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.otlp_sink:
@@ -314,11 +266,7 @@ def main() -> None:
           f"of its window's CPU. OTLP sink: {sink_summary.get('requests', '?')} exports, "
           f"{sink_summary.get('points', '?')} points each. Series: Prometheus lines of one scrape.")
     if any(errors.values()):
-        # A pause can land inside an OTLP collect, which the SDK times by the wall clock: that collect
-        # fails after the pause, outside any window, and the next cycle exports as usual.
-        print(f"agent errors logged (SIGSTOP between windows can time out a collect): {errors}")
-    if args.breakdown:
-        breakdown(args.profile)
+        print(f"agent errors logged: {errors}")
     if fewest_cycles < 0.9 * args.cycles:
         print(f"warning: an agent window counted only {fewest_cycles:.0f} of {args.cycles} cycles (it fell "
               f"behind: the machine is busy); a longer --interval keeps a cycle within its interval")
