@@ -32,6 +32,7 @@ from otel_efa.simulator import Simulator
 
 from conftest import free_port, wait_for
 from otlp_receiver import GrpcReceiver, points
+from prometheus_server import PrometheusServer
 
 PROFILE = "p4d.24xlarge"  # 4 devices at 100 Gb/s
 INTERVAL = 0.3
@@ -300,7 +301,8 @@ def test_fault_counter_reset(node, caplog):
 
 def test_fault_counter_above_int64(node, caplog):
     """Counters at 2**63 and above (u64 values OTLP's int64 cannot hold): they go out as doubles, equal to
-    what Prometheus shows, and every other metric of the node is still exported exactly.
+    what Prometheus shows, every other metric of the node is still exported exactly, and a real
+    Prometheus's rate() over such a counter gives the same rate as over a small one.
 
     Before the fix one such value made the OTLP encoder raise and every export of the node was lost."""
     n = node()
@@ -315,7 +317,20 @@ def test_fault_counter_above_int64(node, caplog):
     for device, counter in big:
         level = "device" if catalog.is_device_counter(counter) else "port"
         assert isinstance(otlp[counter_key(device, counter, level)], float)
-    n.run(1.0)  # they keep growing: still exported, still monotonic
+    server = PrometheusServer([{"job_name": "agent", "scrape_interval": "250ms",
+                                "static_configs": [{"targets": [f"127.0.0.1:{n.prometheus_port}"]}]}], free_port())
+    rx_bytes = catalog.BY_NAME["efa_rx_bytes"].prometheus_name
+    try:  # they keep growing: still exported, still monotonic, and a real Prometheus's rate() still works
+        server.wait_for(rx_bytes, count=4)
+        n.sim.idle_until()
+        with n.sim.start(tick=0.02):
+            time.sleep(2.5)
+            rates = server.values(f"rate({rx_bytes}[2s])", "aws_efa_device")
+    finally:
+        server.stop()
+    normal = n.devices[3]
+    assert rates[n.devices[0]] == pytest.approx(rates[normal], rel=0.1)  # 1.8e19 B still counts bytes
+    assert rates[n.devices[0]] == pytest.approx(n.sim.expected_rate(n.devices[0], "rx_bytes"), rel=0.5)
     truth, otlp, prometheus = n.settle()
     assert_exact(n.sim, truth, otlp, prometheus, n.devices)
     exports = n.stream()
