@@ -10,8 +10,9 @@ from .sysfs import REASONS, Reading, ReadError, SysfsReader, parse_rate_gbps
 
 log = logging.getLogger(__name__)
 
-# How much faster than its port's line rate a counter may seem to grow before a decrease is no longer
-# read as a u64 wrap (see rates.py): room for the sysfs stats cache (``lifespan``) and read jitter.
+# How much faster than its port's line rate a counter may seem to grow (room for the sysfs stats cache,
+# ``lifespan``, and read jitter) before its rate is refused: beyond it a decrease is a reset, not a u64
+# wrap, and an increase is a jump, not traffic (see rates.py).
 WRAP_HEADROOM = 2.0
 # The line rate assumed when the instance type is unknown: the fastest EFA device we know of (the port's
 # rate file cannot be trusted for it: kernels before late 2024 say 100 Gb/s whatever the speed).

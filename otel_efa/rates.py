@@ -23,9 +23,7 @@ from typing import Callable, Dict, FrozenSet, Hashable, Iterable, List, Mapping,
 
 U64_RANGE = 1 << 64
 WRAP_FLOOR = 1 << 63  # a counter below this that goes down was reset, not wrapped
-
-
-RESET, WRAP, JUMP = "reset", "wrap", "jump"
+RESET, WRAP, JUMP = "reset", "wrap", "jump"  # the discontinuities a counter can show
 
 
 def rate(previous: Optional[int], value: int, elapsed: float,
