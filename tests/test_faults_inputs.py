@@ -95,10 +95,10 @@ def scrape(port: int) -> Dict[Key, float]:
 class Node:
     """A simulated node, the agent on it (OTLP + Prometheus), and everything the exporters gave out."""
 
-    def __init__(self, make_simulator, run_agent, **simulator_args):
+    def __init__(self, make_simulator, run_agent, prometheus_port: Optional[int] = None, **simulator_args):
         self.sim: Simulator = make_simulator(PROFILE, **simulator_args)
         self.receiver = GrpcReceiver()
-        self.prometheus_port = free_port()
+        self.prometheus_port = prometheus_port or free_port()
         config = Config(interval=INTERVAL, sysfs=self.sim.root, instance_type=PROFILE,
                         exporters=["otlp", "prometheus"],
                         prometheus=PrometheusConfig(f"127.0.0.1:{self.prometheus_port}"),
@@ -161,8 +161,8 @@ def node(make_simulator, run_agent, caplog):
     caplog.set_level(logging.INFO, logger="otel_efa")
     made: List[Node] = []
 
-    def make(**simulator_args) -> Node:
-        made.append(Node(make_simulator, run_agent, **simulator_args))
+    def make(**args) -> Node:
+        made.append(Node(make_simulator, run_agent, **args))
         return made[-1]
 
     yield make
@@ -305,7 +305,18 @@ def test_fault_counter_above_int64(node, caplog):
     Prometheus's rate() over such a counter gives the same rate as over a small one.
 
     Before the fix one such value made the OTLP encoder raise and every export of the node was lost."""
-    n = node()
+    agent_port = free_port()
+    # Started before any gRPC traffic: forking while gRPC threads are in a call can kill the child
+    # (grpcio's fork handlers, seen with the Python 3.9 build).
+    server = PrometheusServer([{"job_name": "agent", "scrape_interval": "250ms",
+                                "static_configs": [{"targets": [f"127.0.0.1:{agent_port}"]}]}], free_port())
+    try:
+        _counter_above_int64(node(prometheus_port=agent_port), server, caplog)
+    finally:
+        server.stop()
+
+
+def _counter_above_int64(n: Node, server: PrometheusServer, caplog) -> None:
     big = {(n.devices[0], "rx_bytes"): U64 - (1 << 40), (n.devices[1], "tx_pkts"): 1 << 63,
            (n.devices[2], "keep_alive_rcvd"): U64 - 1_000_000}
     n.sim.set_value(n.devices[3], "rx_pkts", INT64_MAX)  # the largest value that stays an int
@@ -317,17 +328,13 @@ def test_fault_counter_above_int64(node, caplog):
     for device, counter in big:
         level = "device" if catalog.is_device_counter(counter) else "port"
         assert isinstance(otlp[counter_key(device, counter, level)], float)
-    server = PrometheusServer([{"job_name": "agent", "scrape_interval": "250ms",
-                                "static_configs": [{"targets": [f"127.0.0.1:{n.prometheus_port}"]}]}], free_port())
     rx_bytes = catalog.BY_NAME["efa_rx_bytes"].prometheus_name
-    try:  # they keep growing: still exported, still monotonic, and a real Prometheus's rate() still works
-        server.wait_for(rx_bytes, count=4)
-        n.sim.idle_until()
-        with n.sim.start(tick=0.02):
-            time.sleep(2.5)
-            rates = server.values(f"rate({rx_bytes}[2s])", "aws_efa_device")
-    finally:
-        server.stop()
+    # They keep growing: still exported, still monotonic, and a real Prometheus's rate() still works.
+    server.wait_for(rx_bytes, count=4)
+    n.sim.idle_until()
+    with n.sim.start(tick=0.02):
+        time.sleep(2.5)
+        rates = server.values(f"rate({rx_bytes}[2s])", "aws_efa_device")
     normal = n.devices[3]
     assert rates[n.devices[0]] == pytest.approx(rates[normal], rel=0.1)  # 1.8e19 B still counts bytes
     assert rates[n.devices[0]] == pytest.approx(n.sim.expected_rate(n.devices[0], "rx_bytes"), rel=0.5)
