@@ -1,14 +1,22 @@
 """One sysfs pass per interval turned into a Snapshot that every exporter shares."""
 import logging
 import time
-from typing import Dict, Optional, Set, Tuple
+from typing import Dict, Hashable, List, Optional, Set, Tuple
 
 from . import catalog, instance_types
-from .rates import RateTracker
+from .rates import JUMP, RESET, WRAP, Discontinuity, RateTracker
 from .snapshot import DeviceSnapshot, PortSnapshot, Snapshot
 from .sysfs import REASONS, Reading, ReadError, SysfsReader, parse_rate_gbps
 
 log = logging.getLogger(__name__)
+
+# How much faster than its port's line rate a counter may seem to grow (room for the sysfs stats cache,
+# ``lifespan``, and read jitter) before its rate is refused: beyond it a decrease is a reset, not a u64
+# wrap, and an increase is a jump, not traffic (see rates.py).
+WRAP_HEADROOM = 2.0
+# The line rate assumed when the instance type is unknown: the fastest EFA device we know of (the port's
+# rate file cannot be trusted for it: kernels before late 2024 say 100 Gb/s whatever the speed).
+FASTEST_DEVICE_BYTES_PER_SECOND = max(t.device_bytes_per_second for t in instance_types.INSTANCE_TYPES.values())
 
 
 class Collector:
@@ -26,7 +34,10 @@ class Collector:
         self._instance_type_name = instance_type
         self._clock = clock
         self._wall_clock = wall_clock
-        self._rates = RateTracker(catalog.RATE_COUNTERS)
+        self._rates = RateTracker(catalog.RATE_COUNTERS, on_discontinuity=self._log_discontinuities)
+        line_rate = (self.instance_type.device_bytes_per_second if self.instance_type is not None
+                     else FASTEST_DEVICE_BYTES_PER_SECOND)
+        self._max_counter_growth = WRAP_HEADROOM * line_rate  # per second, for telling wraps from resets
         self._failing: Dict[Tuple[str, str], ReadError] = {}
         self._error_counts: Dict[str, int] = {reason: 0 for reason in REASONS}
         self._collections = 0
@@ -61,6 +72,7 @@ class Collector:
 
     def _build(self, reading: Reading, now: float) -> Tuple[DeviceSnapshot, ...]:
         update = self._rates.update
+        max_growth = self._max_counter_growth
         live_keys: Set = set()
         devices = []
         for device in reading.devices:
@@ -68,7 +80,7 @@ class Collector:
             for port in device.ports:
                 key = (device.name, port.port)
                 live_keys.add(key)
-                rates = update(key, port.counters, now, device.generation)
+                rates = update(key, port.counters, now, device.generation, max_growth)
                 ports.append(PortSnapshot(
                     device=device.name,
                     port=port.port,
@@ -96,6 +108,24 @@ class Collector:
         if removed:
             log.warning("EFA devices gone: %s", " ".join(removed))
         self._device_names = names
+
+    @staticmethod
+    def _log_discontinuities(key: Hashable, found: List[Discontinuity]) -> None:
+        """One line per port and kind: a reset (device reset, driver reload), a u64 wrap, or a jump."""
+        device, port = key  # type: ignore[misc]
+
+        def listed(kind: str) -> str:
+            return ", ".join(f"{name} {old} -> {new}" for name, old, new, k in found if k == kind)
+
+        if listed(RESET):
+            log.warning("%s port %s: counters were reset (%s); no rate for this interval, totals restart "
+                        "from the new values", device, port, listed(RESET))
+        if listed(JUMP):
+            log.warning("%s port %s: counters jumped by more than the link can carry (%s); no rate for this "
+                        "interval", device, port, listed(JUMP))
+        if listed(WRAP):
+            log.info("%s port %s: counters wrapped past 2**64-1 (%s); rates counted across the wrap",
+                     device, port, listed(WRAP))
 
     def _account_errors(self, reading: Reading) -> None:
         now_failing = {}

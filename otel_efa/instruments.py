@@ -4,7 +4,7 @@ Shaped like ``opentelemetry-instrumentation-system-metrics``: an instrumentor ta
 registers one callback per instrument. The callbacks never touch sysfs; they serve the Snapshot of the
 last collection, so any number of readers and scrapes cost no extra reads.
 """
-from typing import Callable, Dict, Iterable, Iterator, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, Optional, Set, Tuple, Union
 
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
@@ -23,6 +23,24 @@ DeviceAttributes = Callable[[str], Dict[str, str]]
 NodeAttributes = Callable[[], Dict[str, str]]
 # The efa_device_info attributes of a device (its topology), or None while unknown.
 DeviceInfoAttributes = Callable[[str], Optional[Dict[str, str]]]
+
+
+INT64_MAX = (1 << 63) - 1
+
+
+def counter_value(value: int) -> Union[int, float]:
+    """A kernel u64 as an OTel observation: the int itself up to 2**63-1, a float above.
+
+    OTLP's ``NumberDataPoint.as_int`` is an int64: one value above it makes the encoder raise, and the
+    whole export (every metric of the node) is lost. Above 2**63-1 the value goes out as ``as_double``
+    instead. Why a float, not the value modulo 2**63 or no point at all (the upstream awsefareceiver
+    skips such a point with a warning each scrape): the float is the true value, rounded by at most
+    2**-53 (1e-16 relative, 2 KiB at 2**63), and stays monotonic, so a consumer's rate() or delta keeps
+    working and the series never disappears; modulo would show a counter reset that never happened.
+    Prometheus stores every sample as float64 anyway, so both endpoints show the same number. The only
+    seam is when the counter wraps at 2**64 back to a small int, which every consumer treats as a reset.
+    """
+    return value if value <= INT64_MAX else float(value)
 
 
 def _no_extra(_device: str) -> Dict[str, str]:
@@ -132,7 +150,7 @@ class EfaInstrumentor:
     def _callback_for(self, spec: MetricSpec):
         value_of = _PORT_GAUGE_VALUES.get(spec.name)
         if spec.scope is catalog.Scope.PORT and spec.kind is Kind.COUNTER:
-            return self._port_observer(lambda port, k=spec.kernel_name: port.counters.get(k))
+            return self._port_counter_observer(spec.kernel_name)
         if value_of is not None:
             return self._port_observer(value_of)
         if spec.name == "efa_device_info":
@@ -151,6 +169,14 @@ class EfaInstrumentor:
                     yield Observation(value, self._port_attributes(port))
         return observe
 
+    def _port_counter_observer(self, kernel_name: str):
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            for port in self._ports():
+                value = port.counters.get(kernel_name)
+                if value is not None:
+                    yield Observation(counter_value(value), self._port_attributes(port))
+        return observe
+
     def _device_counter_observer(self, kernel_name: str):
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
             snapshot = self.collector.latest
@@ -159,7 +185,7 @@ class EfaInstrumentor:
             for device in snapshot.devices:
                 value = device.counters.get(kernel_name)
                 if value is not None:
-                    yield Observation(value, self._device_attributes(device.name))
+                    yield Observation(counter_value(value), self._device_attributes(device.name))
         return observe
 
 

@@ -105,8 +105,11 @@ def test_device_removed_and_readded_gives_no_bogus_rate(make_simulator, make_pip
 def test_reset_counter_gives_no_negative_rate(make_simulator, make_pipeline):
     sim = make_simulator("p4d.24xlarge")
     pipeline = make_pipeline(sim.root)
+    clock = [0.0]
+    pipeline.collector._clock = lambda: clock[0]  # a second of traffic takes a second
     pipeline.collect()
     sim.advance_by(1.0)
+    clock[0] += 1.0
     sim.reset([sim.devices[0].name])
     points = pipeline.collect()
     rates = [v for (name, _), v in points.items() if name.endswith("_rate")]

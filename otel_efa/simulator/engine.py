@@ -177,6 +177,12 @@ class Simulator:
                         continue
                     self._add(device, name, amount)
 
+    def idle_until(self, now: Optional[float] = None) -> None:
+        """Let time pass to ``now`` (default: the clock) with the counters held still, as on a node that
+        carried nothing meanwhile; without this, the next :meth:`advance` adds that time's traffic."""
+        with self._lock:
+            self._time = max(self._time, self._clock() if now is None else now)
+
     def advance_by(self, seconds: float) -> None:
         """Advance simulated time by ``seconds`` (tests that drive time themselves)."""
         with self._lock:
@@ -241,11 +247,18 @@ class Simulator:
             self._frozen.discard((device, counter))
 
     def remove_device(self, device: str) -> None:
-        """The device vanishes from sysfs, as on a driver unbind."""
+        """The device vanishes from sysfs, as on a driver unbind.
+
+        It leaves the class directory in one rename, so a reader sees the whole device or none of it,
+        never a tree half deleted (kernfs takes a removed device out of lookups before tearing it down).
+        """
         with self._lock:
             self._removed.add(device)
             self._close_device(device)
-            shutil.rmtree(self._by_name[device].path)
+            path = self._by_name[device].path
+            gone = os.path.join(self.root, f".removed-{device}")
+            os.rename(path, gone)
+            shutil.rmtree(gone)
 
     def restore_device(self, device: str, reset: bool = True) -> None:
         """The device comes back; a re-probed device starts its counters at 0 unless ``reset`` is False."""
