@@ -8,7 +8,7 @@ fault a test checks what the agent said (one line when the fault starts, one whe
 per retry or per interval), that it kept collecting, and compares what arrived with the ground truth.
 
 The input-side faults (devices, resets, wraps, garbage, permissions) are in ``test_bad_input.py``; the
-OTLP collector going away and coming back is ``test_otlp_outage.py``.
+OTLP collector going away (connection refused) and coming back is ``test_otlp_outage.py``; here it hangs.
 """
 import glob
 import os
@@ -352,7 +352,7 @@ def test_log_disk_full_costs_only_the_log_lines_and_says_so_once(make_simulator,
         before_full = port_totals(during[exported - 1])
         while_full = port_totals(during[-1])
         repoint(link, str(tmp_path / "disk2" / "efa_monitor.log"))
-        wait_for(lambda: len(intervals(tmp_path / "disk2" / "efa_monitor.log")) >= 2, "log lines after space returned")
+        wait_for(lambda: len(intervals(tmp_path / "disk2" / "efa_monitor.log")) >= 2, "lines once space returned")
         running.stop()
         checked = assert_totals_match(simulator, receiver)
         code, _ = agent.stop()
@@ -369,7 +369,8 @@ def test_log_disk_full_costs_only_the_log_lines_and_says_so_once(make_simulator,
     assert unwritten >= 4
     assert "Traceback" not in agent.log() and "exporter failed" not in agent.log()
     # the other exporter went on: totals moved while the log could not be written
-    assert while_full[("rx_bytes", simulator.device_names[0])] > before_full[("rx_bytes", simulator.device_names[0])]
+    first = ("rx_bytes", simulator.device_names[0])
+    assert while_full[first] > before_full[first]
     # every interval is accounted for: written before, reported unwritten, or written after
     written = len(intervals(tmp_path / "disk1" / "efa_monitor.log")) + \
         len(intervals(tmp_path / "disk2" / "efa_monitor.log"))
@@ -558,7 +559,8 @@ def test_sigterm_during_a_slow_put_metric_data_delivers_or_reports_every_datapoi
     assert took < min(_timeout_stop_s(), SHUTDOWN_BUDGET_S + 2), took
     report = agent.lines("WARNING", "not sent at shutdown")
     assert len(report) == 1, agent.log()
-    unsent, in_flight = map(int, re.search(r"(\d+) datapoints not sent at shutdown, (\d+) more", report[0]).groups())
+    unsent, in_flight = map(int, re.search(r"(\d+) datapoints not sent at shutdown, (\d+) more",
+                                           report[0]).groups())
     assert unsent > 0 and in_flight > 0, report
 
     intervals_with_rates = len(intervals(log_file))
