@@ -64,6 +64,13 @@ class AgentProcess:
     def lines(self, *words: str) -> List[str]:
         return [line for line in self.log().splitlines() if all(w in line for w in words)]
 
+    def expect(self, predicate, what: str, timeout: float = 20.0) -> None:
+        """wait_for(), with the agent's own log in the failure message."""
+        try:
+            wait_for(predicate, what, timeout)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; exit status {self.process.poll()}; its log:\n{self.log()}") from None
+
     def alive(self) -> bool:
         return self.process.poll() is None
 
@@ -225,12 +232,12 @@ def test_otlp_collector_hung_then_back_keeps_collecting_and_recovers_whole_total
     agent = start_agent(simulator.root, "otlp,log", "--log-file", str(log_file), env={
         "OTEL_EFA_OTLP_ENDPOINT": f"http://127.0.0.1:{hole.port}", "OTEL_EFA_OTLP_TIMEOUT": "2"})
     try:
-        wait_for(lambda: agent.lines("is failing"), "the outage warning", 60)
+        agent.expect(lambda: agent.lines("is failing"), "the outage warning", 60)
         collected = len(intervals(log_file))
-        wait_for(lambda: len(intervals(log_file)) >= collected + 6, "collection while exports hang")
+        agent.expect(lambda: len(intervals(log_file)) >= collected + 6, "collection while exports hang")
         hole.close()
         back = GrpcReceiver(hole.port)
-        wait_for(lambda: agent.lines("works again") and back.requests, "exports after the collector answers", 30)
+        agent.expect(lambda: agent.lines("works again") and back.requests, "exports once it answers", 30)
         running.stop()
         checked = assert_totals_match(simulator, back)
         code, _ = agent.stop()
@@ -269,23 +276,23 @@ def test_cloudwatch_throttled_then_down_delivers_every_interval_once(proxy, moto
         "OTEL_EFA_CLOUDWATCH_MAX_ATTEMPTS": "2"})
     back: Optional[FaultProxy] = None
     try:
-        wait_for(lambda: proxy.puts(200), "a first delivery", 60)
+        agent.expect(lambda: proxy.puts(200), "a first delivery", 60)
 
         proxy.outage = "throttle"
         noisy = simulator.device_names[1]
         simulator.set_value(noisy, "rx_drops", simulator.value(noisy, "rx_drops") + 4242)
-        wait_for(lambda: len(proxy.puts(400)) >= 4, "two flushes throttled to the last retry")
+        agent.expect(lambda: len(proxy.puts(400)) >= 4, "two flushes throttled to the last retry")
         proxy.outage = False
         delivered = len(proxy.puts(200))
-        wait_for(lambda: len(proxy.puts(200)) > delivered and agent.lines("works again"),
+        agent.expect(lambda: len(proxy.puts(200)) > delivered and agent.lines("works again"),
                  "delivery after the throttling")
 
         proxy.stop()  # the endpoint is gone: connection refused
         collected = len(intervals(log_file))
-        wait_for(lambda: len(intervals(log_file)) >= collected + 6 and len(agent.lines("failed (")) == 2,
+        agent.expect(lambda: len(intervals(log_file)) >= collected + 6 and len(agent.lines("failed (")) == 2,
                  "collections and a failed flush while CloudWatch is unreachable")
         back = FaultProxy(moto.url, port).start()
-        wait_for(lambda: back.puts(200) and len(agent.lines("works again")) == 2, "delivery after the outage")
+        agent.expect(lambda: back.puts(200) and len(agent.lines("works again")) == 2, "delivery after the outage")
         running.stop()
         code, _ = agent.stop()
     finally:
@@ -342,9 +349,9 @@ def test_log_disk_full_costs_only_the_log_lines_and_says_so_once(make_simulator,
     agent = start_agent(simulator.root, "log,otlp", "--log-file", str(link),
                         env={"OTEL_EFA_OTLP_ENDPOINT": receiver.endpoint})
     try:
-        wait_for(lambda: len(intervals(tmp_path / "disk1" / "efa_monitor.log")) >= 2, "log lines", 60)
+        agent.expect(lambda: len(intervals(tmp_path / "disk1" / "efa_monitor.log")) >= 2, "log lines", 60)
         repoint(link, "/dev/full")
-        wait_for(lambda: agent.lines("cannot write"), "the disk-full error")
+        agent.expect(lambda: agent.lines("cannot write"), "the disk-full error")
         exported = len(receiver.requests)
         during = receiver.wait_for(exported + 4, timeout=20)
         assert len(during) >= exported + 4, "OTLP exports stopped while the log could not be written"
@@ -352,7 +359,7 @@ def test_log_disk_full_costs_only_the_log_lines_and_says_so_once(make_simulator,
         before_full = port_totals(during[exported - 1])
         while_full = port_totals(during[-1])
         repoint(link, str(tmp_path / "disk2" / "efa_monitor.log"))
-        wait_for(lambda: len(intervals(tmp_path / "disk2" / "efa_monitor.log")) >= 2, "lines once space returned")
+        agent.expect(lambda: len(intervals(tmp_path / "disk2" / "efa_monitor.log")) >= 2, "lines with space back")
         running.stop()
         checked = assert_totals_match(simulator, receiver)
         code, _ = agent.stop()
@@ -417,11 +424,11 @@ def test_wall_clock_stepped_back_keeps_rates_and_every_datapoint(proxy, moto, ma
         return len(stamps) - back[0] if back else 0
 
     try:
-        wait_for(lambda: len(intervals(log_file)) >= 4 and proxy.puts(200), "collections before the step", 60)
+        agent.expect(lambda: len(intervals(log_file)) >= 4 and proxy.puts(200), "collections before the step", 60)
         new = offset.with_name("faketime.new")
         new.write_text(f"-{step_s}\n")
         os.replace(new, offset)
-        wait_for(lambda: after_step() >= 6, "collections after the step")
+        agent.expect(lambda: after_step() >= 6, "collections after the step")
         code, _ = agent.stop()
     finally:
         running.stop()
@@ -473,7 +480,7 @@ def test_sighup_is_noted_once_and_resets_nothing(make_simulator, start_agent, re
         before = receiver.wait_for(3, timeout=60)
         assert len(before) >= 3, "no exports"
         agent.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: agent.lines("SIGHUP"), "the SIGHUP line")
+        agent.expect(lambda: agent.lines("SIGHUP"), "the SIGHUP line")
         after = receiver.wait_for(len(before) + 4, timeout=20)
         running.stop()
         assert_totals_match(simulator, receiver)
@@ -510,7 +517,7 @@ def test_sigterm_during_a_hung_otlp_export_exits_zero_within_the_budget(make_sim
     try:
         agent = start_agent(simulator.root, "otlp,log", "--log-file", str(log_file), env={
             "OTEL_EFA_OTLP_ENDPOINT": f"http://127.0.0.1:{hole.port}", "OTEL_EFA_OTLP_TIMEOUT": "30"})
-        wait_for(lambda: hole.accepted and len(intervals(log_file)) >= 3, "an export under way", 60)
+        agent.expect(lambda: hole.accepted and len(intervals(log_file)) >= 3, "an export under way", 60)
         code, took = agent.stop()
     finally:
         running.stop()
@@ -544,11 +551,11 @@ def test_sigterm_during_a_slow_put_metric_data_delivers_or_reports_every_datapoi
     agent = start_agent(simulator.root, "cloudwatch,log", "--log-file", str(log_file), env={
         "OTEL_RESOURCE_ATTRIBUTES": f"host.id={instance_id}", "OTEL_EFA_CLOUDWATCH_BATCH_SIZE": "2"})
     try:
-        wait_for(lambda: proxy.puts(200), "a first delivery", 60)
+        agent.expect(lambda: proxy.puts(200), "a first delivery", 60)
         proxy.delay_s = 8.0
-        wait_for(lambda: any(r.status == 0 for r in proxy.puts()), "a slow call under way")
+        agent.expect(lambda: any(r.status == 0 for r in proxy.puts()), "a slow call under way")
         collected = len(intervals(log_file))
-        wait_for(lambda: len(intervals(log_file)) >= collected + 2, "more collections behind the slow call")
+        agent.expect(lambda: len(intervals(log_file)) >= collected + 2, "more collections behind the slow call")
         code, took = agent.stop()
         running.stop()
         wait_for(lambda: all(r.status for r in proxy.puts()), "the slow call processed", 20)
