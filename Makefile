@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Debian packages the tests start as real peers (prometheus brings promtool; systemd brings
-# systemd-analyze and systemd-sysusers for the unit and installer tests; gettext-base brings envsubst).
-DEB_PACKAGES := prometheus shellcheck logrotate tmux prometheus-node-exporter systemd gettext-base curl
-DEB_COMMANDS := prometheus shellcheck logrotate tmux prometheus-node-exporter systemd-analyze envsubst curl
+# systemd-analyze and systemd-sysusers for the unit and installer tests; gettext-base brings envsubst;
+# faketime brings libfaketime, which steps one agent process's wall clock back in the fault tests).
+DEB_PACKAGES := prometheus shellcheck logrotate tmux prometheus-node-exporter systemd gettext-base curl faketime
+DEB_COMMANDS := prometheus shellcheck logrotate tmux prometheus-node-exporter systemd-analyze envsubst curl faketime
 
 # Amazon Linux 2023's system Python; CI runs the suite on it as well (make test-py39, separate venv).
 PYTHON39 ?= $(firstword $(shell for p in python3.9 $(HOME)/.pyenv/versions/3.9.*/bin/python3.9; do \

@@ -2,7 +2,8 @@
 
 moto implements CloudWatch and S3 over real HTTP but enforces none of PutMetricData's limits and never
 throttles, so the proxy records every request as it was sent (to check the limits) and answers
-``400 Throttling`` or ``503`` on demand (to exercise botocore's retries and the exporter's buffer).
+``400 Throttling`` or ``503`` on demand (to exercise botocore's retries and the exporter's buffer), or
+answers slowly (a PutMetricData call still under way when the agent is stopped).
 """
 import gzip
 import http.client
@@ -72,7 +73,12 @@ class Recorded:
 
 
 class FaultProxy:
-    """Forwards to moto; ``fail_next([...])`` and ``outage`` apply to PutMetricData only."""
+    """Forwards to moto; ``fail_next([...])``, ``outage`` and ``delay_s`` apply to PutMetricData only.
+
+    ``outage``: False, True (every call answered 503) or "throttle" (every call answered 400 Throttling).
+    ``delay_s``: a call that is not failed is held that long, then forwarded to moto (and stored there)
+    even if the client has given up meanwhile, as a slow CloudWatch would.
+    """
 
     RETRY_AFTER_MS = 200  # sent with throttling answers: botocore must wait at least this long
 
@@ -81,6 +87,7 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{port}"
         self.requests: List[Recorded] = []
         self.outage = False
+        self.delay_s = 0.0
         self._faults: List[str] = []
         self._lock = threading.Lock()
         proxy = self
@@ -134,11 +141,13 @@ class FaultProxy:
             record.payload = json.loads(plain)
         with self._lock:
             fault = None
+            delay = 0.0
             if target.endswith("PutMetricData"):
                 if self.outage:
-                    fault = "503"
+                    fault = "throttle" if self.outage == "throttle" else "503"
                 elif self._faults:
                     fault = self._faults.pop(0)
+                delay = self.delay_s
             self.requests.append(record)
         if fault == "throttle":
             record.status = 400
@@ -150,6 +159,8 @@ class FaultProxy:
             record.status = 503
             return 503, {"Content-Type": "application/x-amz-json-1.0"}, \
                 json.dumps({"__type": "ServiceUnavailable", "message": "injected"}).encode()
+        if delay:
+            time.sleep(delay)
         connection = http.client.HTTPConnection(self.upstream, timeout=30)
         # Like CloudWatch's front end, the proxy takes the gzip off: moto releases for Python 3.9
         # (5.1.22) decompress a gzipped JSON body twice and fail.

@@ -48,6 +48,7 @@ class Sample:
     dimensions: Dimensions
     timestamp: float  # seconds since the epoch
     value: float
+    monotonic: float = 0.0  # the collection's monotonic time: ages that a wall-clock step cannot skew
 
 
 def spec_value(spec: CloudWatchSpec, source: Union[Snapshot, DeviceSnapshot]) -> Optional[float]:
@@ -85,5 +86,6 @@ def samples(snapshot: Snapshot, specs: Iterable[CloudWatchSpec], sets: Iterable[
             for spec in specs:
                 value = spec_value(spec, source)
                 if value is not None:
-                    out.append(Sample(spec.name, spec.unit, dimensions, snapshot.wall_time, value))
+                    out.append(Sample(spec.name, spec.unit, dimensions, snapshot.wall_time, value,
+                                      snapshot.monotonic))
     return out

@@ -37,6 +37,7 @@ class Datum:
     body: Dict[str, Any]
     samples: int  # collections it carries (dropped-datapoint accounting)
     timestamp: float  # bucket start, seconds since the epoch
+    collected: float = 0.0  # monotonic time of its oldest sample (the buffer's age limit)
     _sizes: Dict[str, int] = field(default_factory=dict, repr=False)
 
     def size(self, protocol: str) -> int:
@@ -79,11 +80,15 @@ def json_size(body: Dict[str, Any]) -> int:
 def fold(samples: Iterable[Sample], resolution: int) -> List[Datum]:
     """Group samples by (metric, dimensions, storage bucket); one datum per group (per 150 values)."""
     groups: "OrderedDict[Tuple[str, str, Dimensions, float], List[float]]" = OrderedDict()
+    collected: Dict[Tuple[str, str, Dimensions, float], float] = {}
     for s in samples:
         bucket = s.timestamp - s.timestamp % resolution
-        groups.setdefault((s.name, s.unit, s.dimensions, bucket), []).append(s.value)
+        key = (s.name, s.unit, s.dimensions, bucket)
+        groups.setdefault(key, []).append(s.value)
+        collected[key] = min(collected.get(key, s.monotonic), s.monotonic)
     datums: List[Datum] = []
-    for (name, unit, dimensions, bucket), values in groups.items():
+    for key, values in groups.items():
+        name, unit, dimensions, bucket = key
         counts: "OrderedDict[float, int]" = OrderedDict()
         for value in values:
             counts[value] = counts.get(value, 0) + 1
@@ -102,7 +107,7 @@ def fold(samples: Iterable[Sample], resolution: int) -> List[Datum]:
             else:
                 body["Values"] = [v for v, _ in chunk]
                 body["Counts"] = [float(c) for _, c in chunk]
-            datums.append(Datum(body, sum(c for _, c in chunk), bucket))
+            datums.append(Datum(body, sum(c for _, c in chunk), bucket, collected[key]))
     return datums
 
 

@@ -5,11 +5,17 @@
 datums (see :mod:`otel_efa.cloudwatch.packing`), appends them to a bounded FIFO buffer and drains the
 buffer in as few calls as the API limits allow. A call that still fails after botocore's retries puts
 its datums back at the front, so nothing is lost or sent twice; the next flush tries again. The buffer keeps ``buffer_minutes`` of data
-(by datapoint timestamp): beyond that the oldest datums are dropped and counted in
+(by the monotonic time of collection): beyond that the oldest datums are dropped and counted in
 ``otel_efa_dropped_datapoints``. ``shutdown()`` (SIGTERM) closes the open batch and sends it.
+
+Datapoints carry the wall-clock time of their collection, as CloudWatch expects, but their age in the
+buffer is measured on the monotonic clock: when NTP steps the wall clock back, the datapoints stamped
+after the step look older than those before it, and an age by timestamp would drop them as "too old"
+although they are new. A step back only moves where CloudWatch files the points; none is dropped.
 """
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any, Deque, List, Optional
 
@@ -50,14 +56,15 @@ class CloudWatchExporter(Exporter):
         self._pending_intervals = 0
         self._closed: List[List[metrics.Sample]] = []  # closed batches the sender has not folded yet
         self._buffer: Deque[packing.Datum] = deque()
-        self._newest = float("-inf")
+        self._newest = float("-inf")  # monotonic time of the newest datum's collection
         self._requested = 0  # flush passes asked for
         self._completed = 0  # flush passes finished
         self._stopping = False
         self._wake = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._client: Any = None
-        self._failing = False
+        self._failing_since: Optional[float] = None  # monotonic start of the current outage
+        self._in_flight = 0  # datapoints in the PutMetricData call under way
         self.calls = 0  # successful PutMetricData calls (for logs and benchmarks)
 
     # --- the collection loop's side: never blocks on the network ------------------------------
@@ -90,12 +97,12 @@ class CloudWatchExporter(Exporter):
             datums = packing.fold(batch, self.config.storage_resolution)
             with self._lock:
                 self._buffer.extend(datums)
-                self._newest = max(self._newest, max(d.timestamp for d in datums))
+                self._newest = max(self._newest, max(d.collected for d in datums))
                 self._enforce_window()
 
     def _enforce_window(self) -> None:
         dropped = 0
-        while self._buffer and self._buffer[0].timestamp < self._newest - self._window_s:
+        while self._buffer and self._buffer[0].collected < self._newest - self._window_s:
             dropped += self._buffer.popleft().samples
         if dropped:
             self.stats.add_dropped_datapoints(dropped)
@@ -123,15 +130,20 @@ class CloudWatchExporter(Exporter):
             self._request_pass()
         if self._thread is not None:
             self._thread.join(timeout)
-        unsent = self.buffered_datapoints
-        if unsent:
-            log.warning("CloudWatch: %d datapoints not sent at shutdown", unsent)
+        with self._lock:
+            unsent, in_flight = self._unsent(), self._in_flight
+        if unsent or in_flight:
+            log.warning("CloudWatch: %d datapoints not sent at shutdown, %d more in a PutMetricData call "
+                        "still unanswered (they may have arrived)", unsent, in_flight)
 
     @property
     def buffered_datapoints(self) -> int:
         with self._lock:
-            return (sum(d.samples for d in self._buffer) + sum(len(b) for b in self._closed)
-                    + len(self._pending))
+            return self._unsent()
+
+    def _unsent(self) -> int:
+        """Datapoints collected and not yet handed to CloudWatch (caller holds the lock)."""
+        return sum(d.samples for d in self._buffer) + sum(len(b) for b in self._closed) + len(self._pending)
 
     # --- the sender thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -161,9 +173,15 @@ class CloudWatchExporter(Exporter):
             with self._lock:
                 n = packing.request_length(self._buffer, protocol)
                 batch = [self._buffer.popleft() for _ in range(n)]
+                self._in_flight = sum(d.samples for d in batch)
             if not batch:
                 return
-            if not self._send(batch):
+            try:
+                sent = self._send(batch)
+            finally:
+                with self._lock:
+                    self._in_flight = 0
+            if not sent:
                 return
 
     def _send(self, batch: List[packing.Datum]) -> bool:
@@ -182,15 +200,16 @@ class CloudWatchExporter(Exporter):
                     self._enforce_window()
                 else:
                     self.stats.add_dropped_datapoints(sum(d.samples for d in batch))
-            if keep and not self._failing:
-                log.warning("CloudWatch PutMetricData failed (%s); keeping %d datapoints for the next "
-                            "flush", e, self.buffered_datapoints)
+            if keep and self._failing_since is None:
+                self._failing_since = time.monotonic()
+                log.warning("CloudWatch PutMetricData failed (%s); collection goes on and the datapoints are "
+                            "kept for the next flush (%d now)", e, self.buffered_datapoints)
             elif not keep:
                 log.error("CloudWatch refused %d datums (%s); dropped", len(batch), e)
-            self._failing = keep
             return False
         self.calls += 1
-        if self._failing:
-            log.info("CloudWatch PutMetricData works again")
-            self._failing = False
+        if self._failing_since is not None:
+            log.warning("CloudWatch PutMetricData works again after %.0f s; the datapoints kept meanwhile "
+                        "follow (%d left)", time.monotonic() - self._failing_since, self.buffered_datapoints)
+            self._failing_since = None
         return True

@@ -5,7 +5,13 @@
 
 The error fields (cumulative, named as in CloudWatch) are added when either is non-zero, so the seed's
 ``grep -E "rx_errors|tx_discards"`` finds them. The file is reopened when logrotate moves it away.
+
+A log that cannot be written (disk full, read-only file system) costs the log lines of those intervals
+and nothing else: one error when it starts, one warning with the count of lost intervals when writing
+works again, and collection and the other exporters go on. The measurements themselves are cumulative
+in the kernel and in every other exporter, so nothing measured is lost with the lines.
 """
+import logging
 import os
 import sys
 from datetime import datetime, timezone
@@ -17,6 +23,8 @@ from ..catalog import LOG_ERROR_FIELDS
 from ..config import Config
 from ..snapshot import DeviceSnapshot, Snapshot
 from . import Exporter
+
+log = logging.getLogger(__name__)
 
 
 def mbps(bytes_per_second: float) -> str:
@@ -41,7 +49,8 @@ def format_lines(snapshot: Snapshot) -> List[str]:
 
 
 class ReopeningFile:
-    """Append to a path; reopen it when it was moved or removed (logrotate without copytruncate)."""
+    """Append to a path; reopen it when it was moved or removed (logrotate without copytruncate), and
+    after a failed write (the same file may take writes again once space is freed)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -65,13 +74,26 @@ class ReopeningFile:
             self.close()
             self._open()
         assert self._file is not None
-        self._file.write(text)
-        self._file.flush()
+        try:
+            self._file.write(text)
+            self._file.flush()
+        except OSError:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Close without writing what is still buffered (it has failed once already: a half line at most)."""
+        if self._file is not None:
+            file, self._file = self._file, None
+            try:
+                file.close()  # the flush fails again, but the descriptor is closed all the same
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            file.close()
 
 
 class LogLineExporter(Exporter):
@@ -79,7 +101,7 @@ class LogLineExporter(Exporter):
 
     def __init__(self, config: Config, resource: Resource):
         self._file = ReopeningFile(config.log_file) if config.log_file else None
-        self._failing = False
+        self.unwritten_intervals = 0  # in the current write failure
 
     def export(self, snapshot: Snapshot) -> None:
         lines = format_lines(snapshot)
@@ -92,16 +114,20 @@ class LogLineExporter(Exporter):
             return
         try:
             self._file.write(text)
-        except OSError as e:  # disk full, read-only: say so once on stderr (journald), keep collecting
-            if not self._failing:
-                sys.stderr.write(f"otel-efa: cannot write {self._file.path}: {e.strerror}\n")
-            self._failing = True
-            self._file.close()
+        except OSError as e:  # disk full, read-only: say so once (journald), keep collecting
+            if not self.unwritten_intervals:
+                log.error("cannot write the log lines to %s (%s); collection and the other exporters go on, "
+                          "and writing resumes when it can", self._file.path, e.strerror or e)
+            self.unwritten_intervals += 1
         else:
-            if self._failing:
-                sys.stderr.write(f"otel-efa: writing {self._file.path} again\n")
-            self._failing = False
+            if self.unwritten_intervals:
+                log.warning("writing the log lines to %s again; %d interval(s) could not be written",
+                            self._file.path, self.unwritten_intervals)
+            self.unwritten_intervals = 0
 
     def shutdown(self, timeout: float) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as e:
+                log.error("cannot write the last log lines to %s (%s)", self._file.path, e.strerror or e)
