@@ -43,7 +43,8 @@ class RichNode:
                 return None
             return {catalog.ATTR_PCI_ADDRESS: f"0000:{device}", catalog.ATTR_GPUS: ODD_TEXT}
 
-        self.collector = Collector(SysfsReader(simulator.root), PROFILE)
+        self.now = [0.0]  # the collector's clock moves with the simulated traffic: a second takes a second
+        self.collector = Collector(SysfsReader(simulator.root), PROFILE, clock=lambda: self.now[0])
         self.instrumentor = EfaInstrumentor(self.collector, device_attributes=device_attributes,
                                             node_attributes=lambda: {catalog.ATTR_SLURM_JOB: "12,13"},
                                             device_info=device_info)
@@ -55,6 +56,7 @@ class RichNode:
         """Two collections with traffic between them, so rates and the rail gauges have values."""
         self.collector.collect()
         self.simulator.advance_by(1.0)
+        self.now[0] += 1.0
         if self.huge:
             self.simulator.set_value(self.simulator.devices[0].name, "rdma_write_wr_err", HUGE)
         snapshot = self.collector.collect()
