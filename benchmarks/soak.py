@@ -8,11 +8,12 @@ otlp,prometheus,log,cloudwatch`` is the agent under test; this process scrapes t
 every 15 s as Prometheus would and samples its RSS, open fds and threads from /proc every 2 s.
 
 After the warm-up it judges, and exits 1 when one fails:
-- RSS growth < 1 MiB and no fd growth. A level is the minimum over a few consecutive samples, so a
-  socket or buffer that exists only while a request is in flight is not taken for growth; a leak
-  raises the minimum too. Thread growth is shown, not judged (gRPC sizes its pools itself).
-- CPU per interval under half the interval (all threads, exports and scrapes included): the agent
-  can keep its schedule whatever the load on the machine.
+- RSS growth < 1 MiB and no fd growth, each the level of the last samples minus the level of the
+  first samples after the warm-up. The RSS level is the median of a few consecutive samples: a buffer
+  that lives only while a request is in flight, or file-backed pages the kernel reclaims for a
+  moment, move one sample, not the median. The fd level is their minimum: the agent's own fds (about
+  1,200 counter files on a p5) stay open, and a socket of a request in flight only adds one for a
+  moment. A leak raises both.
 - No missed interval, read from outside: the agent's ``otel_efa_missed_intervals`` counter, and its
   ``otel_efa_collections`` against elapsed monotonic time (collections + missed intervals must
   account for every interval, so the counter cannot hide a gap).
@@ -21,6 +22,8 @@ After the warm-up it judges, and exits 1 when one fails:
   second field) for longer than an interval, and the agent then rightly skips one. A window's missed
   intervals count against the agent unless its threads waited at least half an interval on the run
   queue per missed interval in that window. On a quiet machine the wait is ~0, so any miss fails.
+Also shown: thread growth, CPU (% of a core and per interval), the agent's own warnings about
+falling behind, and what the OTLP receiver and CloudWatch (moto) received.
 
 tests/test_soak.py runs the same code for ~45 s at a 0.25 s interval in ``make test``.
 """
@@ -28,6 +31,7 @@ import argparse
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,7 +63,7 @@ class Settings:
     warmup: float = 60.0  # seconds after the agent's start before the judged window opens
     scrape_every: float = 15.0
     sample_every: float = 2.0
-    level_samples: int = 5  # a level is the minimum over this many consecutive samples
+    level_samples: int = 5  # a level is taken over this many consecutive samples
     exporters: str = "otlp,prometheus,log,cloudwatch"
 
 
@@ -98,13 +102,12 @@ class Report:
     def judged_scrapes(self) -> List[Scrape]:
         return [s for s in self.scrapes if s.at >= self.settings.warmup]
 
-    def _level(self, values: Sequence[float]) -> float:
-        return min(values[:self.settings.level_samples])
-
-    def growth(self, measure: Callable[[Sample], float]) -> float:
+    def growth(self, measure: Callable[[Sample], float],
+               level: Callable[[Sequence[float]], float] = statistics.median) -> float:
         """Level of the last samples minus level of the first samples after the warm-up."""
         values = [measure(s) for s in self.judged_samples]
-        return self._level(values[::-1]) - self._level(values)
+        k = self.settings.level_samples
+        return level(values[-k:]) - level(values[:k])
 
     @property
     def rss_growth_mib(self) -> float:
@@ -112,11 +115,11 @@ class Report:
 
     @property
     def fd_growth(self) -> int:
-        return int(self.growth(lambda s: s.fds))
+        return int(self.growth(lambda s: s.fds, level=min))
 
     @property
     def thread_growth(self) -> int:
-        return int(self.growth(lambda s: s.threads))
+        return int(self.growth(lambda s: s.threads, level=min))
 
     @property
     def window_seconds(self) -> float:
@@ -163,7 +166,8 @@ class Report:
 
     @property
     def cpu_per_interval(self) -> float:
-        """CPU seconds per interval, scrapes and exports included: what the machine must give it."""
+        """CPU seconds per interval, scrapes and exports included: how much of each interval the agent's
+        own work takes (shown, not judged: speed is for benchmarks, not a pass/fail bound)."""
         return self.cpu_percent / 100 * self.settings.interval
 
     def failures(self) -> List[str]:
@@ -175,9 +179,6 @@ class Report:
             problems.append(f"RSS grew {self.rss_growth_mib:.2f} MiB after the warm-up (bound: < 1 MiB)")
         if self.fd_growth > 0:
             problems.append(f"{self.fd_growth} more open file descriptor(s) than after the warm-up")
-        if self.cpu_per_interval >= self.settings.interval / 2:
-            problems.append(f"the agent used {self.cpu_per_interval * 1000:.0f} ms of CPU per "
-                            f"{self.settings.interval:g} s interval: it cannot keep its schedule")
         if self.missed_by_agent:
             problems.append(f"{self.missed_by_agent} interval(s) missed while the agent had the CPU")
         # The scrapes' own timing blurs the count by about one interval at each end.
@@ -345,7 +346,8 @@ def serve_peers() -> None:
     """
     sys.path.insert(0, TESTS)
     import boto3
-    from aws_peers import FAKE_CREDENTIALS, REGION, Moto, statistics
+    from aws_peers import FAKE_CREDENTIALS, REGION, Moto
+    from aws_peers import statistics as cloudwatch_statistics
     from otlp_receiver import GrpcReceiver
 
     class CountingReceiver(GrpcReceiver):
@@ -373,7 +375,7 @@ def serve_peers() -> None:
         sys.stdin.read()
         client = boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto.url,
                               aws_access_key_id="testing", aws_secret_access_key="testing")
-        points = statistics(client, INSTANCE_ID, "rx_bytes_rate", ["SampleCount"])
+        points = cloudwatch_statistics(client, INSTANCE_ID, "rx_bytes_rate", ["SampleCount"])
         print(json.dumps({"otlp_requests": receiver.count, "otlp_collections": receiver.collections,
                           "cloudwatch_rx_bytes_rate_samples": int(sum(p["SampleCount"] for p in points))}),
               flush=True)
@@ -405,12 +407,13 @@ def summary(report: Report) -> str:
     starved = sum(report.starved_windows())
     lines = [
         f"judged window      {report.window_seconds:.0f} s, {len(report.judged_samples)} samples",
-        f"RSS growth         {report.rss_growth_mib:+.2f} MiB (bound < 1 MiB; levels = min of "
+        f"RSS growth         {report.rss_growth_mib:+.2f} MiB (bound < 1 MiB; levels = median of "
         f"{report.settings.level_samples} samples)",
-        f"fd growth          {report.fd_growth:+d} (bound 0)",
+        f"fd growth          {report.fd_growth:+d} (bound 0; levels = minimum of {report.settings.level_samples} "
+        f"samples)",
         f"thread growth      {report.thread_growth:+d} (shown, not judged)",
         f"CPU                {report.cpu_percent:.2f} % of one core, "
-        f"{report.cpu_per_interval * 1000:.1f} ms per interval (bound < half the interval)",
+        f"{report.cpu_per_interval * 1000:.1f} ms per interval",
         f"collections        {report.collections} in {report.window_seconds:.1f} s at {report.settings.interval:g} s",
         f"missed intervals   {report.missed_intervals} ({report.missed_by_agent} while the agent had the CPU, "
         f"{starved} window(s) explained by run-queue wait); unaccounted {report.unaccounted_intervals:+.1f}",

@@ -53,9 +53,12 @@ def test_the_judge_passes_a_steady_run_and_names_each_kind_of_failure():
 
     # RSS: a leak of 1.5 MiB over the judged window fails; a one-sample spike (a request in flight) does not.
     leaking = [_sample(s.at, rss_mib=80 + 1.5 * max(0, s.at - 10) / 30) for s in samples]
-    assert _report(leaking, scrapes).rss_growth_mib == pytest.approx(1.4)  # levels: minimum of 3 samples
+    assert _report(leaking, scrapes).rss_growth_mib == pytest.approx(1.4)  # levels: median of 3 samples
     assert "RSS grew 1.40 MiB" in " ".join(_report(leaking, scrapes).failures())
-    spiky = [_sample(s.at, rss_mib=90 if s.at == 38 else 80, fds=101 if s.at == 39 else 100) for s in samples]
+    # One sample up (a buffer in flight) or down (file pages reclaimed for a moment) is not growth;
+    # nor is an fd open only while a request is.
+    spiky = [_sample(s.at, rss_mib={11: 78.5, 38: 90}.get(s.at, 80), fds=101 if s.at == 39 else 100)
+             for s in samples]
     assert _report(spiky, scrapes).failures() == []
 
     # fds: one descriptor more for good, late in the run, fails.
@@ -70,13 +73,6 @@ def test_the_judge_passes_a_steady_run_and_names_each_kind_of_failure():
                             waited[int(s.at)]) for s in scrapes]
     assert _report(samples, missing(0.1)).failures() == ["3 interval(s) missed while the agent had the CPU"]
     assert _report(samples, missing(2.0)).failures() == []
-
-    # An agent whose every cycle needs most of the interval's CPU cannot keep up on a shared machine.
-    busy = [_sample(s.at) for s in samples]
-    for s in busy:
-        s.cpu_seconds = 0.6 * s.at
-    assert _report(busy, scrapes).failures() == ["the agent used 600 ms of CPU per 1 s interval: it cannot "
-                                                 "keep its schedule"]
 
     # Collections that fall behind elapsed time without the counter saying so: the counter lies.
     silent = [soak.Scrape(s.at, s.collections - (5 if s.at >= 25 else 0), 0, s.sample) for s in scrapes]
