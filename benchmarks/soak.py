@@ -93,6 +93,7 @@ class Report:
     scrapes: List[Scrape]
     peers: Dict[str, int] = field(default_factory=dict)
     logged_missed: int = 0  # sum of the agent's "fell N interval(s) behind" warnings
+    agent_problems: List[str] = field(default_factory=list)  # its other WARNING/ERROR lines
 
     @property
     def judged_samples(self) -> List[Sample]:
@@ -229,6 +230,12 @@ def scrape_counters(port: int, timeout: float = 10) -> Optional[Dict[str, float]
     return values if COLLECTIONS in values and MISSED in values else None
 
 
+def logged_problems(stderr_text: str) -> List[str]:
+    """The agent's WARNING and ERROR lines other than falling behind (those are counted apart)."""
+    return [line for line in stderr_text.splitlines()
+            if (" WARNING " in line or " ERROR " in line) and "interval(s) behind" not in line]
+
+
 def logged_missed(stderr_text: str) -> int:
     total = 0
     for line in stderr_text.splitlines():
@@ -322,7 +329,9 @@ def run_soak(settings: Settings, show: Callable[[str], None] = print) -> Report:
 
         _stop(agent)
         with open(stderr_path) as f:
-            report.logged_missed = logged_missed(f.read())
+            stderr_text = f.read()
+        report.logged_missed = logged_missed(stderr_text)
+        report.agent_problems = logged_problems(stderr_text)
         peers.stdin.close()  # asks the peers for their counts, after the agent's final flush
         report.peers = json.loads(peers.stdout.readline() or "{}")
         return report
@@ -370,11 +379,14 @@ def serve_peers() -> None:
     receiver = CountingReceiver()
     moto = Moto(_free_port()).start()
     try:
+        client = boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto.url,
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        # moto builds its CloudWatch backend on the first request: seconds of CPU that, on a busy
+        # machine, held the agent's first PutMetricData for the whole of a short run. CloudWatch is warm.
+        client.list_metrics()
         print(json.dumps({"otlp": receiver.endpoint, "cloudwatch": moto.url,
                           "aws_environment": dict(FAKE_CREDENTIALS, AWS_REGION=REGION)}), flush=True)
         sys.stdin.read()
-        client = boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto.url,
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
         points = cloudwatch_statistics(client, INSTANCE_ID, "rx_bytes_rate", ["SampleCount"])
         print(json.dumps({"otlp_requests": receiver.count, "otlp_collections": receiver.collections,
                           "cloudwatch_rx_bytes_rate_samples": int(sum(p["SampleCount"] for p in points))}),
@@ -419,6 +431,8 @@ def summary(report: Report) -> str:
         f"{starved} window(s) explained by run-queue wait); unaccounted {report.unaccounted_intervals:+.1f}",
         f"agent log          {report.logged_missed} interval(s) reported behind over the whole run",
         f"peers              {json.dumps(report.peers)}",
+        f"agent warnings     {len(report.agent_problems)} other than falling behind",
+        *("  " + line for line in report.agent_problems[:5]),
     ]
     failures = report.failures()
     lines.append("PASS" if not failures else "FAIL: " + "; ".join(failures))
