@@ -12,7 +12,7 @@ DEB_COMMANDS := prometheus shellcheck logrotate tmux prometheus-node-exporter sy
 PYTHON39 ?= $(firstword $(shell for p in python3.9 $(HOME)/.pyenv/versions/3.9.*/bin/python3.9; do \
   $$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 9))' >/dev/null 2>&1 && echo $$p; done))
 
-.PHONY: demo test test-py39 deps venv test-venv bench clean
+.PHONY: demo test test-py39 deps venv test-venv bench soak clean
 
 $(BIN)/otel-efa: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ bench: deps test-venv
 	$(BIN)/python benchmarks/collection_cycle.py
 	$(BIN)/python benchmarks/agent_footprint.py
 	$(BIN)/python benchmarks/compare_node_exporter.py
+
+# The 10-minute soak at 1 s on a simulated p5.48xlarge (OTLP, Prometheus, log, CloudWatch to moto);
+# exits 1 on RSS growth >= 1 MiB, fd growth or a missed interval. make test runs a 45 s form of it.
+soak: test-venv
+	$(BIN)/python benchmarks/soak.py --minutes 10
 
 clean:
 	rm -rf $(VENV) .venv39 demo .pytest_cache build *.egg-info

@@ -136,6 +136,7 @@ class Agent:
             if deadline < now:  # a slow cycle or a suspended process: skip, never burst
                 missed = int((now - deadline) // interval) + 1
                 log.warning("collection fell %d interval(s) behind; skipping ahead", missed)
+                self.stats.add_missed_intervals(missed)
                 deadline += missed * interval
             self._stop.wait(deadline - now)
         self.shutdown()

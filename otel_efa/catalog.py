@@ -219,6 +219,10 @@ AGENT_METRICS: Tuple[MetricSpec, ...] = (
                "the agent"),
     MetricSpec("otel_efa_collection_duration", Kind.GAUGE, "s", "Wall time of the last collection cycle",
                Scope.AGENT, "the agent"),
+    MetricSpec("otel_efa_missed_intervals", Kind.COUNTER, "1",
+               "Collection intervals skipped because the agent fell behind (a slow cycle, a starved or "
+               "suspended process); collections + missed intervals = elapsed time / interval",
+               Scope.AGENT, "the agent"),
     MetricSpec("otel_efa_dropped_datapoints", Kind.COUNTER, "1",
                "Datapoints an exporter dropped, oldest first, because its outage buffer was full",
                Scope.AGENT, "the agent (CloudWatch exporter buffer)"),

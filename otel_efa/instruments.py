@@ -267,6 +267,12 @@ def _dropped_datapoints(instrumentor: EfaInstrumentor):
     return observe
 
 
+def _missed_intervals(instrumentor: EfaInstrumentor):
+    def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(instrumentor.stats.missed_intervals)
+    return observe
+
+
 def _expected_devices(instrumentor: EfaInstrumentor):
     def observe(_options: CallbackOptions) -> Iterable[Observation]:
         snapshot = instrumentor.collector.latest
@@ -281,5 +287,6 @@ _AGENT_OBSERVERS = {
     "otel_efa_collections": _snapshot_field("collections"),
     "otel_efa_collection_duration": _snapshot_field("duration"),
     "otel_efa_dropped_datapoints": _dropped_datapoints,
+    "otel_efa_missed_intervals": _missed_intervals,
     "efa_expected_devices": _expected_devices,
 }
