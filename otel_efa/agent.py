@@ -22,6 +22,7 @@ from .imds import ImdsClient
 from .instruments import EfaInstrumentor
 from .resource import build_resource
 from .stats import AgentStats
+from .stop_flag import StopFlag
 from .sysfs import SysfsReader
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Agent:
         """``metric_readers``: more OTel readers to attach beside the exporters' (embedding, tests)."""
         self.config = config
         self._extra_readers = list(metric_readers)
-        self._stop = threading.Event()
+        self._stop = StopFlag()  # its wait is on the monotonic clock, also on Python 3.9
         self._resource = resource
         self._simulator = None
         self._simulation = None
@@ -171,6 +172,7 @@ class Agent:
         if self._simulation_dir is not None:
             self._simulation_dir.cleanup()
             self._simulation_dir = None
+        self._stop.close()  # a later stop() only sets the flag
 
 
 def install_signal_handlers(agent: Agent) -> None:
