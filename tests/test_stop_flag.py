@@ -4,7 +4,6 @@ What it is for, a wait that a wall clock stepped back does not stretch on Python
 here: stepping this machine's clock would disturb every other process, and libfaketime compensates the
 semaphore waits it would have to fake. The module docstring gives the reason (CPython bpo-41710).
 """
-import os
 import signal
 import threading
 import time
@@ -38,13 +37,16 @@ def test_set_from_another_thread_ends_a_long_wait():
 
 
 def test_set_from_a_signal_handler_ends_a_long_wait():
+    """As SIGTERM reaches the agent: at the main thread, which is waiting."""
     flag = StopFlag()
     previous = signal.signal(signal.SIGUSR1, lambda *_: flag.set())
+    sender = threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGUSR1))
     try:
-        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        sender.start()
         started = time.monotonic()
         assert flag.wait(30) is True
         assert time.monotonic() - started < 5
     finally:
+        sender.join()  # the signal is out before the handler goes back to the default (terminate)
         signal.signal(signal.SIGUSR1, previous)
         flag.close()

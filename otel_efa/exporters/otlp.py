@@ -204,10 +204,14 @@ class OtlpExporter(Exporter):
         while True:
             self._wanted.wait()
             self._wanted.clear()
+            if self.reporter.shut.is_set():
+                return  # the sender is closed: the final export had its chance
             final = self._last.is_set()  # asked for during a send: one more, with the latest values
             try:
                 self.export_now()
             except Exception:
+                if self.reporter.shut.is_set():
+                    return  # closed under a send that hung: shutdown has said so once
                 log.exception("OTLP export failed; trying again after the next collection")
             if final:
                 return
