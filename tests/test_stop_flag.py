@@ -4,6 +4,7 @@ What it is for, a wait that a wall clock stepped back does not stretch on Python
 here: stepping this machine's clock would disturb every other process, and libfaketime compensates the
 semaphore waits it would have to fake. The module docstring gives the reason (CPython bpo-41710).
 """
+import os
 import signal
 import threading
 import time
@@ -50,3 +51,24 @@ def test_set_from_a_signal_handler_ends_a_long_wait():
         sender.join()  # the signal is out before the handler goes back to the default (terminate)
         signal.signal(signal.SIGUSR1, previous)
         flag.close()
+
+
+def test_works_with_descriptors_numbered_above_1024():
+    """The agent holds more than a thousand counter files open before it makes its flag."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, 4096)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    held = []
+    try:
+        while len(held) < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        flag = StopFlag()
+        assert flag.wait(0.05) is False
+        threading.Timer(0.1, flag.set).start()
+        assert flag.wait(30) is True
+        flag.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
