@@ -1,4 +1,5 @@
 """Shared fixtures: a simulated node, free loopback ports, an agent running in a thread."""
+import os
 import socket
 import threading
 import time
@@ -9,6 +10,13 @@ import pytest
 from otel_efa.agent import Agent
 from otel_efa.config import Config
 from otel_efa.simulator import Simulator
+
+
+def pytest_configure(config):
+    """Before any test imports grpc: this process forks peers (Prometheus, agents) while gRPC receivers
+    run, and gRPC's fork handlers make some of those children abort before exec on grpcio 1.80 (Python
+    3.9). The agent's own sender sets the same (tests/test_otlp_fork.py)."""
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 @pytest.fixture(autouse=True)

@@ -29,6 +29,10 @@ class GrpcSender:
                  certificate: Optional[str] = None):
         # gRPC core writes its own INFO lines (a GOAWAY when the collector stops) straight to stderr.
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+        # The agent forks (squeue for Slurm job ids) while exports run. gRPC's fork handlers, on by default,
+        # make some of those children abort before exec (grpcio 1.80, the newest for Python 3.9: "epoll_wait
+        # error: Bad file descriptor"); the agent never uses gRPC in a child, so it needs none of them.
+        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
         import grpc
         from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
 
