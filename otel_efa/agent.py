@@ -88,8 +88,8 @@ class Agent:
         self.exporters = [exporter_registry.create(name, self.config, resource) for name in self.config.exporters]
         for exporter in self.exporters:
             exporter.attach_stats(self.stats)
-        readers = [r for r in (e.metric_reader() for e in self.exporters) if r is not None] + self._extra_readers
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=_sdk_self_metrics_views())
+        self.meter_provider = MeterProvider(resource=resource, metric_readers=self._extra_readers,
+                                            views=_sdk_self_metrics_views())
         self.attribution = Attribution(self.config, sysfs_root)
         self.instrumentor = EfaInstrumentor(self.collector, device_attributes=self.attribution.device_attributes,
                                             node_attributes=self.attribution.node_attributes,

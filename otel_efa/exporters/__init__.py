@@ -1,4 +1,4 @@
-"""Exporters: each takes the shared Snapshot after a collection, or attaches a reader to the SDK.
+"""Exporters: each takes the shared Snapshot after a collection (and its frame, see otel_efa/frame.py).
 
 An exporter never reads sysfs and never blocks the collection loop: one that talks to a network does
 its sending on its own thread.
@@ -6,7 +6,6 @@ its sending on its own thread.
 import importlib
 from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
-from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 
 from ..config import Config
@@ -37,10 +36,6 @@ class Exporter:
     def attach_jobs(self, job_ids: Callable[[], Tuple[str, ...]]) -> None:
         """Where the agent's attribution tells the running jobs (for exporters that label by job)."""
         self.job_ids = job_ids  # type: ignore[method-assign]
-
-    def metric_reader(self) -> Optional[MetricReader]:
-        """A reader for the MeterProvider (pull or OTLP exporters); None for snapshot-only ones."""
-        return None
 
     def start(self) -> None:
         """Called once the MeterProvider exists; open sockets and threads here."""
