@@ -5,14 +5,26 @@ BIN := $(VENV)/bin
 # Debian packages the tests start as real peers (prometheus brings promtool; systemd brings
 # systemd-analyze and systemd-sysusers for the unit and installer tests; gettext-base brings envsubst;
 # faketime brings libfaketime, which steps one agent process's wall clock back in the fault tests).
-DEB_PACKAGES := prometheus shellcheck logrotate tmux prometheus-node-exporter systemd gettext-base curl faketime
-DEB_COMMANDS := prometheus shellcheck logrotate tmux prometheus-node-exporter systemd-analyze envsubst curl faketime
+# iproute2 brings ip, which brings up loopback in the collector tests' own network namespaces.
+DEB_PACKAGES := prometheus shellcheck logrotate tmux prometheus-node-exporter systemd gettext-base curl faketime iproute2
+DEB_COMMANDS := prometheus shellcheck logrotate tmux prometheus-node-exporter systemd-analyze envsubst curl faketime ip
 
 # Amazon Linux 2023's system Python; CI runs the suite on it as well (make test-py39, separate venv).
 PYTHON39 ?= $(firstword $(shell for p in python3.9 $(HOME)/.pyenv/versions/3.9.*/bin/python3.9; do \
   $$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 9))' >/dev/null 2>&1 && echo $$p; done))
 
-.PHONY: demo test test-py39 deps venv test-venv bench soak clean
+.PHONY: demo test test-py39 deps venv test-venv collector bench soak clean
+
+# The test collector (adot/collector/): ADOT's upstream components built at each release in
+# adot/collector/versions, for the end-to-end tests; never shipped to nodes. Needs Go (1.25+).
+GO_PATH_DIRS := $(PATH):/usr/local/go/bin
+COLLECTOR_RELEASES := $(shell sed -e 's/\#.*//' adot/collector/versions)
+COLLECTORS := $(foreach r,$(COLLECTOR_RELEASES),build/collector/$(r)/otelcol-efa)
+
+build/collector/%/otelcol-efa: adot/collector/build.sh adot/collector/manifest.yaml $(wildcard adot/collector/replaces-*)
+	PATH="$(GO_PATH_DIRS)" GOFLAGS=-buildvcs=false adot/collector/build.sh $* build/collector/$*
+
+collector: $(COLLECTORS)
 
 $(BIN)/otel-efa: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +55,7 @@ demo: venv
 	$(BIN)/otel-efa run --simulate p5en.48xlarge --interval 5 --exporters console,log,prometheus \
 	  --log-file demo/efa_monitor.log
 
-test: deps test-venv
+test: deps test-venv collector
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-py39:

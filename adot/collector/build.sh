@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Build the test collector at one contrib release: adot/collector/build.sh RELEASE OUTPUT_DIR
+# Renders manifest.yaml for RELEASE (plus replaces-RELEASE, if any) and runs the OpenTelemetry Collector
+# Builder of the same release. Go's module and build caches make a rebuild take seconds.
+set -euo pipefail
+release="${1:?usage: build.sh RELEASE OUTPUT_DIR}"
+output="${2:?usage: build.sh RELEASE OUTPUT_DIR}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+contrib=github.com/open-telemetry/opentelemetry-collector-contrib
+command -v go >/dev/null 2>&1 || { echo "build.sh: no go on PATH (Go 1.25 or newer builds the collector)" >&2; exit 2; }
+mkdir -p "$output"
+output="$(cd "$output" && pwd)"
+manifest="$output/manifest.yaml"
+sed -e "s|@CONTRIB@|$release|g" -e "s|@OUTPUT@|$output/src|g" "$here/manifest.yaml" > "$manifest"
+if [ -f "$here/replaces-$release" ]; then
+    echo "replaces:" >> "$manifest"
+    grep -v '^\s*#' "$here/replaces-$release" | while read -r module version; do
+        [ -n "$module" ] && echo "  - $contrib/$module v$release => $contrib/$module $version"
+    done >> "$manifest"
+fi
+go run "go.opentelemetry.io/collector/cmd/builder@v$release" --config "$manifest"
+mv "$output/src/otelcol-efa" "$output/otelcol-efa"
