@@ -82,6 +82,12 @@ def remove():
         sys.exit(name + ": package aws-otel-collector is not installed")
     for path in record["files"]:
         os.remove(os.path.join(root, path))
+        parent = os.path.dirname(path)
+        while parent.startswith("opt/") or parent == "opt":  # the package owns its /opt/aws directories
+            if os.listdir(os.path.join(root, parent)):
+                break
+            os.rmdir(os.path.join(root, parent))
+            parent = os.path.dirname(parent)
     os.remove(db)
 
 
