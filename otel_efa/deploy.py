@@ -57,8 +57,14 @@ def build_bundle(source: Path, out: Path) -> List[str]:
                 (out / relative).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, out / relative)
                 files.append(relative.as_posix())
-    (out / MANIFEST).write_text("".join(f"{sha256(out / f)}  {f}\n" for f in files), encoding="utf-8")
+    write_manifest(out, files)
     return files + [MANIFEST]
+
+
+def write_manifest(out: Path, files: List[str]) -> None:
+    """``SHA256SUMS`` over ``files`` (relative to ``out``), in ``sha256sum -c`` format: the node script
+    checks the synced bundle with it before it installs anything."""
+    (out / MANIFEST).write_text("".join(f"{sha256(out / f)}  {f}\n" for f in files), encoding="utf-8")
 
 
 def ensure_bucket(s3, bucket: str, region: str) -> bool:

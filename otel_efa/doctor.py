@@ -39,6 +39,7 @@ class Context:
     pid: Optional[int] = None  # the agent's process (default: the service's MainPID)
     timeout: float = 3.0
     cpu_sample_s: float = 1.0
+    root: str = "/"  # where installed software (ADOT) is looked for
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     _cache: Dict[str, object] = field(default_factory=dict)
 
@@ -292,6 +293,14 @@ def check_cpu(context: Context) -> Result:
     return Result(FAIL, f"agent (pid {pid}) uses {used:.1%} CPU, above {CPU_LIMIT:.0%}",
                   f"raise 'interval' in {CONFIG_FILE} (60 s is the default), then {RESTART}")
 
+def check_adot_version(context: Context) -> Result:
+    """ADOT below the minimum forms no node totals (otel_efa/adot_version.py says why)."""
+    if not _uses(context, "otlp"):
+        return Result(SKIP, "otlp exporter not configured")
+    from . import adot_version
+
+    return Result(*adot_version.check(context.root))
+
 
 Check = Tuple[str, Callable[[Context], Result]]
 CHECKS: Tuple[Check, ...] = (
@@ -300,6 +309,7 @@ CHECKS: Tuple[Check, ...] = (
     ("service", check_service),
     ("log file", check_log),
     ("OTLP collector", check_collector),
+    ("ADOT version", check_adot_version),
     ("Prometheus endpoint", check_prometheus),
     ("CloudWatch", check_cloudwatch),
     ("interval", check_interval),
@@ -331,6 +341,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--service", default="efa-monitor", help="systemd service name (default efa-monitor)")
     p.add_argument("--pid", type=int, help="the agent's process id (default: the service's main PID)")
     p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per network check")
+    p.add_argument("--root", default="/", help="where installed software such as ADOT is looked for (default /)")
     p.set_defaults(handler=_doctor)
 
 
@@ -340,7 +351,7 @@ def _doctor(args) -> int:
     from . import config as config_module
 
     config = config_module.load(args.config, flags={"sysfs": args.sysfs})
-    context = Context(config=config, service=args.service, pid=args.pid, timeout=args.timeout)
+    context = Context(config=config, service=args.service, pid=args.pid, timeout=args.timeout, root=args.root)
     failed = False
     for name, result in run_checks(context):
         sys.stdout.write(format_result(name, result) + "\n")

@@ -2,24 +2,30 @@
 # ParallelCluster OnNodeConfigured script for compute nodes: installs and starts the efa-monitor
 # service (the otel-efa agent) on EFA-capable GPU nodes.
 #
-#   compute-node-efa-monitor.sh CLUSTER_NAME REGION S3_BUCKET [MONITORING_TYPE] [SETUP_TYPE] [--root DIR]
+#   compute-node-efa-monitor.sh CLUSTER_NAME REGION S3_BUCKET [MONITORING_TYPE] [SETUP_TYPE]
+#                               [AMP_REMOTE_WRITE_URL] [--amp-url URL] [--root DIR]
 #
-# The arguments are the seed's: MONITORING_TYPE is none | cloudwatch (default) | self-hosting |
-# amp-only | amp+amg; SETUP_TYPE is gpu (default) or cpu. Nothing is installed unless SETUP_TYPE is
-# gpu and the node has EFA devices: then the script says why and exits 0, so the node still boots.
+# The first five arguments are the quick-start's: MONITORING_TYPE is none | cloudwatch (default) |
+# self-hosting | amp-only | amp+amg; SETUP_TYPE is gpu (default) or cpu. An empty CLUSTER_NAME or REGION
+# ("") is read from ParallelCluster's /etc/parallelcluster/cfnconfig (stack_name, cfn_region).
+# AMP_REMOTE_WRITE_URL (or --amp-url) is the AMP workspace's remote write URL, needed by amp-only and
+# amp+amg. Nothing is installed unless SETUP_TYPE is gpu and the node has EFA devices: then the script
+# says why and exits 0, so the node still boots.
 #
 # It installs from the bundle `otel-efa deploy upload` put under s3://S3_BUCKET/S3_PREFIX/ (layout:
-# README, "On the node"), synced to /opt/otel-efa/bundle: the agent wheel into its own venv built with
-# the node's Python (3.9+), /etc/otel-efa/config.yaml for the monitoring type, the systemd unit and a
-# drop-in with region and cluster name, the logrotate rule, the efa-monitor system user, and ADOT
-# (adot/install-adot.sh) when the monitoring type sends OTLP. Then it enables and starts the service.
+# README, "On the node"), synced to /opt/otel-efa/bundle and checked against its SHA256SUMS: the agent
+# wheel into its own venv built with the node's Python (3.9+), /etc/otel-efa/config.yaml for the
+# monitoring type, the systemd unit and a drop-in with region and cluster name (OTEL_EFA_CLUSTER_NAME),
+# the logrotate rule, the efa-monitor system user, and ADOT (adot/install-adot.sh --mode amp) when the
+# monitoring type sends OTLP. Then it enables and starts the service.
 # Running it again changes nothing unless the bundle changed (then it restarts the service once).
 #
 # Environment (all optional):
 #   ROOT=DIR         install under DIR instead of / (an image, or a test's fake root); --root DIR too.
 #                    The unit is then only enabled (systemctl --root), nothing is started on this host,
 #                    unless SYSTEMCTL is set.
-#   SYSTEMCTL=CMD    the systemctl to manage the running service with (default systemctl)
+#   SYSTEMCTL=CMD    the systemctl to manage the running services with (default systemctl); passed on to
+#                    install-adot.sh
 #   BUNDLE=DIR       use this bundle directory as is (e.g. on /fsx) instead of syncing it from S3
 #   S3_PREFIX=P      bundle prefix in the bucket (default otel-efa)
 #   PYTHON=PATH      the Python to build the venv with (default: the newest python3.x >= 3.9 on PATH)
@@ -28,7 +34,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 CLUSTER_NAME REGION S3_BUCKET [MONITORING_TYPE] [SETUP_TYPE] [--root DIR]" >&2
+    echo "usage: $0 CLUSTER_NAME REGION S3_BUCKET [MONITORING_TYPE] [SETUP_TYPE] [AMP_REMOTE_WRITE_URL] [--amp-url URL] [--root DIR]" >&2
     exit 2
 }
 
@@ -36,15 +42,18 @@ log() { echo "efa-monitor setup: $*"; }
 die() { echo "efa-monitor setup: error: $*" >&2; exit "${2:-1}"; }
 
 args=()
+AMP_URL=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --root) [ $# -ge 2 ] || usage; ROOT="$2"; shift 2 ;;
         --root=*) ROOT="${1#--root=}"; shift ;;
+        --amp-url) [ $# -ge 2 ] || usage; AMP_URL="$2"; shift 2 ;;
+        --amp-url=*) AMP_URL="${1#--amp-url=}"; shift ;;
         -h|--help) usage ;;
         *) args+=("$1"); shift ;;
     esac
 done
-if [ "${#args[@]}" -lt 3 ] || [ "${#args[@]}" -gt 5 ]; then
+if [ "${#args[@]}" -lt 3 ] || [ "${#args[@]}" -gt 6 ]; then
     usage
 fi
 CLUSTER_NAME="${args[0]}"
@@ -52,9 +61,25 @@ REGION="${args[1]}"
 S3_BUCKET="${args[2]}"
 MONITORING_TYPE="${args[3]:-cloudwatch}"
 SETUP_TYPE="${args[4]:-gpu}"
+AMP_URL="${AMP_URL:-${args[5]:-}}"
 
 ROOT="${ROOT:-}"
 ROOT="${ROOT%/}"
+
+# ParallelCluster's node settings, for what the arguments leave empty. The cookbook
+# (aws-parallelcluster-cookbook, recipe aws-parallelcluster-environment::cfnconfig_mixed, template
+# init/cfnconfig.erb) writes /etc/parallelcluster/cfnconfig as shell variables during the node's init
+# phase, before OnNodeConfigured runs: stack_name (the cluster name), cfn_region, cfn_node_type. AWS's
+# "Custom bootstrap actions" page says these internal variables are unsupported and may go away, so the
+# arguments come first and the file is only the fallback.
+CFNCONFIG="$ROOT/etc/parallelcluster/cfnconfig"
+cfnconfig_value() {  # cfnconfig_value NAME -> its value, or nothing
+    if [ -f "$CFNCONFIG" ]; then sed -n "s/^$1=//p" "$CFNCONFIG" | tr -d "\"'" | tail -n 1; fi
+}
+if [ -z "$CLUSTER_NAME" ]; then CLUSTER_NAME=$(cfnconfig_value stack_name); fi
+if [ -z "$REGION" ]; then REGION=$(cfnconfig_value cfn_region); fi
+[ -n "$CLUSTER_NAME" ] || die "CLUSTER_NAME (1st argument) is empty and /etc/parallelcluster/cfnconfig has no stack_name" 2
+[ -n "$REGION" ] || die "REGION (2nd argument) is empty and /etc/parallelcluster/cfnconfig has no cfn_region" 2
 S3_PREFIX="${S3_PREFIX:-otel-efa}"
 SYSFS="${SYSFS:-$ROOT/sys}"
 IMDS="${AWS_EC2_METADATA_SERVICE_ENDPOINT:-http://169.254.169.254}"
@@ -73,6 +98,9 @@ case "$MONITORING_TYPE" in
     amp-only|amp+amg) EXPORTERS="otlp, cloudwatch, log"; NEEDS_ADOT=yes ;;
     *) die "MONITORING_TYPE (4th argument): unknown '$MONITORING_TYPE'; use none, cloudwatch, self-hosting, amp-only or amp+amg" 2 ;;
 esac
+if [ "$NEEDS_ADOT" = yes ] && [ -z "$AMP_URL" ]; then
+    die "MONITORING_TYPE $MONITORING_TYPE needs the AMP workspace's remote write URL: give it as the 6th argument (AMP_REMOTE_WRITE_URL) or --amp-url URL" 2
+fi
 
 # --- Is this a node for us? ------------------------------------------------------------------------
 imds_get() {  # imds_get PATH -> the value, or nothing off EC2
@@ -112,8 +140,15 @@ if [ "$BUNDLE" = "$PREFIX/bundle" ]; then
     aws s3 sync --only-show-errors --delete --region "$REGION" "s3://$S3_BUCKET/$S3_PREFIX/" "$BUNDLE/" \
         || die "cannot download s3://$S3_BUCKET/$S3_PREFIX/: upload it with 'otel-efa deploy upload' and give the node role s3:GetObject on it"
 fi
+# The bundle must be what 'otel-efa deploy upload' built: every file its SHA256SUMS lists, unchanged.
+[ -f "$BUNDLE/SHA256SUMS" ] || die "$BUNDLE has no SHA256SUMS: upload the bundle with 'otel-efa deploy upload'; nothing installed"
+if ! bad=$(cd "$BUNDLE" && sha256sum --quiet -c SHA256SUMS 2>/dev/null); then
+    die "$BUNDLE does not match its SHA256SUMS (${bad%%$'\n'*}): upload the bundle again with 'otel-efa deploy upload'; nothing installed"
+fi
 wheel=$(find "$BUNDLE" -maxdepth 1 -name 'otel_efa-*.whl' | sort -V | tail -n 1)
 [ -n "$wheel" ] || die "no otel_efa-*.whl in $BUNDLE: upload the bundle with 'otel-efa deploy upload'"
+grep -q "  $(basename "$wheel")\$" "$BUNDLE/SHA256SUMS" \
+    || die "$(basename "$wheel") is not listed in $BUNDLE/SHA256SUMS: upload the bundle again with 'otel-efa deploy upload'; nothing installed"
 for file in efa-monitor.service efa-monitor.yaml efa-monitor.logrotate efa-monitor.sysusers.conf; do
     [ -f "$BUNDLE/systemd/$file" ] || die "$BUNDLE/systemd/$file is missing from the bundle"
 done
@@ -185,6 +220,7 @@ cat > "$work/parallelcluster.conf" <<EOF
 [Service]
 Environment=AWS_DEFAULT_REGION=$REGION
 Environment=OTEL_RESOURCE_ATTRIBUTES=aws.parallelcluster.cluster_name=$CLUSTER_NAME
+Environment=OTEL_EFA_CLUSTER_NAME=$CLUSTER_NAME
 EOF
 put_file "$BUNDLE/systemd/efa-monitor.service" "$UNIT_DIR/$UNIT" 0644 && CHANGED_UNITS=yes
 put_file "$work/parallelcluster.conf" "$UNIT_DIR/$UNIT.d/parallelcluster.conf" 0644 && CHANGED_UNITS=yes
@@ -215,9 +251,10 @@ fi
 if [ "$NEEDS_ADOT" = yes ]; then
     if [ -f "$BUNDLE/adot/install-adot.sh" ]; then
         log "installing the ADOT collector (adot/install-adot.sh)"
-        adot_installer="$BUNDLE/adot/install-adot.sh"
-        ROOT="$ROOT" BUNDLE="$BUNDLE" bash "$adot_installer" \
-            "$CLUSTER_NAME" "$REGION" "$MONITORING_TYPE" || die "adot/install-adot.sh failed"
+        # ADOT's amp mode: the agent sends CloudWatch itself (cloudwatch exporter), the collector only AMP.
+        # install-adot.sh prints its own one-line reason when it refuses; its exit status is ours.
+        bash "$BUNDLE/adot/install-adot.sh" --mode amp --region "$REGION" --amp-url "$AMP_URL" \
+            --cluster-name "$CLUSTER_NAME" --config-dir "$BUNDLE/otel-config" --root "${ROOT:-/}" || exit $?
     else
         log "warning: no adot/install-adot.sh in the bundle; OTLP exports wait for a collector on localhost:4317"
     fi

@@ -94,6 +94,9 @@ class HealthyNode:
         for name in [n for n in self.env if n.startswith("OTEL_")]:
             del self.env[name]
         self.config = self.write_config("config.yaml")
+        self.root = base / "root"  # an installed ADOT, as its package leaves it (doctor --root)
+        (self.root / "opt/aws/aws-otel-collector/bin").mkdir(parents=True)
+        (self.root / "opt/aws/aws-otel-collector/bin/VERSION").write_text("v0.49.0\n")
         wait_for(lambda: _listening(self.otlp_port), "the OTLP receiver")
         wait_for(lambda: self.log.exists() and self.log.stat().st_size > 0, "the agent's first log line")
         wait_for(lambda: _serves_metrics(f"http://127.0.0.1:{self.prometheus_port}/metrics"),
@@ -120,7 +123,7 @@ class HealthyNode:
 
     def doctor(self, *args: str, config: Path = None) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "otel_efa", "doctor",
-                               "--config", str(config or self.config), *args],
+                               "--config", str(config or self.config), "--root", str(self.root), *args],
                               env=self.env, capture_output=True, text=True, timeout=120)
 
     def close(self) -> None:
