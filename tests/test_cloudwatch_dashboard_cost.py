@@ -1,13 +1,17 @@
-"""The dashboard against what the exporter really published (moto in server mode), the head-node hook,
-and the cost command on a hand-computed case and on the seed's 4-node example."""
+"""The dashboard against what the exporter really published (moto in server mode), its error graphs
+evaluated over the stored data (``cloudwatch_math``), the head-node hook, and the cost command on
+hand-computed cases and on the AWS ParallelCluster EFA monitoring quick-start's 4-node example."""
 import json
 import os
 import re
 import subprocess
 from pathlib import Path
 
+from datetime import datetime, timezone
+
 import pytest
 
+import cloudwatch_math as cwm
 from aws_peers import REGION, cloudwatch, config_with, moto, node, proxy  # noqa: F401
 from otel_efa.cli import main
 
@@ -76,12 +80,66 @@ def test_every_widget_metric_exists_with_exactly_its_dimensions(aws, node, capsy
     errors = next(p for t, p in graphs.items() if t.startswith("EFA errors"))
     items = [i for row in errors["metrics"] for i in row]
     shown = [i["expression"] for i in items if i.get("visible", True)]
-    assert shown == ["DIFF(c1)", "DIFF(c2)"]  # increase per period, not a sum of running totals
+    # increase per period, clamped at 0, not a sum of running totals
+    assert shown == ["MAX([DIFF(c1), TIME_SERIES(0)])", "MAX([DIFF(c2), TIME_SERIES(0)])"]
     assert all("'Maximum'" in i["expression"] for i in items if not i.get("visible", True))
     text = next(w for w in body["widgets"] if w["type"] == "text")["properties"]["markdown"]
     for name in ("rx_bytes_rate", "tx_bytes_rate", "rx_packets_rate", "tx_packets_rate", "rx_errors", "tx_discards"):
         assert f"`{name}`" in text
     assert "rx_drops" in text and "3200 Gbps" in text
+
+
+def stored_search(client, expression: str, start: float, end: float):
+    """A SEARCH as CloudWatch answers it (moto has no SEARCH): every metric with exactly the schema's
+    dimensions and the terms, each asked of moto with GetMetricData at the SEARCH's stat and period."""
+    (schema, terms, stat, period), = SEARCH.findall(expression)
+    namespace, *dims = schema.split(",")
+    wanted = dict(re.findall(r'(\w+)="([^"]*)"', terms))
+    listed = [m for page in client.get_paginator("list_metrics").paginate(
+        Namespace=namespace, MetricName=wanted["MetricName"]) for m in page["Metrics"]]
+    matching = [m for m in listed if sorted(d["Name"] for d in m["Dimensions"]) == sorted(dims)]
+    queries = [{"Id": f"s{i}", "MetricStat": {"Metric": m, "Period": int(period), "Stat": stat}}
+               for i, m in enumerate(matching)]
+    answer = client.get_metric_data(MetricDataQueries=queries, StartTime=datetime.fromtimestamp(start, timezone.utc),
+                                    EndTime=datetime.fromtimestamp(end, timezone.utc))
+    return [{int(t.timestamp()): v for t, v in zip(r["Timestamps"], r["Values"])} for r in answer["MetricDataResults"]]
+
+
+def test_error_graphs_show_new_errors_and_a_reset_as_zero(aws, node, capsys):
+    """Two nodes: one counts 7 new drops, the other's device resets (its count drops by 40). Evaluated
+    over what moto stored, each error line is one series, never negative, 7 where the drops came."""
+    growing = node(config_with(), "i-0dasherrors00001")
+    resetting = node(config_with(), "i-0dasherrors00002")
+    resetting.sim.set_value(resetting.sim.device_names[0], "rx_drops", 40)
+    resetting.sim.set_value(resetting.sim.device_names[1], "rx_drops", 2)
+    for minute in range(12):
+        if minute == 5:
+            growing.sim.set_value(growing.sim.device_names[0], "rx_drops", 7)
+        if minute == 8:
+            resetting.sim.reset([resetting.sim.device_names[0]])
+        growing.step(60)
+        resetting.step(60)
+    assert growing.exporter.flush(10) and resetting.exporter.flush(10)
+    assert main(["dashboard", "cloudwatch", "--cluster-name", "errs", "--region", REGION]) == 0
+    capsys.readouterr()
+    client = cloudwatch(aws)
+    body = json.loads(client.get_dashboard(DashboardName="ParallelCluster-errs-EFA")["DashboardBody"])
+    widget = next(w["properties"] for w in body["widgets"] if w["properties"].get("title", "").startswith("EFA errors"))
+    items = [i for row in widget["metrics"] for i in row]
+    start = min(growing.wall0, resetting.wall0) // 60 * 60
+    end = start + 20 * 60
+    grid = list(range(int(start), int(end), widget["period"]))
+    values = {i["id"]: stored_search(client, i["expression"], start, end) for i in items if not i.get("visible", True)}
+    assert len(values["c1"]) == 2  # rx_errors of both nodes
+    drops = [cwm.evaluate(i["expression"], values, grid) for i in items if i.get("visible", True)]
+    for line in drops:
+        assert isinstance(line, dict), "one line per error metric"
+        assert all(v >= 0 for v in line.values()), line
+    rx_errors, tx_discards = drops
+    assert max(rx_errors.values()) == 7 and sorted(rx_errors.values())[-2] == 0
+    assert set(tx_discards.values()) == {0}
+    raw = cwm.evaluate("DIFF(c1)", values, grid)
+    assert min(v for s in raw for v in s.values()) == -40  # the reset is in the data the graph reads
 
 
 def test_cluster_device_and_health_dimensions_flow_into_the_dashboard(aws, node, tmp_path, capsys):
