@@ -14,6 +14,8 @@ import pytest
 import cloudwatch_math as cwm
 from aws_peers import REGION, cloudwatch, config_with, moto, node, proxy  # noqa: F401
 from otel_efa.cli import main
+from otel_efa.cloudwatch import cost
+from otel_efa.instance_types import INSTANCE_TYPES
 
 HOOK = Path(__file__).resolve().parent.parent / "parallelcluster" / "headnode-create-dashboard.sh"
 SEARCH = re.compile(r"SEARCH\('\{([^}]*)\} ([^']*)', '(\w+)', (\d+)\)")
@@ -214,7 +216,7 @@ def test_cost_of_a_hand_computed_case(tmp_path, capsys):
     assert money(out, "Without the per-device dimension:") == "$11.75"
 
 
-def test_cost_of_the_seeds_example_and_what_per_device_adds(tmp_path, capsys):
+def test_cost_of_the_quick_starts_example_and_what_per_device_adds(tmp_path, capsys):
     """The guide: 6 metrics x 4 nodes x $0.30 = $7.20, ~17,000 calls = $0.17, dashboard $3: ~$10.37.
 
     Its script also published per interface; on p5en (16 devices) that is 6 x 16 x 4 = 384 more metrics
@@ -227,6 +229,67 @@ def test_cost_of_the_seeds_example_and_what_per_device_adds(tmp_path, capsys):
     assert money(out, "CloudWatch cost per month") == "$10.37"
     assert "17,280 calls" in out
     assert money(out, "With the per-device dimension too") == "$125.75"
+
+
+# One EMF event of a p4d.24xlarge node as awsemf writes it, by hand: the resource attributes (agent, EC2
+# identity, OTel SDK, the collector's resourcedetection), InstanceId, OTelLib, the six values, Version, _aws.
+EMF_P4D = (
+    '{"service.name":"otel-efa","service.version":"0.1.0","service.instance.id":"0b8e1c7a-3f2d-4c55-9a1e-6d2f4b7c8e90",'
+    '"host.id":"i-0123456789abcdef0","host.type":"p4d.24xlarge","host.image.id":"ami-0123456789abcdef0",'
+    '"host.name":"ip-172-31-123-234.ap-southeast-1.compute.internal","cloud.provider":"aws",'
+    '"cloud.platform":"aws_ec2","cloud.account.id":"123456789012","cloud.region":"ap-southeast-1",'
+    '"cloud.availability_zone":"ap-southeast-1a","telemetry.sdk.language":"python",'
+    '"telemetry.sdk.name":"opentelemetry","telemetry.sdk.version":"1.45.2","InstanceId":"i-0123456789abcdef0",'
+    '"OTelLib":"otel_efa","rx_bytes_rate":49382716050.61725,"tx_bytes_rate":49382716050.61725,'
+    '"rx_packets_rate":5878894.767930625,"tx_packets_rate":5878894.767930625,"rx_errors":18446744073,'
+    '"tx_discards":18446744073,"Version":"1","_aws":{"CloudWatchMetrics":[{"Namespace":"ParallelCluster/Network",'
+    '"Dimensions":[["InstanceId"]],"Metrics":[{"Name":"rx_bytes_rate","Unit":"Bytes/Second"},'
+    '{"Name":"tx_bytes_rate","Unit":"Bytes/Second"},{"Name":"rx_packets_rate","Unit":"Count/Second"},'
+    '{"Name":"tx_packets_rate","Unit":"Count/Second"},{"Name":"rx_errors","Unit":"Count"},'
+    '{"Name":"tx_discards","Unit":"Count"}]}],"Timestamp":1767225600000}}')
+
+
+def test_the_emf_event_priced_has_the_real_shape():
+    document = cost.emf_document(INSTANCE_TYPES["p4d.24xlarge"])
+    assert document == json.loads(EMF_P4D)
+    directive = document["_aws"]["CloudWatchMetrics"][0]
+    names = [m["Name"] for m in directive["Metrics"]]
+    assert names == ["rx_bytes_rate", "tx_bytes_rate", "rx_packets_rate", "tx_packets_rate", "rx_errors",
+                     "tx_discards"]
+    assert directive["Dimensions"] == [["InstanceId"]] and directive["Namespace"] == "ParallelCluster/Network"
+    assert all(isinstance(document[n], (int, float)) for n in names)  # EMF: each metric a member
+    for key in ("host.id", "host.type", "cloud.region", "cloud.availability_zone", "cloud.provider",
+                "cloud.platform", "service.name", "service.instance.id", "InstanceId"):
+        assert key in document
+    assert len(EMF_P4D) == 1206
+    assert cost.emf_event_bytes(INSTANCE_TYPES["p4d.24xlarge"]) == 1206 + 26  # + PutLogEvents' 26 per event
+
+
+def test_cost_of_both_paths_by_hand(tmp_path, capsys):
+    """3 p4d nodes, interval 30 s. ADOT: 6 metrics x 3 nodes = 18 -> $5.40; 3 x 2,592,000 s / 30 s =
+    259,200 EMF events x 1,232 bytes = 319,334,400 bytes = 0.2974 GB (2^30) x $0.50 = $0.1487; dashboard
+    $3: $8.5487. Direct: 18 metrics $5.40, 259,200 PutMetricData calls $2.592, dashboard $3: $10.992."""
+    config = tmp_path / "c.yaml"
+    config.write_text("interval: 30\n")
+    assert main(["cost", "--nodes", "3", "--instance-type", "p4d.24xlarge", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "259,200 events x 1,232 bytes = 0.297 GB x $0.50/GB" in out
+    assert money(out, "ADOT path") == "$8.55"
+    assert money(out, "CloudWatch cost per month") == "$10.99"
+    side = out.split("Side by side, per month:")[1]
+    assert re.search(r"log ingestion\s+\$0\.00\s+\$0\.15", side)
+    assert re.search(r"API requests\s+\$2\.59\s+\$0\.00", side)
+    assert re.search(r"total\s+\$10\.99\s+\$8\.55", side)
+    assert "$0.50 per GB ingested" in out and "aws.amazon.com/cloudwatch/pricing" in out
+
+    assert main(["cost", "--nodes", "3", "--instance-type", "p4d.24xlarge", "--config", str(config),
+                 "--path", "adot"]) == 0
+    only = capsys.readouterr().out
+    assert "ADOT path" in only and "CloudWatch cost per month" not in only and "Side by side" not in only
+    assert main(["cost", "--nodes", "3", "--instance-type", "p4d.24xlarge", "--config", str(config),
+                 "--path", "direct"]) == 0
+    only = capsys.readouterr().out
+    assert "ADOT path" not in only and money(only, "CloudWatch cost per month") == "$10.99"
 
 
 def test_cost_rejects_bad_input_with_one_line(capsys):
