@@ -49,6 +49,13 @@ What the documentation leaves open is refused (``Unsupported``), not guessed. En
     The values the alarm compared with its threshold, newest evaluation per period.
 ``evaluate(expression, values, grid)``
     One expression over named values (floats, ``{timestamp: value}`` series, or lists of series).
+
+On the ADOT path, the same alarms over the EMF documents awsemf wrote (one per node and export)::
+
+    alarm = next(a for a in cloudwatch_alarms.alarms("c", [instance_id]) if "rx-errors" in a["AlarmName"])
+    samples = {"total": [(doc["_aws"]["Timestamp"] / 1000, doc["rx_errors"]) for doc in documents]}
+    states = evaluate_alarm(alarm, samples)      # e.g. ["OK", "ALARM", "OK"]
+    values = alarm_values(alarm, samples)        # [(period start, increase)], never negative
 """
 import math
 import re

@@ -222,7 +222,7 @@ def test_cost_of_the_quick_starts_example_and_what_per_device_adds(tmp_path, cap
     Its script also published per interface; on p5en (16 devices) that is 6 x 16 x 4 = 384 more metrics
     ($115.20), and 1,020 datums per 10-minute flush need 2 calls: 34,560 calls ($0.35). $125.75.
     """
-    config = tmp_path / "seed.yaml"
+    config = tmp_path / "quick-start.yaml"
     config.write_text("interval: 60\ncloudwatch:\n  batch_size: 10\n")
     assert main(["cost", "--nodes", "4", "--instance-type", "p5en.48xlarge", "--config", str(config)]) == 0
     out = capsys.readouterr().out
