@@ -1,15 +1,21 @@
-"""The dashboard against what the exporter really published (moto in server mode), the head-node hook,
-and the cost command on a hand-computed case and on the seed's 4-node example."""
+"""The dashboard against what the exporter really published (moto in server mode), its error graphs
+evaluated over the stored data (``cloudwatch_math``), the head-node hook, and the cost command on
+hand-computed cases and on the AWS ParallelCluster EFA monitoring quick-start's 4-node example."""
 import json
 import os
 import re
 import subprocess
 from pathlib import Path
 
+from datetime import datetime, timezone
+
 import pytest
 
+import cloudwatch_math as cwm
 from aws_peers import REGION, cloudwatch, config_with, moto, node, proxy  # noqa: F401
 from otel_efa.cli import main
+from otel_efa.cloudwatch import cost
+from otel_efa.instance_types import INSTANCE_TYPES
 
 HOOK = Path(__file__).resolve().parent.parent / "parallelcluster" / "headnode-create-dashboard.sh"
 SEARCH = re.compile(r"SEARCH\('\{([^}]*)\} ([^']*)', '(\w+)', (\d+)\)")
@@ -76,12 +82,66 @@ def test_every_widget_metric_exists_with_exactly_its_dimensions(aws, node, capsy
     errors = next(p for t, p in graphs.items() if t.startswith("EFA errors"))
     items = [i for row in errors["metrics"] for i in row]
     shown = [i["expression"] for i in items if i.get("visible", True)]
-    assert shown == ["DIFF(c1)", "DIFF(c2)"]  # increase per period, not a sum of running totals
+    # increase per period, clamped at 0, not a sum of running totals
+    assert shown == ["MAX([DIFF(c1), TIME_SERIES(0)])", "MAX([DIFF(c2), TIME_SERIES(0)])"]
     assert all("'Maximum'" in i["expression"] for i in items if not i.get("visible", True))
     text = next(w for w in body["widgets"] if w["type"] == "text")["properties"]["markdown"]
     for name in ("rx_bytes_rate", "tx_bytes_rate", "rx_packets_rate", "tx_packets_rate", "rx_errors", "tx_discards"):
         assert f"`{name}`" in text
     assert "rx_drops" in text and "3200 Gbps" in text
+
+
+def stored_search(client, expression: str, start: float, end: float):
+    """A SEARCH as CloudWatch answers it (moto has no SEARCH): every metric with exactly the schema's
+    dimensions and the terms, each asked of moto with GetMetricData at the SEARCH's stat and period."""
+    (schema, terms, stat, period), = SEARCH.findall(expression)
+    namespace, *dims = schema.split(",")
+    wanted = dict(re.findall(r'(\w+)="([^"]*)"', terms))
+    listed = [m for page in client.get_paginator("list_metrics").paginate(
+        Namespace=namespace, MetricName=wanted["MetricName"]) for m in page["Metrics"]]
+    matching = [m for m in listed if sorted(d["Name"] for d in m["Dimensions"]) == sorted(dims)]
+    queries = [{"Id": f"s{i}", "MetricStat": {"Metric": m, "Period": int(period), "Stat": stat}}
+               for i, m in enumerate(matching)]
+    answer = client.get_metric_data(MetricDataQueries=queries, StartTime=datetime.fromtimestamp(start, timezone.utc),
+                                    EndTime=datetime.fromtimestamp(end, timezone.utc))
+    return [{int(t.timestamp()): v for t, v in zip(r["Timestamps"], r["Values"])} for r in answer["MetricDataResults"]]
+
+
+def test_error_graphs_show_new_errors_and_a_reset_as_zero(aws, node, capsys):
+    """Two nodes: one counts 7 new drops, the other's device resets (its count drops by 40). Evaluated
+    over what moto stored, each error line is one series, never negative, 7 where the drops came."""
+    growing = node(config_with(), "i-0dasherrors00001")
+    resetting = node(config_with(), "i-0dasherrors00002")
+    resetting.sim.set_value(resetting.sim.device_names[0], "rx_drops", 40)
+    resetting.sim.set_value(resetting.sim.device_names[1], "rx_drops", 2)
+    for minute in range(12):
+        if minute == 5:
+            growing.sim.set_value(growing.sim.device_names[0], "rx_drops", 7)
+        if minute == 8:
+            resetting.sim.reset([resetting.sim.device_names[0]])
+        growing.step(60)
+        resetting.step(60)
+    assert growing.exporter.flush(10) and resetting.exporter.flush(10)
+    assert main(["dashboard", "cloudwatch", "--cluster-name", "errs", "--region", REGION]) == 0
+    capsys.readouterr()
+    client = cloudwatch(aws)
+    body = json.loads(client.get_dashboard(DashboardName="ParallelCluster-errs-EFA")["DashboardBody"])
+    widget = next(w["properties"] for w in body["widgets"] if w["properties"].get("title", "").startswith("EFA errors"))
+    items = [i for row in widget["metrics"] for i in row]
+    start = min(growing.wall0, resetting.wall0) // 60 * 60
+    end = start + 20 * 60
+    grid = list(range(int(start), int(end), widget["period"]))
+    values = {i["id"]: stored_search(client, i["expression"], start, end) for i in items if not i.get("visible", True)}
+    assert len(values["c1"]) == 2  # rx_errors of both nodes
+    drops = [cwm.evaluate(i["expression"], values, grid) for i in items if i.get("visible", True)]
+    for line in drops:
+        assert isinstance(line, dict), "one line per error metric"
+        assert all(v >= 0 for v in line.values()), line
+    rx_errors, tx_discards = drops
+    assert max(rx_errors.values()) == 7 and sorted(rx_errors.values())[-2] == 0
+    assert set(tx_discards.values()) == {0}
+    raw = cwm.evaluate("DIFF(c1)", values, grid)
+    assert min(v for s in raw for v in s.values()) == -40  # the reset is in the data the graph reads
 
 
 def test_cluster_device_and_health_dimensions_flow_into_the_dashboard(aws, node, tmp_path, capsys):
@@ -156,19 +216,80 @@ def test_cost_of_a_hand_computed_case(tmp_path, capsys):
     assert money(out, "Without the per-device dimension:") == "$11.75"
 
 
-def test_cost_of_the_seeds_example_and_what_per_device_adds(tmp_path, capsys):
+def test_cost_of_the_quick_starts_example_and_what_per_device_adds(tmp_path, capsys):
     """The guide: 6 metrics x 4 nodes x $0.30 = $7.20, ~17,000 calls = $0.17, dashboard $3: ~$10.37.
 
     Its script also published per interface; on p5en (16 devices) that is 6 x 16 x 4 = 384 more metrics
     ($115.20), and 1,020 datums per 10-minute flush need 2 calls: 34,560 calls ($0.35). $125.75.
     """
-    config = tmp_path / "seed.yaml"
+    config = tmp_path / "quick-start.yaml"
     config.write_text("interval: 60\ncloudwatch:\n  batch_size: 10\n")
     assert main(["cost", "--nodes", "4", "--instance-type", "p5en.48xlarge", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert money(out, "CloudWatch cost per month") == "$10.37"
     assert "17,280 calls" in out
     assert money(out, "With the per-device dimension too") == "$125.75"
+
+
+# One EMF event of a p4d.24xlarge node as awsemf writes it, by hand: the resource attributes (agent, EC2
+# identity, OTel SDK, the collector's resourcedetection), InstanceId, OTelLib, the six values, Version, _aws.
+EMF_P4D = (
+    '{"service.name":"otel-efa","service.version":"0.1.0","service.instance.id":"0b8e1c7a-3f2d-4c55-9a1e-6d2f4b7c8e90",'
+    '"host.id":"i-0123456789abcdef0","host.type":"p4d.24xlarge","host.image.id":"ami-0123456789abcdef0",'
+    '"host.name":"ip-172-31-123-234.ap-southeast-1.compute.internal","cloud.provider":"aws",'
+    '"cloud.platform":"aws_ec2","cloud.account.id":"123456789012","cloud.region":"ap-southeast-1",'
+    '"cloud.availability_zone":"ap-southeast-1a","telemetry.sdk.language":"python",'
+    '"telemetry.sdk.name":"opentelemetry","telemetry.sdk.version":"1.45.2","InstanceId":"i-0123456789abcdef0",'
+    '"OTelLib":"otel_efa","rx_bytes_rate":49382716050.61725,"tx_bytes_rate":49382716050.61725,'
+    '"rx_packets_rate":5878894.767930625,"tx_packets_rate":5878894.767930625,"rx_errors":18446744073,'
+    '"tx_discards":18446744073,"Version":"1","_aws":{"CloudWatchMetrics":[{"Namespace":"ParallelCluster/Network",'
+    '"Dimensions":[["InstanceId"]],"Metrics":[{"Name":"rx_bytes_rate","Unit":"Bytes/Second"},'
+    '{"Name":"tx_bytes_rate","Unit":"Bytes/Second"},{"Name":"rx_packets_rate","Unit":"Count/Second"},'
+    '{"Name":"tx_packets_rate","Unit":"Count/Second"},{"Name":"rx_errors","Unit":"Count"},'
+    '{"Name":"tx_discards","Unit":"Count"}]}],"Timestamp":1767225600000}}')
+
+
+def test_the_emf_event_priced_has_the_real_shape():
+    document = cost.emf_document(INSTANCE_TYPES["p4d.24xlarge"])
+    assert document == json.loads(EMF_P4D)
+    directive = document["_aws"]["CloudWatchMetrics"][0]
+    names = [m["Name"] for m in directive["Metrics"]]
+    assert names == ["rx_bytes_rate", "tx_bytes_rate", "rx_packets_rate", "tx_packets_rate", "rx_errors",
+                     "tx_discards"]
+    assert directive["Dimensions"] == [["InstanceId"]] and directive["Namespace"] == "ParallelCluster/Network"
+    assert all(isinstance(document[n], (int, float)) for n in names)  # EMF: each metric a member
+    for key in ("host.id", "host.type", "cloud.region", "cloud.availability_zone", "cloud.provider",
+                "cloud.platform", "service.name", "service.instance.id", "InstanceId"):
+        assert key in document
+    assert len(EMF_P4D) == 1206
+    assert cost.emf_event_bytes(INSTANCE_TYPES["p4d.24xlarge"]) == 1206 + 26  # + PutLogEvents' 26 per event
+
+
+def test_cost_of_both_paths_by_hand(tmp_path, capsys):
+    """3 p4d nodes, interval 30 s. ADOT: 6 metrics x 3 nodes = 18 -> $5.40; 3 x 2,592,000 s / 30 s =
+    259,200 EMF events x 1,232 bytes = 319,334,400 bytes = 0.2974 GB (2^30) x $0.50 = $0.1487; dashboard
+    $3: $8.5487. Direct: 18 metrics $5.40, 259,200 PutMetricData calls $2.592, dashboard $3: $10.992."""
+    config = tmp_path / "c.yaml"
+    config.write_text("interval: 30\n")
+    assert main(["cost", "--nodes", "3", "--instance-type", "p4d.24xlarge", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "259,200 events x 1,232 bytes = 0.297 GB x $0.50/GB" in out
+    assert money(out, "ADOT path") == "$8.55"
+    assert money(out, "CloudWatch cost per month") == "$10.99"
+    side = out.split("Side by side, per month:")[1]
+    assert re.search(r"log ingestion\s+\$0\.00\s+\$0\.15", side)
+    assert re.search(r"API requests\s+\$2\.59\s+\$0\.00", side)
+    assert re.search(r"total\s+\$10\.99\s+\$8\.55", side)
+    assert "$0.50 per GB ingested" in out and "aws.amazon.com/cloudwatch/pricing" in out
+
+    assert main(["cost", "--nodes", "3", "--instance-type", "p4d.24xlarge", "--config", str(config),
+                 "--path", "adot"]) == 0
+    only = capsys.readouterr().out
+    assert "ADOT path" in only and "CloudWatch cost per month" not in only and "Side by side" not in only
+    assert main(["cost", "--nodes", "3", "--instance-type", "p4d.24xlarge", "--config", str(config),
+                 "--path", "direct"]) == 0
+    only = capsys.readouterr().out
+    assert "ADOT path" not in only and money(only, "CloudWatch cost per month") == "$10.99"
 
 
 def test_cost_rejects_bad_input_with_one_line(capsys):

@@ -1,11 +1,18 @@
-"""CloudWatch alarms on the seed's ``ParallelCluster/Network`` metrics (``otel-efa alarms cloudwatch``).
+"""CloudWatch alarms on the ``ParallelCluster/Network`` metrics (``otel-efa alarms cloudwatch``).
 
 CloudWatch only has node totals per ``InstanceId`` (catalog.CLOUDWATCH_METRICS), so of the Prometheus
 alerts only those that node totals can express exist here: the agent not reporting (no samples of the
-first rate metric, missing data counts as breaching) and every cumulative error total increasing
-(metric math ``DIFF`` over the running total: alarming on the total itself would fire forever after the
-first error, the seed's original dashboard mistake). Per-device alerts (port down, imbalance,
-retransmits, SRD events) need the Prometheus rules.
+first rate metric, missing data counts as breaching) and every cumulative error count increasing.
+
+The error counts are the node's cumulative counts as the kernel reports them, and a device reset LOWERS
+them. So the alarm watches the increase per period clamped at zero, ``IF(DIFF(total) > 0, DIFF(total),
+0)`` over the per-period maximum: a drop reads as no increase, never as a negative value or a spike,
+and an old error does not alarm forever (the mistake of alarming on the total itself). Documented
+semantics relied on (CloudWatch User Guide, "Using metric math"): DIFF is each value minus the preceding
+one; ``TS > S`` is 1 or 0 per point; ``IF(TS, TS, S)`` takes the true value where the condition is not
+0, the scalar where it is 0, and drops a point the condition lacks (the first period: no DIFF), which
+TreatMissingData ``notBreaching`` reads as OK. Per-device alerts (port down, imbalance, retransmits, SRD
+events) need the Prometheus rules.
 
 Instances: ``--instance-id`` (repeatable), else the running compute nodes of the cluster found by
 ParallelCluster's tags.
@@ -20,6 +27,11 @@ PERIOD_S = 300
 NOT_REPORTING_PERIODS = 2  # 10 minutes without a sample
 CLUSTER_TAG = "parallelcluster:cluster-name"
 NODE_TYPE_TAG = "parallelcluster:node-type"
+
+
+def clamped_increase(query_id: str) -> str:
+    """Metric math: the increase of a cumulative count per period, 0 where the count went down."""
+    return f"IF(DIFF({query_id}) > 0, DIFF({query_id}), 0)"
 
 
 def _reporting_metric() -> catalog.CloudWatchSpec:
@@ -62,7 +74,8 @@ def alarms(cluster: str, instance_ids: Sequence[str], namespace: str = catalog.C
                      "MetricStat": {"Metric": {"Namespace": namespace, "MetricName": spec.name,
                                                "Dimensions": dimensions},
                                     "Period": PERIOD_S, "Stat": "Maximum"}},
-                    {"Id": "increase", "Expression": "DIFF(total)", "Label": f"{spec.name} increase",
+                    {"Id": "increase", "Expression": clamped_increase("total"),
+                     "Label": f"{spec.name} increase (a reset counts as none)",
                      "ReturnData": True},
                 ],
                 Threshold=0.0, ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching"))

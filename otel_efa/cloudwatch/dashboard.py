@@ -1,12 +1,16 @@
-"""``otel-efa dashboard cloudwatch``: the seed's dashboard ``ParallelCluster-<cluster>-EFA``, with data.
+"""``otel-efa dashboard cloudwatch``: the quick-start's dashboard ``ParallelCluster-<cluster>-EFA``, with data.
 
-The seed's widgets named metrics without dimensions, so they matched nothing. Here every graph is a
-SEARCH over the exact schema the exporter publishes (``{namespace,InstanceId}``, or
+The original efa_network_monitor.py named metrics without dimensions, so its widgets matched nothing. Here
+every graph is a SEARCH over the exact schema the exporter publishes (``{namespace,InstanceId}``, or
 ``{namespace,ClusterName,InstanceId}`` when the cluster dimension set is on), built from the catalog and
 the same config functions the exporter uses, so the nodes a cluster adds or replaces appear by
 themselves. Throughput is shown in Gbps per node with the instance type's EFA line rate marked, and as a
-cluster total; the cumulative error counters are shown as their increase per period (DIFF of the
-per-period maximum), never as a sum of running totals.
+cluster total. The error counters are each node's cumulative count, which a device reset lowers; they are
+shown as the increase per period, clamped at zero, never as a sum of running totals nor as a negative
+value: ``MAX([DIFF(c), TIME_SERIES(0)])``. A SEARCH gives an array of series, and the documented IF
+syntaxes take single series only (CloudWatch User Guide, "Using metric math"), so the clamp is the
+documented point-by-point MAX of an array: DIFF of every node's per-period maximum, and a series of
+zeros. The line is the largest increase on any one node in the period (0 when none grew or one reset).
 """
 import json
 import sys
@@ -98,7 +102,8 @@ class _Builder:
         for i, n in enumerate(names, 1):
             metrics.append([{"expression": self.search(n, self.node_dims, "Maximum"), "id": f"c{i}",
                              "visible": False}])
-            metrics.append([{"expression": f"DIFF(c{i})", "id": f"d{i}", "label": f"{n} increase"}])
+            metrics.append([{"expression": largest_increase(f"c{i}"), "id": f"d{i}",
+                             "label": f"{n}: most new on one node"}])
         self.graph(title, metrics, f"count per {PERIOD_S} s")
 
     def text(self) -> None:
@@ -115,7 +120,8 @@ class _Builder:
             f"## EFA network: cluster {self.cluster_name}",
             f"Published by `otel-efa` on each compute node to `{self.cw.namespace}` with dimensions {dims} "
             f"(node totals over all EFA devices); the graphs show {scope}. {rate}",
-            "Error counters are cumulative on the node; the graphs show how much each grew per period.",
+            "Error counters are cumulative on the node; the graphs show the largest increase on one node per "
+            "period. A device reset lowers a count: that shows as 0, never as a negative value.",
             "", *rows])
         self.add("text", {"markdown": markdown}, width=24, height=3 + len(rows))
 
@@ -126,14 +132,20 @@ class _Builder:
         self.rates(("rx_packets_rate", "tx_packets_rate"), "EFA packets per second per node")
         errors = [s.name for s in self.specs.values() if s.statistic == "total" and s.name in
                   ("rx_errors", "tx_discards")]
-        self.increases(errors, f"EFA errors: increase per {PERIOD_S} s")
+        self.increases(errors, f"EFA errors: new per {PERIOD_S} s (most on one node)")
         health = [s.name for s in self.specs.values() if s.statistic == "total" and s.name not in errors]
         if health:
-            self.increases(health, f"EFA SRD health events: increase per {PERIOD_S} s")
+            self.increases(health, f"EFA SRD health events: new per {PERIOD_S} s (most on one node)")
         device_sets = [d for d in dimension_sets(self.cw) if dims_per_device(d)]
         if device_sets:
             self.throughput(device_sets[0], "EFA throughput per device (Gbps)")
         return {"start": "-PT3H", "periodOverride": "inherit", "widgets": self.widgets}
+
+
+def largest_increase(query_id: str) -> str:
+    """Metric math over the SEARCH ``query_id`` (one cumulative count per node): per period, the largest
+    increase on one node, 0 where no count grew or a count went down."""
+    return f"MAX([DIFF({query_id}), TIME_SERIES(0)])"
 
 
 def dims_per_device(dims: Tuple[str, ...]) -> bool:
@@ -143,7 +155,7 @@ def dims_per_device(dims: Tuple[str, ...]) -> bool:
 def _shown_as(spec: CloudWatchSpec) -> str:
     if spec.statistic == "rate":
         return "Gbps per node and cluster total" if spec.unit == "Bytes/Second" else "average per node"
-    return f"increase per {PERIOD_S} s"
+    return f"largest increase on one node per {PERIOD_S} s"
 
 
 def build(config: Config, cluster_name: str, region: str, instance_type: Optional[str] = None) -> Dict[str, Any]:
