@@ -82,7 +82,7 @@ class Agent:
 
     def setup(self) -> None:
         raise_open_file_limit()
-        resource = self._resource or build_resource(ImdsClient())
+        resource = self._resource or build_resource(ImdsClient(), cluster_name=self.config.cluster_name)
         sysfs_root = self._sysfs_root()
         self.collector = Collector(SysfsReader(sysfs_root), self._instance_type(resource))
         self.exporters = [exporter_registry.create(name, self.config, resource) for name in self.config.exporters]

@@ -7,6 +7,11 @@ Port counters follow the OpenTelemetry Collector's ``awsefareceiver`` (``metadat
 CloudWatch agent: ``efa_<kernel name>``, cumulative monotonic int sums, unit ``By`` or ``1``, attributes
 ``aws.efa.device``, ``aws.efa.port`` (and ``aws.efa.eni.id`` where resolved). A counter the kernel adds
 later is exported as ``efa_<name>`` without a catalog entry (see :func:`port_counter_spec`).
+Units decide Prometheus names on every path (``prometheusremotewrite`` to AMP, the agent's endpoint, the
+OTel SDK's exporter): ``By`` adds ``_bytes``, a monotonic sum ``_total``, and a gauge in unit ``1`` gets
+``_ratio`` from ``prometheusremotewrite`` alone. So a unit-``1`` gauge is named ``..._ratio`` here (then
+every path agrees), and counts or states take a curly-brace annotation (``{port}``, ``{device}``), which
+adds no suffix anywhere.
 Kernel names: linux ``drivers/infiniband/hw/efa/efa_verbs.c`` (``EFA_DEFINE_PORT_STATS``,
 ``EFA_DEFINE_DEVICE_STATS``).
 """
@@ -182,19 +187,19 @@ def _rate_gauge(name: str, kernel_name: str) -> MetricSpec:
 
 
 PORT_GAUGES: Tuple[MetricSpec, ...] = tuple(_rate_gauge(n, k) for n, k in RATE_SOURCES.items()) + (
-    MetricSpec("efa_port_up", Kind.GAUGE, "1", "1 when the port state is ACTIVE, else 0", Scope.PORT,
+    MetricSpec("efa_port_up", Kind.GAUGE, "{port}", "1 when the port state is ACTIVE, else 0", Scope.PORT,
                "ports/N/state"),
     MetricSpec("efa_link_speed", Kind.GAUGE, "By/s",
                "Link speed of the port: the instance type's documented EFA speed where known, "
                "else the port's rate file", Scope.PORT, "instance type table, else ports/N/rate"),
-    MetricSpec("efa_rx_utilization", Kind.GAUGE, "1", "Received bytes per second / link speed (0..1)",
+    MetricSpec("efa_rx_utilization_ratio", Kind.GAUGE, "1", "Received bytes per second / link speed (0..1)",
                Scope.PORT, "efa_rx_bytes_rate / efa_link_speed"),
-    MetricSpec("efa_tx_utilization", Kind.GAUGE, "1", "Transmitted bytes per second / link speed (0..1)",
+    MetricSpec("efa_tx_utilization_ratio", Kind.GAUGE, "1", "Transmitted bytes per second / link speed (0..1)",
                Scope.PORT, "efa_tx_bytes_rate / efa_link_speed"),
 )
 
 INFO_METRICS: Tuple[MetricSpec, ...] = (
-    MetricSpec("efa_device_info", Kind.GAUGE, "1",
+    MetricSpec("efa_device_info", Kind.GAUGE, "{device}",
                "Always 1; the attributes say where the device sits: PCI address, NUMA node, local CPUs "
                "and the GPUs or Neuron devices behind the same PCIe switch (else on the same NUMA node)",
                Scope.DEVICE, "sysfs PCI tree: <dev>/device link, /sys/bus/pci/devices",
@@ -203,10 +208,10 @@ INFO_METRICS: Tuple[MetricSpec, ...] = (
 
 # Rail balance: how evenly the node's traffic spreads over its EFA devices (otel_efa/rails.py).
 NODE_METRICS: Tuple[MetricSpec, ...] = (
-    MetricSpec("efa_node_rail_imbalance", Kind.GAUGE, "1",
+    MetricSpec("efa_node_rail_imbalance_ratio", Kind.GAUGE, "1",
                "Busiest device's rx+tx bytes per second / the devices' mean (1 = balanced); "
                "absent while the node is idle", Scope.NODE, "per-device efa_rx_bytes_rate + efa_tx_bytes_rate"),
-    MetricSpec("efa_node_idle_rails", Kind.GAUGE, "1",
+    MetricSpec("efa_node_idle_rails", Kind.GAUGE, "{device}",
                "Devices carrying under a tenth of the mean device's rx+tx bytes per second while the node "
                "is busy (0 while it is idle)", Scope.NODE, "per-device efa_rx_bytes_rate + efa_tx_bytes_rate"),
 )
@@ -231,14 +236,11 @@ AGENT_METRICS: Tuple[MetricSpec, ...] = (
 # What the node should have, so an alert can compare it with the devices that report (absent when the
 # instance type is not in the table).
 INSTANCE_METRICS: Tuple[MetricSpec, ...] = (
-    MetricSpec("efa_expected_devices", Kind.GAUGE, "1",
+    MetricSpec("efa_expected_devices", Kind.GAUGE, "{device}",
                "EFA devices the instance type documents; fewer efa_port_up series means a device is missing",
                Scope.AGENT, "instance type table"),
 )
 
-METRICS: Tuple[MetricSpec, ...] = (PORT_COUNTERS + DEVICE_COUNTERS + PORT_GAUGES + INFO_METRICS + NODE_METRICS
-                                   + INSTANCE_METRICS + AGENT_METRICS)
-BY_NAME: Dict[str, MetricSpec] = {m.name: m for m in METRICS}
 PORT_COUNTER_BY_KERNEL: Dict[str, MetricSpec] = {m.kernel_name: m for m in PORT_COUNTERS}
 DEVICE_COUNTER_BY_KERNEL: Dict[str, MetricSpec] = {m.kernel_name: m for m in DEVICE_COUNTERS}
 
@@ -283,10 +285,15 @@ class CloudWatchSpec:
 
     @property
     def otel_metrics(self) -> Tuple[str, ...]:
-        """The agent's OTel metrics this is built from (for collector configs)."""
+        """The agent's OTel metrics this is built from (for collector configs): the per-port rate gauges,
+        or for a total the node gauge that carries it (:data:`NODE_TOTALS`)."""
         if self.statistic == "rate":
             return tuple(n for n, k in RATE_SOURCES.items() if k in self.kernel_names)
-        return tuple(PORT_COUNTER_BY_KERNEL[k].name for k in self.kernel_names)
+        return (node_total_name(self),)
+
+
+def node_total_name(spec: CloudWatchSpec) -> str:
+    return f"efa_node_{spec.name}"
 
 
 CLOUDWATCH_NAMESPACE = "ParallelCluster/Network"
@@ -326,6 +333,24 @@ CLOUDWATCH_METRICS: Tuple[CloudWatchSpec, ...] = (
 CLOUDWATCH_HEALTH_METRICS: Tuple[CloudWatchSpec, ...] = tuple(
     CloudWatchSpec(k, "Count", "total", (k,), PORT_COUNTER_BY_KERNEL[k].description + ", cumulative")
     for k in ("retrans_timeout_events", "unresponsive_remote_events", "impaired_remote_conn_events"))
+
+
+def _node_total(spec: CloudWatchSpec) -> MetricSpec:
+    return MetricSpec(node_total_name(spec), Kind.GAUGE, "{error}",
+                      f"{spec.description} as the kernel counts it, all EFA devices of the node: a gauge, so "
+                      "that a collector's awsemf passes it on unchanged (it turns every cumulative sum into "
+                      "deltas, and a device reset into a spike); a reset lowers it",
+                      Scope.NODE, "sum of " + " + ".join(f"ports/N/hw_counters/{k}" for k in spec.kernel_names))
+
+
+# The quick-start's cumulative error counts as node gauges: what CloudWatch gets through ADOT.
+NODE_TOTALS: Tuple[MetricSpec, ...] = tuple(_node_total(c) for c in CLOUDWATCH_METRICS if c.statistic == "total")
+NODE_TOTAL_SOURCES: Dict[str, CloudWatchSpec] = {node_total_name(c): c for c in CLOUDWATCH_METRICS
+                                                 if c.statistic == "total"}
+
+METRICS: Tuple[MetricSpec, ...] = (PORT_COUNTERS + DEVICE_COUNTERS + PORT_GAUGES + INFO_METRICS + NODE_METRICS
+                                   + NODE_TOTALS + INSTANCE_METRICS + AGENT_METRICS)
+BY_NAME: Dict[str, MetricSpec] = {m.name: m for m in METRICS}
 
 # The log line's error fields use the CloudWatch names so `grep -E "rx_errors|tx_discards"` finds them.
 LOG_ERROR_FIELDS: Tuple[CloudWatchSpec, ...] = tuple(c for c in CLOUDWATCH_METRICS if c.statistic == "total")

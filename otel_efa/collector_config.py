@@ -22,7 +22,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from . import catalog, promql
 
@@ -42,6 +42,7 @@ ENVIRONMENT: Dict[str, str] = {
     "AWS_REGION": "the AWS region of the CloudWatch and AMP endpoints, e.g. us-east-1",
     "AMP_REMOTE_WRITE_URL": "the AMP workspace's remote write URL, "
                             "https://aps-workspaces.REGION.amazonaws.com/workspaces/ws-ID/api/v1/remote_write",
+    "OTEL_EFA_CLUSTER_NAME": "the ParallelCluster cluster's name: the cluster label of every series sent to AMP",
 }
 
 # ParallelCluster tags its instances; the head node finds the compute nodes by them.
@@ -96,12 +97,39 @@ def _processors(mode: str) -> Dict[str, Any]:
     if mode != "amp":
         processors.update({
             "metricstransform/cloudwatch": {"transforms": cloudwatch_transforms()},
-            "filter/cloudwatch": {"metrics": {"include": {
-                "match_type": "strict", "metric_names": [c.name for c in catalog.CLOUDWATCH_METRICS]}}},
+            "filter/cloudwatch": {"error_mode": "ignore", "metrics": {"metric": [keep_only(
+                c.name for c in catalog.CLOUDWATCH_METRICS)]}},
             "resource/cloudwatch": {"attributes": [
                 {"key": catalog.CLOUDWATCH_DIMENSION, "from_attribute": "host.id", "action": "insert"}]},
         })
+    if mode != "cloudwatch":
+        processors["resource/amp"] = {"attributes": amp_node_labels()}
     return processors
+
+
+def keep_only(names: Iterable[str]) -> str:
+    """An OTTL condition that drops every metric but ``names``: filterprocessor drops what matches.
+
+    The OTTL form loads on every release from ADOT v0.42.0 (contrib 0.115) on; ``include: match_type``
+    is deprecated since contrib 0.151, and ``metric_conditions`` exists only since then.
+    """
+    return "not (" + " or ".join(f'name == "{name}"' for name in names) + ")"
+
+
+def amp_node_labels() -> List[Dict[str, str]]:
+    """Resource attributes that become the labels a node is selected and joined by on AMP.
+
+    ``prometheusremotewrite`` makes ``instance`` from ``service.instance.id``, which the prometheus
+    receiver sets to the scrape target (DCGM: ``127.0.0.1:9400``): with the EC2 instance id there, the
+    agent's and DCGM's series of one node share ``instance``, as on the head node's scrape path
+    (:func:`head_node_prometheus` relabels the same labels from EC2 service discovery).
+    """
+    return [
+        {"key": "service.instance.id", "from_attribute": "host.id", "action": "upsert"},
+        {"key": "instance_id", "from_attribute": "host.id", "action": "upsert"},
+        {"key": "instance_type", "from_attribute": "host.type", "action": "upsert"},
+        {"key": promql.CLUSTER, "value": _env("OTEL_EFA_CLUSTER_NAME"), "action": "upsert"},
+    ]
 
 
 def _exporters(mode: str) -> Dict[str, Any]:
@@ -147,7 +175,7 @@ def adot_config(mode: str) -> Dict[str, Any]:
         extensions["sigv4auth"] = {"region": _env("AWS_REGION"), "service": "aps"}
         pipelines["metrics/amp"] = {
             "receivers": ["otlp", "prometheus"],
-            "processors": ["memory_limiter", "resourcedetection", "batch"],
+            "processors": ["memory_limiter", "resourcedetection", "resource/amp", "batch"],
             "exporters": ["prometheusremotewrite"],
         }
     return {

@@ -159,6 +159,10 @@ class Config:
     log_file: Optional[str] = None  # the seed's human log line; None: standard output
     log_level: str = "info"
     count: Optional[int] = None  # stop after this many collections (tests, one-shot runs)
+    # The ParallelCluster cluster this node belongs to (OTEL_EFA_CLUSTER_NAME, which the node installer
+    # writes): the resource attribute aws.parallelcluster.cluster_name, and CloudWatch's ClusterName
+    # dimension unless cloudwatch.cluster_name names another.
+    cluster_name: Optional[str] = None
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     otlp: OtlpConfig = field(default_factory=OtlpConfig)
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
@@ -183,6 +187,8 @@ class Config:
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):
                 section.validate()
+        if self.cluster_name is not None and not self.cluster_name.strip():
+            raise ConfigError("cluster_name", "must not be empty")
         if "job" in self.cloudwatch.dimension_sets and not self.slurm.enabled:
             raise ConfigError("cloudwatch.dimension_sets", "dimension set 'job' needs slurm.enabled: true")
 
@@ -317,6 +323,8 @@ def load(config_file: Optional[str] = None, environ: Mapping[str, str] = os.envi
     for key, value in (flags or {}).items():
         if value is not None:
             _set(config, key, value, "command line")
+    if config.cloudwatch.cluster_name is None:
+        config.cloudwatch.cluster_name = config.cluster_name
     try:
         config.validate()
     except ConfigError as e:

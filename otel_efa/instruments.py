@@ -155,6 +155,8 @@ class EfaInstrumentor:
             return self._port_observer(value_of)
         if spec.name == "efa_device_info":
             return self._device_info_observer
+        if spec.name in catalog.NODE_TOTAL_SOURCES:
+            return self._node_total_observer(catalog.NODE_TOTAL_SOURCES[spec.name].kernel_names)
         if spec.scope is catalog.Scope.NODE:
             return self._node_observer(_NODE_VALUES[spec.name])
         if spec.scope is catalog.Scope.DEVICE:
@@ -211,6 +213,16 @@ class EfaInstrumentor:
             cache[key] = attributes
         return attributes
 
+    def _node_total_observer(self, kernel_names: Tuple[str, ...]):
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            snapshot = self.collector.latest
+            if snapshot is None:
+                return
+            totals = [t for t in (snapshot.total(k) for k in kernel_names) if t is not None]
+            if totals:
+                yield Observation(counter_value(sum(totals)), self.node_attributes())
+        return observe
+
     def _node_observer(self, value_of: Callable[[RailBalance], Optional[float]]):
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
             value = value_of(self._rail_balance())
@@ -220,7 +232,7 @@ class EfaInstrumentor:
 
 
 _NODE_VALUES: Dict[str, Callable[[RailBalance], Optional[float]]] = {
-    "efa_node_rail_imbalance": lambda balance: balance.imbalance,
+    "efa_node_rail_imbalance_ratio": lambda balance: balance.imbalance,
     "efa_node_idle_rails": lambda balance: balance.idle_rails,
 }
 
@@ -237,8 +249,8 @@ _PORT_GAUGE_VALUES: Dict[str, Callable[[PortSnapshot], Optional[float]]] = {
     **{name: _rate_value(kernel) for name, kernel in catalog.RATE_SOURCES.items()},
     "efa_port_up": _up,
     "efa_link_speed": lambda port: port.link_bytes_per_second,
-    "efa_rx_utilization": lambda port: port.utilization("rx_bytes"),
-    "efa_tx_utilization": lambda port: port.utilization("tx_bytes"),
+    "efa_rx_utilization_ratio": lambda port: port.utilization("rx_bytes"),
+    "efa_tx_utilization_ratio": lambda port: port.utilization("tx_bytes"),
 }
 
 

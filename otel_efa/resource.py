@@ -1,4 +1,10 @@
-"""The OTel Resource: service.name=otel-efa, EC2 identity from IMDSv2, then OTEL_* variables on top."""
+"""The OTel Resource: service.name=otel-efa, EC2 identity from IMDSv2, then OTEL_* variables on top.
+
+``service.instance.id`` is the EC2 instance id (else the host name): through a collector's
+``prometheusremotewrite`` it becomes the ``instance`` label, which must name the node, as the head node's
+scrape config makes it, so that EFA and DCGM series of one node join (a random id would not).
+"""
+import socket
 from typing import Dict, Optional
 
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
@@ -7,6 +13,7 @@ from . import __version__
 from .imds import ImdsClient
 
 SERVICE_NAME = "otel-efa"
+CLUSTER_NAME = "aws.parallelcluster.cluster_name"
 
 
 def ec2_attributes(imds: ImdsClient) -> Dict[str, str]:
@@ -26,9 +33,16 @@ def ec2_attributes(imds: ImdsClient) -> Dict[str, str]:
     return attributes
 
 
-def build_resource(imds: Optional[ImdsClient] = None, extra: Optional[Dict[str, str]] = None) -> Resource:
+def build_resource(imds: Optional[ImdsClient] = None, extra: Optional[Dict[str, str]] = None,
+                   cluster_name: Optional[str] = None) -> Resource:
     """EC2 detection first, our defaults, then OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME win."""
     attributes: Dict[str, str] = {"service.name": SERVICE_NAME, "service.version": __version__}
     attributes.update(ec2_attributes(imds or ImdsClient()))
+    if cluster_name:
+        attributes[CLUSTER_NAME] = cluster_name
     attributes.update(extra or {})
-    return Resource.create(attributes).merge(OTELResourceDetector().detect())
+    from_environment = OTELResourceDetector().detect()
+    # The SDK would make service.instance.id a random UUID; OTEL_RESOURCE_ATTRIBUTES still wins.
+    attributes["service.instance.id"] = str(from_environment.attributes.get("host.id")
+                                            or attributes.get("host.id") or socket.gethostname())
+    return Resource.create(attributes).merge(from_environment)

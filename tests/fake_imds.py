@@ -3,7 +3,8 @@
 - ``PUT /latest/api/token`` needs ``X-aws-ec2-metadata-token-ttl-seconds`` (else 400), hands out a
   fresh token and echoes the TTL header (AWS SDKs rely on it); ``GET`` needs a token it issued and has
   not expired (else 401), as IMDSv2 does.
-- ``dynamic/instance-identity/document`` answers ``document``;
+- ``dynamic/instance-identity/document`` answers ``document``; ``meta-data/hostname`` answers
+  ``hostname`` (the collector's ec2 resource detector asks for both);
   ``meta-data/network/interfaces/macs/<mac>/interface-id`` answers from ``enis`` (else 404).
 - ``expire_tokens()`` makes every issued token stale, as when its TTL runs out.
 A real HTTP server, not a mock: the client under test speaks HTTP to it over a socket.
@@ -14,12 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
 
 IDENTITY_PATH = "/latest/dynamic/instance-identity/document"
+HOSTNAME_PATH = "/latest/meta-data/hostname"
 ENI_PREFIX, ENI_SUFFIX = "/latest/meta-data/network/interfaces/macs/", "/interface-id"
 
 
 class FakeImds:
-    def __init__(self, document: Optional[dict] = None, port: int = 0):
+    def __init__(self, document: Optional[dict] = None, port: int = 0, hostname: Optional[str] = None):
         self.document = document
+        self.hostname = hostname
         self.enis: Dict[str, str] = {}
         self.valid_tokens: set = set()
         self.tokens_issued = 0
@@ -68,6 +71,8 @@ class FakeImds:
                     path = self.path
                     if path == IDENTITY_PATH and fake.document is not None:
                         return self._reply(200, json.dumps(fake.document))
+                    if path == HOSTNAME_PATH and fake.hostname is not None:
+                        return self._reply(200, fake.hostname)
                     if path.startswith(ENI_PREFIX) and path.endswith(ENI_SUFFIX):
                         eni = fake.enis.get(path[len(ENI_PREFIX):-len(ENI_SUFFIX)])
                         if eni:

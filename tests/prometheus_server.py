@@ -6,25 +6,26 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import pytest
 
 
 class PrometheusServer:
-    def __init__(self, scrape_configs: List[dict], port: int, scrape_interval: str = "1s"):
+    def __init__(self, scrape_configs: List[dict], port: int, scrape_interval: str = "1s",
+                 extra_args: Sequence[str] = (), rule_files: Sequence[str] = ()):
         binary = shutil.which("prometheus")
         if binary is None:
             pytest.fail("prometheus is not installed: run `make test`, which installs Debian's package")
         self.dir = tempfile.mkdtemp(prefix="otel-efa-prom-")
         config = {"global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-                  "scrape_configs": scrape_configs}
+                  "scrape_configs": scrape_configs, "rule_files": list(rule_files)}
         with open(f"{self.dir}/prometheus.yml", "w") as f:
             json.dump(config, f)  # JSON is YAML
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
             [binary, f"--config.file={self.dir}/prometheus.yml", f"--storage.tsdb.path={self.dir}/data",
-             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn", *extra_args],
             stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/prometheus.log", "w"))
         self._wait_ready()
 

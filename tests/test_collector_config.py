@@ -1,9 +1,9 @@
 """The ADOT collector configs and the head node's Prometheus config under otel-config/.
 
-No ADOT binary runs here, so each file is checked against everything that can be checked: it is what the
-generator makes from the catalog, it parses, it names only components ADOT ships, its metric patterns
-select exactly the catalog metrics they should, its placeholders are documented, and Prometheus's own
-``promtool`` accepts the Prometheus parts.
+Structure here: each file is what the generator makes from the catalog, it parses, it names only
+components ADOT ships, its metric patterns select exactly the catalog metrics they should, its
+placeholders are documented, and Prometheus's own ``promtool`` accepts the Prometheus parts. What the
+files do on a real collector (what lands in AMP and in the EMF documents) is tests/test_collector_path.py.
 """
 import re
 import subprocess
@@ -113,11 +113,13 @@ def test_cloudwatch_pipeline_makes_the_seeds_six_metrics_from_catalog_metrics(pa
         # metricstransform combines only metrics of one type, unit and attribute set.
         sources = [catalog.BY_NAME[name] for name in selected]
         assert len({(m.kind, m.unit, m.attributes) for m in sources}) == 1
-        assert sources[0].kind is (Kind.GAUGE if spec.statistic == "rate" else Kind.COUNTER)
+        # Gauges only: awsemf would turn a cumulative sum into deltas (and a reset into a spike).
+        assert sources[0].kind is Kind.GAUGE
         assert transform["action"] == "combine" and transform["aggregation_type"] == "sum"
         assert transform["operations"] == [{"action": "aggregate_labels", "label_set": [], "aggregation_type": "sum"}]
 
-    assert config["processors"]["filter/cloudwatch"]["metrics"]["include"]["metric_names"] == CLOUDWATCH_NAMES
+    assert config["processors"]["filter/cloudwatch"]["metrics"]["metric"] == \
+        [collector_config.keep_only(CLOUDWATCH_NAMES)]
     resource = config["processors"]["resource/cloudwatch"]["attributes"]
     assert resource == [{"key": catalog.CLOUDWATCH_DIMENSION, "from_attribute": "host.id", "action": "insert"}]
 

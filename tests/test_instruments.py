@@ -70,7 +70,7 @@ def test_rates_link_speed_and_utilization(make_simulator, make_pipeline):
     device = sim.devices[0].name
     assert points[port_key("efa_rx_bytes_rate", device)] == sim.expected_rate(device, "rx_bytes")
     assert points[port_key("efa_link_speed", device)] == 200e9 / 8
-    assert abs(points[port_key("efa_rx_utilization", device)] - 0.5) < 1e-9
+    assert abs(points[port_key("efa_rx_utilization_ratio", device)] - 0.5) < 1e-9
     assert points[port_key("efa_port_up", device)] == 1
 
 

@@ -49,16 +49,19 @@ def _expected(simulator, snapshot, missed_intervals):
                 expected[(name, attrs)] = port.rates[kernel]
             expected[("efa_port_up", attrs)] = 1
             expected[("efa_link_speed", attrs)] = link
-            expected[("efa_rx_utilization", attrs)] = port.rates["rx_bytes"] / link
-            expected[("efa_tx_utilization", attrs)] = port.rates["tx_bytes"] / link
+            expected[("efa_rx_utilization_ratio", attrs)] = port.rates["rx_bytes"] / link
+            expected[("efa_tx_utilization_ratio", attrs)] = port.rates["tx_bytes"] / link
     topology = read_topology(simulator.root)  # checked against the simulator's layout in test_topology
     for device in snapshot.devices:
         info = {catalog.ATTR_DEVICE: device.name, **info_attributes(topology[device.name])}
         expected[("efa_device_info", frozenset(info.items()))] = 1
     balance = rail_balance(snapshot)
     if balance.imbalance is not None:  # absent while the node is idle (the last interval may be)
-        expected[("efa_node_rail_imbalance", frozenset())] = balance.imbalance
+        expected[("efa_node_rail_imbalance_ratio", frozenset())] = balance.imbalance
     expected[("efa_node_idle_rails", frozenset())] = balance.idle_rails
+    for name, spec in catalog.NODE_TOTAL_SOURCES.items():
+        expected[(name, frozenset())] = sum(truth[(d.name, k)] for d in snapshot.devices for k in spec.kernel_names
+                                            if (d.name, k) in truth)
     for reason, count in snapshot.read_errors.items():
         expected[("otel_efa_read_errors", frozenset({(catalog.ATTR_REASON, reason)}))] = count
     expected[("otel_efa_collections", frozenset())] = snapshot.collections
@@ -97,7 +100,7 @@ def test_every_catalog_metric_arrives_with_ground_truth(protocol, make_simulator
     assert snapshot.monotonic > stopped_at
     received = {(p.name, p.attributes): p for p in points(last)}
     expected = _expected(simulator, snapshot, agent.agent.stats.missed_intervals)
-    idle = {"efa_node_rail_imbalance"} if rail_balance(snapshot).imbalance is None else set()
+    idle = {"efa_node_rail_imbalance_ratio"} if rail_balance(snapshot).imbalance is None else set()
     assert {name for name, _ in received} == {spec.name for spec in catalog.METRICS} - idle
     assert set(received) == set(expected)
     for key, value in expected.items():

@@ -59,27 +59,27 @@ def test_idle_and_overloaded_rails_are_seen_exactly(make_simulator):
     node = _Node(make_simulator, "p4d.24xlarge")
     try:
         gauges = node.interval()
-        assert abs(gauges["efa_node_rail_imbalance"][0] - 1.0) < 1e-9 and gauges["efa_node_idle_rails"] == [0]
+        assert abs(gauges["efa_node_rail_imbalance_ratio"][0] - 1.0) < 1e-9 and gauges["efa_node_idle_rails"] == [0]
 
         idle = node.simulator.device_names[2]
         node.simulator.set_device_level(idle, 0)
         gauges = node.interval()
         imbalance, idle_count = _truth(node.simulator)
         assert idle_count == 1
-        assert abs(gauges["efa_node_rail_imbalance"][0] - imbalance) < 1e-6
+        assert abs(gauges["efa_node_rail_imbalance_ratio"][0] - imbalance) < 1e-6
         assert gauges["efa_node_idle_rails"] == [idle_count]
 
         node.simulator.set_device_level(idle, 1)
         node.simulator.set_device_level(node.simulator.device_names[0], 3)  # one rail carries 3x
         gauges = node.interval()
         imbalance, idle_count = _truth(node.simulator)
-        assert abs(gauges["efa_node_rail_imbalance"][0] - imbalance) < 1e-6 and imbalance == 2.0
+        assert abs(gauges["efa_node_rail_imbalance_ratio"][0] - imbalance) < 1e-6 and imbalance == 2.0
         assert gauges["efa_node_idle_rails"] == [0]
 
         for name in node.simulator.device_names:  # the node stops: no ratio, no idle-rail alarm
             node.simulator.set_device_level(name, 0)
         gauges = node.interval()
-        assert gauges.get("efa_node_rail_imbalance", []) == []
+        assert gauges.get("efa_node_rail_imbalance_ratio", []) == []
         assert gauges["efa_node_idle_rails"] == [0]
     finally:
         node.close()
@@ -95,7 +95,7 @@ def test_quiet_node_is_not_busy(make_simulator):
         simulator.set_device_level(simulator.device_names[0], 0)
         gauges = node.interval()
         assert gauges["efa_node_idle_rails"] == [0]
-        assert gauges.get("efa_node_rail_imbalance", []) == []
+        assert gauges.get("efa_node_rail_imbalance_ratio", []) == []
     finally:
         node.close()
 
@@ -126,7 +126,7 @@ def test_agent_shows_an_idle_rail_on_prometheus(make_simulator, run_agent):
                 time.sleep(0.05)
             raise AssertionError(f"not seen within {timeout} s: {values}")
 
-        wait_for(lambda v: v.get("efa_node_idle_rails") == 0 and "efa_node_rail_imbalance" in v)
+        wait_for(lambda v: v.get("efa_node_idle_rails") == 0 and "efa_node_rail_imbalance_ratio" in v)
         simulator.set_device_level(simulator.device_names[5], 0)
         imbalance, idle_count = _truth(simulator)
         wait_for(lambda v: v.get("efa_node_idle_rails") == idle_count == 1)
@@ -135,6 +135,6 @@ def test_agent_shows_an_idle_rail_on_prometheus(make_simulator, run_agent):
         assert values["efa_node_idle_rails"] == 1
         # Sampled rates jitter by a few simulator ticks per interval, and the max of 31 jittering rates
         # rides high: a sanity bound here (ground truth 32/31); the exact test above checks the value.
-        assert abs(values["efa_node_rail_imbalance"] - imbalance) < 0.15 * imbalance
+        assert abs(values["efa_node_rail_imbalance_ratio"] - imbalance) < 0.15 * imbalance
         simulator.set_device_level(simulator.device_names[5], 1)
         wait_for(lambda v: v.get("efa_node_idle_rails") == 0)

@@ -83,7 +83,7 @@ def _device_panels() -> List[Dict[str, Any]]:
     labels = (INSTANCE, DEVICE)
     legend = "{{instance}} {{%s}}" % DEVICE
     utilization = [(f"max by ({promql.by(labels)}) ({name(m)}{{{DEVICE_MATCH}}})", f"{legend} {d}")
-                   for m, d in (("efa_rx_utilization", "RX"), ("efa_tx_utilization", "TX"))]
+                   for m, d in (("efa_rx_utilization_ratio", "RX"), ("efa_tx_utilization_ratio", "TX"))]
     return [
         _panel(DEVICE_RX, "timeseries", "bps", [(_rate_bits("rx_bytes", labels, DEVICE_MATCH), legend)], width=8),
         _panel(DEVICE_TX, "timeseries", "bps", [(_rate_bits("tx_bytes", labels, DEVICE_MATCH), legend)], width=8),
