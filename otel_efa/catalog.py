@@ -161,8 +161,8 @@ DEVICE_COUNTERS: Tuple[MetricSpec, ...] = (
 
 # Per-second rates computed from counter deltas over elapsed monotonic time.
 RATE_SOURCES: Dict[str, str] = {
-    "efa_rx_bytes_rate": "rx_bytes",
-    "efa_tx_bytes_rate": "tx_bytes",
+    "efa_rx_throughput": "rx_bytes",
+    "efa_tx_throughput": "tx_bytes",
     "efa_rx_pkts_rate": "rx_pkts",
     "efa_tx_pkts_rate": "tx_pkts",
 }
@@ -193,9 +193,9 @@ PORT_GAUGES: Tuple[MetricSpec, ...] = tuple(_rate_gauge(n, k) for n, k in RATE_S
                "Link speed of the port: the instance type's documented EFA speed where known, "
                "else the port's rate file", Scope.PORT, "instance type table, else ports/N/rate"),
     MetricSpec("efa_rx_utilization_ratio", Kind.GAUGE, "1", "Received bytes per second / link speed (0..1)",
-               Scope.PORT, "efa_rx_bytes_rate / efa_link_speed"),
+               Scope.PORT, "efa_rx_throughput / efa_link_speed"),
     MetricSpec("efa_tx_utilization_ratio", Kind.GAUGE, "1", "Transmitted bytes per second / link speed (0..1)",
-               Scope.PORT, "efa_tx_bytes_rate / efa_link_speed"),
+               Scope.PORT, "efa_tx_throughput / efa_link_speed"),
 )
 
 INFO_METRICS: Tuple[MetricSpec, ...] = (
@@ -210,10 +210,10 @@ INFO_METRICS: Tuple[MetricSpec, ...] = (
 NODE_METRICS: Tuple[MetricSpec, ...] = (
     MetricSpec("efa_node_rail_imbalance_ratio", Kind.GAUGE, "1",
                "Busiest device's rx+tx bytes per second / the devices' mean (1 = balanced); "
-               "absent while the node is idle", Scope.NODE, "per-device efa_rx_bytes_rate + efa_tx_bytes_rate"),
+               "absent while the node is idle", Scope.NODE, "per-device efa_rx_throughput + efa_tx_throughput"),
     MetricSpec("efa_node_idle_rails", Kind.GAUGE, "{device}",
                "Devices carrying under a tenth of the mean device's rx+tx bytes per second while the node "
-               "is busy (0 while it is idle)", Scope.NODE, "per-device efa_rx_bytes_rate + efa_tx_bytes_rate"),
+               "is busy (0 while it is idle)", Scope.NODE, "per-device efa_rx_throughput + efa_tx_throughput"),
 )
 
 AGENT_METRICS: Tuple[MetricSpec, ...] = (

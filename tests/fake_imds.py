@@ -4,7 +4,8 @@
   fresh token and echoes the TTL header (AWS SDKs rely on it); ``GET`` needs a token it issued and has
   not expired (else 401), as IMDSv2 does.
 - ``dynamic/instance-identity/document`` answers ``document``; ``meta-data/hostname`` answers
-  ``hostname`` (the collector's ec2 resource detector asks for both);
+  ``hostname`` and ``meta-data/instance-id`` the document's ``instanceId`` (the collector's ec2 resource
+  detector asks for these three);
   ``meta-data/network/interfaces/macs/<mac>/interface-id`` answers from ``enis`` (else 404).
 - ``expire_tokens()`` makes every issued token stale, as when its TTL runs out.
 A real HTTP server, not a mock: the client under test speaks HTTP to it over a socket.
@@ -16,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 IDENTITY_PATH = "/latest/dynamic/instance-identity/document"
 HOSTNAME_PATH = "/latest/meta-data/hostname"
+INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
 ENI_PREFIX, ENI_SUFFIX = "/latest/meta-data/network/interfaces/macs/", "/interface-id"
 
 
@@ -73,6 +75,8 @@ class FakeImds:
                         return self._reply(200, json.dumps(fake.document))
                     if path == HOSTNAME_PATH and fake.hostname is not None:
                         return self._reply(200, fake.hostname)
+                    if path == INSTANCE_ID_PATH and (fake.document or {}).get("instanceId"):
+                        return self._reply(200, fake.document["instanceId"])
                     if path.startswith(ENI_PREFIX) and path.endswith(ENI_SUFFIX):
                         eni = fake.enis.get(path[len(ENI_PREFIX):-len(ENI_SUFFIX)])
                         if eni:

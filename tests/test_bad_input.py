@@ -44,7 +44,7 @@ def test_bad_content(make_simulator, make_pipeline, caplog, content, reason):
         sim.advance_by(1.0)
         points = pipeline.collect()
         assert port_key("efa_rx_bytes", device) not in points
-        assert port_key("efa_rx_bytes_rate", device) not in points
+        assert port_key("efa_rx_throughput", device) not in points
         _assert_rest_is_served(points, sim, device, "rx_bytes")
         counts.append(_errors(points, reason))
     assert counts == [1, 2, 3]
@@ -96,9 +96,9 @@ def test_device_removed_and_readded_gives_no_bogus_rate(make_simulator, make_pip
     sim.restore_device(gone)  # re-probed: counters restart at 0
     points = step()
     assert points[port_key("efa_rx_bytes", gone)] == sim.value(gone, "rx_bytes")
-    assert port_key("efa_rx_bytes_rate", gone) not in points  # first sample of the new device
+    assert port_key("efa_rx_throughput", gone) not in points  # first sample of the new device
     points = step()
-    assert points[port_key("efa_rx_bytes_rate", gone)] == pytest.approx(sim.expected_rate(gone, "rx_bytes"))
+    assert points[port_key("efa_rx_throughput", gone)] == pytest.approx(sim.expected_rate(gone, "rx_bytes"))
     assert _errors(points, "missing") == 0 and _errors(points, "parse") == 0
 
 
@@ -114,8 +114,8 @@ def test_reset_counter_gives_no_negative_rate(make_simulator, make_pipeline):
     points = pipeline.collect()
     rates = [v for (name, _), v in points.items() if name.endswith("_rate")]
     assert rates and all(v >= 0 for v in rates)
-    assert port_key("efa_rx_bytes_rate", sim.devices[0].name) not in points
-    assert port_key("efa_rx_bytes_rate", sim.devices[1].name) in points
+    assert port_key("efa_rx_throughput", sim.devices[0].name) not in points
+    assert port_key("efa_rx_throughput", sim.devices[1].name) in points
 
 
 def _read_as_nobody(root: str) -> dict:

@@ -42,3 +42,31 @@ def test_cloudwatch_metrics_are_the_seeds_six():
         ("rx_errors", "Count"), ("tx_discards", "Count")]
     for c in catalog.CLOUDWATCH_METRICS:
         assert all(name in catalog.BY_NAME for name in c.otel_metrics)
+
+
+def remote_write_name(spec: catalog.MetricSpec) -> str:
+    """The name ``prometheusremotewrite`` gives a metric with suffixes on (its default), as
+    github.com/prometheus/otlptranslator (v1.0.0, ``normalizeName``) builds it: the name's tokens, the
+    unit's main and per parts unless a token already is one (``efa_rx_bytes_rate`` in ``By/s`` would lose
+    its ``bytes``), ``_total`` on a monotonic sum, ``_ratio`` on a gauge in unit ``1``."""
+    tokens = [t for t in re.split(r"[^a-zA-Z0-9:]", spec.name) if t]
+    main, _, per = spec.unit.partition("/")
+    main = "" if "{" in main else {"By": "bytes", "s": "seconds", "1": ""}.get(main, main)
+    per = "" if not per or "{" in per else "per_" + {"s": "second"}.get(per, per)
+    if main and main not in tokens:
+        tokens.append(main)
+    if per and per not in tokens:
+        tokens.append(per)
+    if spec.kind is catalog.Kind.COUNTER:
+        tokens = [t for t in tokens if t != "total"] + ["total"]
+    if spec.unit == "1" and spec.kind is catalog.Kind.GAUGE:
+        tokens = [t for t in tokens if t != "ratio"] + ["ratio"]
+    return "_".join(tokens)
+
+
+def test_every_metric_has_one_prometheus_name_on_every_path():
+    """The agent's page (and the OTel SDK's Prometheus exporter) and AMP through prometheusremotewrite
+    name every metric alike, so one dashboard and one rule set serve both (tests/test_collector_path.py
+    checks it on the real collector)."""
+    for spec in catalog.METRICS:
+        assert spec.prometheus_name == remote_write_name(spec), spec.name

@@ -265,7 +265,7 @@ def test_fault_device_removed_and_returned(node, caplog):
     absent_from = [e for e in exports if e not in of_gone]
     assert absent_from, "no export was made while the device was away"
     back = next(e for e in of_gone if e[COLLECTIONS] > absent_from[-1][COLLECTIONS])
-    rate_key = key("efa_rx_bytes_rate", aws_efa_device=gone, aws_efa_port="1")
+    rate_key = key("efa_rx_throughput", aws_efa_device=gone, aws_efa_port="1")
     assert back[COLLECTIONS] == absent_from[-1][COLLECTIONS] + 1, "its first collection was not exported alone"
     assert rate_key not in back  # its first sample: no rate across the gap
     assert rate_key in otlp and rate_key in prometheus  # rates again once it has two samples
@@ -290,7 +290,7 @@ def test_fault_counter_reset(node, caplog):
     assert_no_bad_rate(exports)
     rx_bytes = counter_key(reset, "rx_bytes")
     before, after = around_drop(exports, rx_bytes)
-    rate_of = lambda device: key("efa_rx_bytes_rate", aws_efa_device=device, aws_efa_port="1")  # noqa: E731
+    rate_of = lambda device: key("efa_rx_throughput", aws_efa_device=device, aws_efa_port="1")  # noqa: E731
     assert rate_of(reset) not in after, "a reset gave a rate"
     assert all(rate_of(device) in after for device in others)
     later = exports[exports.index(after) + 1]
@@ -367,10 +367,10 @@ def test_fault_counter_wraps_past_u64_max(node, caplog):
     assert_rest_exported_throughout(exports, n.sim, n.devices, allowed_to_drop=wrapped)
     assert_no_bad_rate(exports)
     _, after = around_drop(exports, counter_key(near_max, "rx_bytes"))
-    across = after[key("efa_rx_bytes_rate", aws_efa_device=near_max, aws_efa_port="1")]
+    across = after[key("efa_rx_throughput", aws_efa_device=near_max, aws_efa_port="1")]
     assert across == pytest.approx(per_second, rel=0.5), "the interval across the wrap lost its rate"
     _, after = around_drop(exports, counter_key(at_max, "rx_bytes"))
-    assert key("efa_rx_bytes_rate", aws_efa_device=at_max, aws_efa_port="1") in after
+    assert key("efa_rx_throughput", aws_efa_device=at_max, aws_efa_port="1") in after
     for device in (at_max, near_max):
         lines = messages(caplog, logging.INFO, "wrapped past", device)
         assert len(lines) == 1 and "rx_bytes" in lines[0], lines
@@ -388,7 +388,7 @@ def test_fault_garbage_contents(node, caplog):
     n.run(1.5)  # the hardware keeps counting behind the garbage
     truth, otlp, prometheus = n.settle()
     assert_exact(n.sim, truth, otlp, prometheus, n.devices, unavailable={(device, "rx_bytes")})
-    assert key("efa_rx_bytes_rate", aws_efa_device=device, aws_efa_port="1") not in otlp
+    assert key("efa_rx_throughput", aws_efa_device=device, aws_efa_port="1") not in otlp
     assert otlp[errors_key("parse")] == prometheus[errors_key("parse")] > 0
 
     n.sim.heal(device, "rx_bytes")

@@ -63,12 +63,12 @@ def test_rates_link_speed_and_utilization(make_simulator, make_pipeline):
     clock = [1000.0]
     pipeline.collector._clock = lambda: clock[0]
     pipeline.collect()
-    assert not any(name == "efa_rx_bytes_rate" for name, _ in pipeline.collect())  # first sample: no rate
+    assert not any(name == "efa_rx_throughput" for name, _ in pipeline.collect())  # first sample: no rate
     sim.advance_by(2.5)
     clock[0] += 2.5
     points = pipeline.collect()
     device = sim.devices[0].name
-    assert points[port_key("efa_rx_bytes_rate", device)] == sim.expected_rate(device, "rx_bytes")
+    assert points[port_key("efa_rx_throughput", device)] == sim.expected_rate(device, "rx_bytes")
     assert points[port_key("efa_link_speed", device)] == 200e9 / 8
     assert abs(points[port_key("efa_rx_utilization_ratio", device)] - 0.5) < 1e-9
     assert points[port_key("efa_port_up", device)] == 1

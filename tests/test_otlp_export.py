@@ -121,7 +121,7 @@ def test_every_catalog_metric_arrives_with_ground_truth(protocol, make_simulator
     # The traffic moved while the agent watched, so the comparisons above are not between constants.
     first = {(p.name, p.attributes): p.value for p in points(requests[0])}
     assert all(first[key] < value for key, value in expected.items() if key[0] == "efa_rx_bytes")
-    assert any(p.value > 0 for r in requests[:-1] for p in points(r) if p.name == "efa_rx_bytes_rate")
+    assert any(p.value > 0 for r in requests[:-1] for p in points(r) if p.name == "efa_rx_throughput")
 
     resource = resource_attributes(last)
     assert resource["service.name"] == "otel-efa"

@@ -18,7 +18,7 @@ from prometheus_server import PrometheusServer
 
 RX_BYTES = catalog.BY_NAME["efa_rx_bytes"].prometheus_name
 TX_PKTS = catalog.BY_NAME["efa_tx_pkts"].prometheus_name
-RX_RATE = catalog.BY_NAME["efa_rx_bytes_rate"].prometheus_name
+RX_RATE = catalog.BY_NAME["efa_rx_throughput"].prometheus_name
 FAST_INTERVAL = 2.0
 
 

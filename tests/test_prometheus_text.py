@@ -120,7 +120,7 @@ def test_values_are_the_snapshot_s(both):
     rx = {s.labels["aws_efa_device"]: s.value for s in families[counter_family].samples}
     assert rx[device.name] == port.counters["rx_bytes"]
     rate = {s.labels["aws_efa_device"]: s.value
-            for s in families[catalog.BY_NAME["efa_rx_bytes_rate"].prometheus_name].samples}
+            for s in families[catalog.BY_NAME["efa_rx_throughput"].prometheus_name].samples}
     assert rate[device.name] == port.rates["rx_bytes"] > 0
 
 

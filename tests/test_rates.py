@@ -96,6 +96,6 @@ def test_rates_within_half_a_percent_under_jitter(make_simulator, make_pipeline)
         points = pipeline.collect()
         for device in sim.device_names:
             expected = sim.expected_rate(device, "rx_bytes")
-            assert points[port_key("efa_rx_bytes_rate", device)] == pytest.approx(expected, rel=0.005)
+            assert points[port_key("efa_rx_throughput", device)] == pytest.approx(expected, rel=0.005)
             assert points[port_key("efa_tx_pkts_rate", device)] == pytest.approx(
                 sim.expected_rate(device, "tx_pkts"), rel=0.005)
