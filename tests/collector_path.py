@@ -2,8 +2,8 @@
 the config ``otel-efa collector-config adot both`` prints) -> Amazon Managed Prometheus and CloudWatch.
 
 Real peers: the collector (``make collector``), Prometheus with its remote-write receiver standing where
-AMP stands (``prometheusremotewrite`` signs every write with SigV4 through ``sigv4auth``; Prometheus
-ignores the signature), Debian's node exporter on :9100, moto in server mode for CloudWatch Logs (where
+AMP stands, behind a gate that verifies each write's SigV4 signature as AMP does (``sigv4_gate``:
+``prometheusremotewrite`` signs through ``sigv4auth``), Debian's node exporter on :9100, moto in server mode for CloudWatch Logs (where
 ``awsemf`` writes its EMF documents). Stand-ins at the AWS boundary only: IMDS on loopback (for the agent
 and the collector's ec2 resource detector), the simulator for the EFA hardware, a dcgm-exporter
 stand-in on :9400 (no GPU here). Everything runs inside the caller's network namespace
@@ -29,11 +29,12 @@ from node_exporter_server import NodeExporter
 from otel_efa import collector_config
 from otel_efa.simulator import Simulator
 from prometheus_server import PrometheusServer
+from sigv4_gate import SigV4Gate
 
 PROFILE = "p4d.24xlarge"
 INSTANCE_ID = "i-0c011ec7012345678"
 CLUSTER = "e2e-cluster"
-AMP_PORT, MOTO_PORT, IMDS_PORT = 9090, 5000, 1338
+AMP_PORT, PROMETHEUS_PORT, MOTO_PORT, IMDS_PORT = 8080, 9090, 5000, 1338
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
 IDENTITY = {"instanceId": INSTANCE_ID, "instanceType": PROFILE, "region": REGION,
@@ -59,7 +60,9 @@ class NodePath:
         self._stops: List = []
         self.imds = self._keep(FakeImds(IDENTITY, port=IMDS_PORT, hostname="ip-10-1-2-3.ec2.internal"))
         self.moto = self._keep(Moto(MOTO_PORT).start())
-        self.amp = self._keep(PrometheusServer([], AMP_PORT, extra_args=["--web.enable-remote-write-receiver"]))
+        self.amp = self._keep(PrometheusServer([], PROMETHEUS_PORT, extra_args=["--web.enable-remote-write-receiver"]))
+        self.gate = self._keep(SigV4Gate(f"{self.amp.url}/api/v1/write", AMP_PORT, CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                                         CREDENTIALS["AWS_SECRET_ACCESS_KEY"], REGION))
         self.simulator = Simulator(PROFILE, str(workdir / "sys"))
         self._stops.append(self.simulator.close)
         self.running = self.simulator.start(tick=0.01)
@@ -68,7 +71,7 @@ class NodePath:
         self.node_exporter = self._keep(NodeExporter(str(workdir / "sys"), port=9100))
         aws = {**CREDENTIALS, "AWS_REGION": REGION, "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.endpoint}
         self.collector = self._keep(CollectorProcess(test_config(release), release, env={
-            **aws, "AMP_REMOTE_WRITE_URL": f"{self.amp.url}/api/v1/write", "OTEL_EFA_CLUSTER_NAME": CLUSTER}))
+            **aws, "AMP_REMOTE_WRITE_URL": self.gate.url, "OTEL_EFA_CLUSTER_NAME": CLUSTER}))
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AWS_"))}
         environment.update(aws, PYTHONUNBUFFERED="1", OTEL_EFA_CLUSTER_NAME=CLUSTER)
         self.agent = AgentProcess(["--sysfs", str(workdir / "sys"), "--interval", "1", "--exporters", "otlp"],

@@ -11,7 +11,7 @@ from typing import Dict, Iterator, List, Tuple
 import pytest
 
 from cloudwatch_math import evaluate_alarm
-from collector_path import CLUSTER, INSTANCE_ID, NodePath
+from collector_path import CLUSTER, INSTANCE_ID, REGION, NodePath
 from collector_process import versions
 from netns import isolated_network
 from otel_efa import catalog
@@ -109,7 +109,10 @@ def test_error_counts_are_the_kernels_cumulative_counts_and_a_reset_makes_no_spi
     for name, spec in SIX.items():
         if spec.statistic == "rate":  # no negative rate and no spike at the reset (a reset device has none)
             [kernel_name] = spec.kernel_names
-            limit = 1.05 * node_rate(path, kernel_name)
+            # A reset read as traffic would be a device's whole count in one interval: hundreds of times
+            # the line rate. Twice the true rate leaves room for the simulator thread catching up on a
+            # busy machine, no more.
+            limit = 2 * node_rate(path, kernel_name)
             assert all(0 <= d[name] <= limit for d in documents if name in d), (name, limit)
 
     requests = cloudwatch_alarms.alarms(CLUSTER, [INSTANCE_ID])
@@ -148,3 +151,9 @@ def test_efa_and_gpu_series_of_a_node_share_instance_and_cluster(path):
         series = path.amp.wait_for(expression)
         assert {(s["metric"]["instance"], s["metric"]["cluster"], s["metric"]["job"]) for s in series} == \
             {(INSTANCE_ID, CLUSTER, job)}, (expression, series[0]["metric"])
+
+
+def test_every_write_to_amp_is_signed_for_aps_in_the_nodes_region(path):
+    path.amp.wait_for("efa_port_up")
+    assert path.gate.verified > 0 and not path.gate.refused, path.gate.refused[:3]
+    assert path.gate.scopes == {f"{REGION}/aps/aws4_request"}
