@@ -1,5 +1,6 @@
 """tests/promql_checks.py, the helpers the head-node and AMP end-to-end tests check the dashboard and the
-rules with: pure functions on hand-written PromQL and Grafana JSON, then on what we ship."""
+rules with: pure functions on hand-written PromQL and Grafana JSON, then on what we ship. ``query()`` is
+tested against a real Prometheus in tests/test_head_node_path.py."""
 import re
 
 import pytest
