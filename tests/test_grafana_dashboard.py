@@ -16,11 +16,9 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -34,7 +32,9 @@ from otel_efa.instance_types import INSTANCE_TYPES
 from otel_efa.promql import DEVICE
 from otel_efa.simulator import Simulator
 
+import promql_checks
 from conftest import free_port
+from dcgm_stand_in import DEFAULT_FIELDS, DcgmExporterStandIn
 
 COMMITTED = Path(__file__).resolve().parent.parent / "dashboards" / "grafana-efa.json"
 RATE_WINDOW_S = 20  # what $__rate_interval becomes; long enough that a 0.15 s read lag stays under 1 %
@@ -48,35 +48,6 @@ NODES = {
     "node-c": ("c2", "p6-b200.48xlarge", True),
 }
 SLOW_NODE, SLOW_LEVEL = "node-b", 0.25  # one rail of node-b at a quarter of its siblings
-# From NVIDIA dcgm-exporter etc/default-counters.csv: (name, type).
-DCGM_DEFAULTS = (("DCGM_FI_DEV_GPU_UTIL", "gauge"), ("DCGM_FI_DEV_POWER_USAGE", "gauge"),
-                 ("DCGM_FI_DEV_FB_USED", "gauge"), ("DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", "counter"),
-                 ("DCGM_FI_DEV_PCIE_TX_THROUGHPUT", "counter"), ("DCGM_FI_DEV_PCIE_RX_THROUGHPUT", "counter"),
-                 ("DCGM_FI_DEV_XID_ERRORS", "gauge"), ("DCGM_FI_DEV_GPU_TEMP", "gauge"))
-
-
-class _FakeDcgm(BaseHTTPRequestHandler):
-    started = time.monotonic()
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        elapsed = time.monotonic() - self.started
-        lines = []
-        for metric, kind in DCGM_DEFAULTS:
-            lines.append(f"# TYPE {metric} {kind}")
-            for gpu in range(8):
-                value = 1000 * elapsed if kind == "counter" else 50 + gpu
-                lines.append(f'{metric}{{gpu="{gpu}",UUID="GPU-{gpu:04d}",device="nvidia{gpu}",'
-                             f'modelName="NVIDIA H100 80GB HBM3"}} {value}')
-        body = ("\n".join(lines) + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 class Cluster:
     def __init__(self, base: Path):
         self.base = base
@@ -87,8 +58,8 @@ class Cluster:
         self.dcgm = None
 
     def start(self) -> None:
-        self.dcgm = ThreadingHTTPServer(("127.0.0.1", 0), _FakeDcgm)
-        threading.Thread(target=self.dcgm.serve_forever, daemon=True).start()
+        # dcgm-exporter 4.x's default fields and labels (stand-in at the hardware boundary: no GPUs here).
+        self.dcgm = DcgmExporterStandIn([f"0000:{bus:02x}:00.0" for bus in range(0x10, 0x18)], port=0)
         scrape_agents, scrape_dcgm = [], []
         env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true")
         for node, (cluster, profile, gpus) in NODES.items():
@@ -105,7 +76,7 @@ class Cluster:
             labels = {"cluster": cluster, "instance": node}
             scrape_agents.append({"targets": [f"127.0.0.1:{port}"], "labels": labels})
             if gpus:
-                scrape_dcgm.append({"targets": [f"127.0.0.1:{self.dcgm.server_address[1]}"], "labels": labels})
+                scrape_dcgm.append({"targets": [f"127.0.0.1:{self.dcgm.server.server_address[1]}"], "labels": labels})
         slow = self.simulators[SLOW_NODE]
         slow.set_device_level(slow.devices[-1].name, SLOW_LEVEL)
         # The generated alert rules, with a rate window short enough for the seconds of data here.
@@ -160,7 +131,7 @@ class Cluster:
         for simulator in self.simulators.values():
             simulator.close()
         if self.dcgm:
-            self.dcgm.shutdown()
+            self.dcgm.stop()
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +147,7 @@ def cluster():
 
 
 def _substitute(expr: str, cluster: str = ".*", instance: str = ".*", device: str = ".*") -> str:
+    """Grafana's variables with a chosen selection (promql_checks substitutes "All" only)."""
     return (expr.replace("$__rate_interval", f"{RATE_WINDOW_S}s").replace("$cluster", cluster)
             .replace("$instance", instance).replace("$device", device))
 
@@ -203,17 +175,26 @@ def test_committed_dashboard_is_the_generated_one():
 
 
 def test_dashboard_names_only_metrics_that_exist():
-    known = {m.prometheus_name for m in catalog.METRICS} | {name for name, _ in DCGM_DEFAULTS} | {"up"}
+    """Our names from the catalog, GPU names from dcgm-exporter's 4.x defaults, and nothing that pushed
+    data (AMP) lacks: no ``up`` of the agent."""
+    known = {m.prometheus_name for m in catalog.METRICS} | set(DEFAULT_FIELDS)
     named = set()
-    for panel in _panels():
-        for target in panel["targets"]:
-            named |= set(re.findall(r"\b((?:efa_|otel_efa_|DCGM_)\w+|up)\s*[{\[)]", target["expr"]))
+    for _, expr in promql_checks.dashboard_queries(grafana.dashboard()):
+        named |= promql_checks.metric_names(expr)
     assert named <= known, named - known
-    # Throughput, SRD health, agent health and GPUs are all there.
-    for wanted in ("efa_rx_bytes_total", "efa_retrans_timeout_events_total", "efa_unresponsive_remote_events_total",
-                   "efa_impaired_remote_conn_events_total", "otel_efa_collections_total", "DCGM_FI_DEV_GPU_UTIL",
-                   "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", "efa_expected_devices"):
+    # Throughput (awsefareceiver's counter names), SRD health, agent health, GPUs and their PCIe traffic.
+    for wanted in ("efa_rx_bytes_total", "efa_tx_bytes_total", "efa_retrans_timeout_events_total",
+                   "efa_unresponsive_remote_events_total", "efa_impaired_remote_conn_events_total",
+                   "otel_efa_collections_total", "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_POWER_USAGE",
+                   "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", "DCGM_FI_PROF_PCIE_TX_BYTES", "DCGM_FI_PROF_PCIE_RX_BYTES",
+                   "efa_expected_devices"):
         assert wanted in named, wanted
+
+
+def test_every_query_selects_the_node_by_cluster_and_instance():
+    """EFA and GPU panels follow the same two variables, so one node's network and GPUs show together."""
+    for title, expr in ((p["title"], t["expr"]) for p in _panels() for t in p["targets"]):
+        assert '$cluster"' in expr and '$instance"' in expr, f"{title}: {expr}"
 
 
 def test_dashboard_layout_and_variables():

@@ -9,7 +9,7 @@ import sys
 from typing import Any, Dict, List
 
 from .. import promql
-from ..promql import AGENT_JOB, DEVICE, NODE, counter, name, sum_increase, sum_rate
+from ..promql import DEVICE, NODE, PEER_JOBS, counter, name, sum_increase, sum_rate
 
 GROUP = "otel-efa"
 WINDOW = "5m"
@@ -41,8 +41,9 @@ def _node() -> str:
     return promql.by(NODE)
 
 
-def rules(window: str = WINDOW) -> List[Dict[str, Any]]:
-    """The alerts; ``window`` is the rate/increase range (tests shorten it to evaluate on seconds of data)."""
+def rules(window: str = WINDOW, remember: str = promql.REMEMBER) -> List[Dict[str, Any]]:
+    """The alerts; ``window`` is the rate/increase range and ``remember`` how long a silent node is missed
+    (tests shorten both to evaluate on seconds of data)."""
     node = _node()
     device_labels = NODE + (DEVICE,)
     port_up = name("efa_port_up")
@@ -82,9 +83,13 @@ def rules(window: str = WINDOW) -> List[Dict[str, Any]]:
                f"EFA device {{{{ $labels.{DEVICE} }}}} carries far less than its siblings on {where}",
                f"The device moves under {IMBALANCE_FRACTION:.0%} of the node's mean per-device throughput "
                f"while the node is busy: a slow or stuck rail holds every collective back."),
-        _alert("EfaAgentDown", f'up{{job="{AGENT_JOB}"}} == 0', "5m", "warning",
-               f"otel-efa on {where} does not answer scrapes",
-               "The agent's Prometheus endpoint is unreachable: no EFA data from this node."),
+        _alert("EfaAgentDown",
+               f"({promql.node_stopped_reporting(collections, remember=remember)})"
+               f" and on ({node}) {promql.node_alive()}", "5m", "warning",
+               f"otel-efa on {where} stopped reporting",
+               f"{collections} came from this node within the last {remember} but no longer does, while its "
+               f"{' or '.join(PEER_JOBS)} still reports: no EFA data from a live node. Works on pushed data "
+               "(no `up` series for the agent there); a node that left the cluster does not page."),
         _alert("EfaAgentAbsent", f"absent({collections})", "10m", "warning",
                "No otel-efa agent reports at all",
                f"No {collections} series exists: every agent is down, or none was ever set up "
@@ -96,8 +101,8 @@ def rules(window: str = WINDOW) -> List[Dict[str, Any]]:
     return alerts
 
 
-def rule_file(window: str = WINDOW) -> Dict[str, Any]:
-    return {"groups": [{"name": GROUP, "rules": rules(window)}]}
+def rule_file(window: str = WINDOW, remember: str = promql.REMEMBER) -> Dict[str, Any]:
+    return {"groups": [{"name": GROUP, "rules": rules(window, remember)}]}
 
 
 def render() -> str:

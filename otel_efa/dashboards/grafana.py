@@ -12,21 +12,13 @@ import sys
 from typing import Any, Dict, List, Sequence, Tuple
 
 from .. import promql
-from ..promql import CLUSTER, DEVICE, INSTANCE, NODE, counter, name, sum_increase, sum_rate
+from ..promql import (CLUSTER, DCGM_FB_USED, DCGM_GPU_UTIL, DCGM_NVLINK, DCGM_PCIE_RX, DCGM_PCIE_TX, DCGM_POWER,
+                      DCGM_XID, DEVICE, INSTANCE, NODE, counter, name, sum_increase, sum_rate)
 
 UID = "otel-efa"
 TITLE = "EFA network and GPUs (otel-efa)"
 WINDOW = "$__rate_interval"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-
-# NVIDIA dcgm-exporter's default counters (etc/default-counters.csv): the names are DCGM's, not ours.
-DCGM_GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"  # gauge, %
-DCGM_POWER = "DCGM_FI_DEV_POWER_USAGE"  # gauge, W
-DCGM_FB_USED = "DCGM_FI_DEV_FB_USED"  # gauge, MiB
-DCGM_NVLINK = "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"  # counter, all lanes
-DCGM_PCIE_TX = "DCGM_FI_DEV_PCIE_TX_THROUGHPUT"  # NVML PCIe throughput, KB/s
-DCGM_PCIE_RX = "DCGM_FI_DEV_PCIE_RX_THROUGHPUT"
-DCGM_XID = "DCGM_FI_DEV_XID_ERRORS"  # gauge, last XID
 
 NODE_MATCH = f'{CLUSTER}=~"$cluster", {INSTANCE}=~"$instance"'
 DEVICE_MATCH = f'{NODE_MATCH}, {DEVICE}=~"$device"'
@@ -35,6 +27,7 @@ CLUSTER_THROUGHPUT = "Cluster EFA throughput vs line rate"
 NODE_THROUGHPUT = "EFA throughput per node"
 DEVICE_RX = "RX per device"
 DEVICE_TX = "TX per device"
+AGENTS_SILENT = "Agents stopped reporting"
 
 Target = Tuple[str, str]  # (PromQL, legend)
 
@@ -135,9 +128,9 @@ def _gpu_panels() -> List[Dict[str, Any]]:
         _panel("NVLink bandwidth counter rate (DCGM)", "timeseries", "short",
                [(f"sum by ({node}) (rate({DCGM_NVLINK}{{{match}}}[{WINDOW}]))", "{{instance}}")], width=8),
         _panel("GPU PCIe throughput (DCGM)", "timeseries", "Bps", [
-            (f"sum by ({node}) ({DCGM_PCIE_TX}{{{match}}}) * 1024", "{{instance}} TX"),
-            (f"sum by ({node}) ({DCGM_PCIE_RX}{{{match}}}) * 1024", "{{instance}} RX"),
-        ], width=8),
+            (f"sum by ({node}) ({DCGM_PCIE_TX}{{{match}}})", "{{instance}} TX"),
+            (f"sum by ({node}) ({DCGM_PCIE_RX}{{{match}}})", "{{instance}} RX"),
+        ], width=8, description="DCGM profiling fields (bytes per second), in dcgm-exporter's defaults since 4.0."),
         _panel("Last XID error (DCGM)", "stat", "short",
                [(f"max by ({node}) ({DCGM_XID}{{{match}}})", "{{instance}}")], width=8),
     ]
@@ -154,8 +147,12 @@ def _agent_panels() -> List[Dict[str, Any]]:
         _panel("Agent counter read errors", "timeseries", "short", [
             (sum_rate(name("otel_efa_read_errors"), NODE + (promql.REASON,), WINDOW, NODE_MATCH),
              "{{instance}} {{%s}}" % promql.REASON)], width=6),
-        _panel("Agent scrape up", "stat", "short",
-               [(f'up{{job="{promql.AGENT_JOB}", {NODE_MATCH}}}', "{{instance}}")], width=6),
+        _panel(AGENTS_SILENT, "stat", "short",
+               [(f"count({promql.node_stopped_reporting(name('otel_efa_collections'), NODE_MATCH)}) or vector(0)",
+                 "nodes")], width=6,
+               description=f"Nodes whose agent reported in the last {promql.REMEMBER} but not now (pushed data: "
+                           "after the 5 minute lookback). Includes nodes scaled down meanwhile; the "
+                           "EfaAgentDown alert counts only nodes whose DCGM or node exporter still reports."),
     ]
 
 
