@@ -33,6 +33,15 @@ DCGM_NVLINK = "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"  # counter, all lanes
 DCGM_PCIE_TX = "DCGM_FI_PROF_PCIE_TX_BYTES"  # gauge, B/s
 DCGM_PCIE_RX = "DCGM_FI_PROF_PCIE_RX_BYTES"  # gauge, B/s
 DCGM_XID = "DCGM_FI_DEV_XID_ERRORS"  # gauge, last XID
+
+
+def dcgm_counter(name: str, matchers: str = "") -> str:
+    """A selector for one of dcgm-exporter's counters on both paths: its names lack ``_total``, which the
+    head node's scrape keeps so, while ``prometheusremotewrite`` (AMP) appends it to every monotonic sum."""
+    extra = f", {matchers}" if matchers else ""
+    return f'{{__name__=~"{name}(_total)?"{extra}}}'
+
+
 DCGM_NAMES = (DCGM_GPU_UTIL, DCGM_POWER, DCGM_FB_USED, DCGM_NVLINK, DCGM_PCIE_TX, DCGM_PCIE_RX, DCGM_XID)
 
 

@@ -19,21 +19,22 @@ from pathlib import Path
 from typing import Dict, List
 
 import boto3
-
 from agent_process import AgentProcess
-from aws_peers import Moto, REGION
+from aws_peers import REGION, Moto
 from collector_process import CollectorProcess
 from dcgm_stand_in import DcgmExporterStandIn
 from fake_imds import FakeImds
 from node_exporter_server import NodeExporter
-from otel_efa import collector_config
-from otel_efa.simulator import Simulator
 from prometheus_server import PrometheusServer
 from sigv4_gate import SigV4Gate
+
+from otel_efa import collector_config
+from otel_efa.simulator import Simulator
 
 PROFILE = "p4d.24xlarge"
 INSTANCE_ID = "i-0c011ec7012345678"
 CLUSTER = "e2e-cluster"
+LOOKBACK = "10s"
 AMP_PORT, PROMETHEUS_PORT, MOTO_PORT, IMDS_PORT = 8080, 9090, 5000, 1338
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
@@ -60,7 +61,10 @@ class NodePath:
         self._stops: List = []
         self.imds = self._keep(FakeImds(IDENTITY, port=IMDS_PORT, hostname="ip-10-1-2-3.ec2.internal"))
         self.moto = self._keep(Moto(MOTO_PORT).start())
-        self.amp = self._keep(PrometheusServer([], PROMETHEUS_PORT, extra_args=["--web.enable-remote-write-receiver"]))
+        # AMP keeps a pushed series visible for 5 minutes after its last sample (the query lookback); at
+        # the test's one-second pace 10 s stand for them, so a stopped agent shows in seconds.
+        self.amp = self._keep(PrometheusServer([], PROMETHEUS_PORT, extra_args=[
+            "--web.enable-remote-write-receiver", f"--query.lookback-delta={LOOKBACK}"]))
         self.gate = self._keep(SigV4Gate(f"{self.amp.url}/api/v1/write", AMP_PORT, CREDENTIALS["AWS_ACCESS_KEY_ID"],
                                          CREDENTIALS["AWS_SECRET_ACCESS_KEY"], REGION))
         self.simulator = Simulator(PROFILE, str(workdir / "sys"))
@@ -88,6 +92,12 @@ class NodePath:
                 stop()
             except Exception as e:  # keep stopping the rest; the namespace goes with the last one
                 print(f"stopping a peer failed: {e!r}", file=sys.stderr)
+
+    def query(self, expression: str) -> list:
+        return self.amp.query(expression)
+
+    def stop_agent(self) -> None:
+        self.agent.stop()
 
     def diagnostics(self) -> str:
         return f"\n--- agent ---\n{self.agent.log()[-3000:]}\n--- collector ---\n{self.collector.log()[-5000:]}"

@@ -111,7 +111,8 @@ def dashboard_queries(dashboard: dict) -> List[Tuple[str, str]]:
 
 
 def metric_names(expr: str) -> Set[str]:
-    """Every metric name ``expr`` selects: bare names, and ``{__name__="..."}`` matchers with ``=``."""
+    """Every metric name ``expr`` selects: bare names, ``{__name__="..."}``, and the regular expression of a
+    ``{__name__=~"..."}`` matcher (look it up with ``=~``, which a plain name also matches)."""
     tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(expr)]
     names: Set[str] = set()
     braces = brackets = 0
@@ -131,10 +132,14 @@ def metric_names(expr: str) -> Set[str]:
                 skip_list = False
             continue
         if braces:
-            # {__name__="m"}: the lexer splits =~ and != into two characters, so this is equality only.
-            if text == "__name__" and following == "=" and index + 2 < len(tokens) \
-                    and tokens[index + 2][0] == "string":
-                names.add(tokens[index + 2][1][1:-1])
+            # {__name__="m"} and {__name__=~"re"}: the lexer splits =~ into two characters; a regular
+            # expression is kept as it is (a name is a regular expression matching itself).
+            if text == "__name__" and following == "=":
+                rest = tokens[index + 2:index + 4]
+                if rest and rest[0][0] == "string":
+                    names.add(rest[0][1][1:-1])
+                elif len(rest) == 2 and rest[0][1] == "~" and rest[1][0] == "string":
+                    names.add(rest[1][1][1:-1])
             continue
         if brackets or skip_list or kind != "ident":
             continue

@@ -8,18 +8,20 @@ import statistics
 import time
 from typing import Dict, Iterator, List, Tuple
 
+import path_checks
 import pytest
-
 from cloudwatch_math import evaluate_alarm
 from collector_path import CLUSTER, INSTANCE_ID, REGION, NodePath
 from collector_process import versions
 from netns import isolated_network
+
 from otel_efa import catalog
 from otel_efa.alarms import cloudwatch_alarms
 
 pytestmark = pytest.mark.collector
 
 SIX = {c.name: c for c in catalog.CLOUDWATCH_METRICS}
+WINDOW = "10s"  # the rules' rate window here: one-second exports fill it in seconds
 
 
 @pytest.fixture(scope="module", params=versions())
@@ -144,16 +146,30 @@ def test_amp_holds_every_agent_metric_under_the_name_the_head_node_scrape_gives_
     assert amp_names(path, "otel-efa") == expected | {"target_info"}
 
 
-def test_efa_and_gpu_series_of_a_node_share_instance_and_cluster(path):
-    path.amp.wait_for('DCGM_FI_DEV_GPU_UTIL')
-    for expression, job in (("efa_port_up", "otel-efa"), ("DCGM_FI_DEV_GPU_UTIL", "dcgm-exporter"),
-                            ("node_scrape_collector_success", "node-exporter")):
-        series = path.amp.wait_for(expression)
-        assert {(s["metric"]["instance"], s["metric"]["cluster"], s["metric"]["job"]) for s in series} == \
-            {(INSTANCE_ID, CLUSTER, job)}, (expression, series[0]["metric"])
+def test_efa_gpu_and_node_series_share_the_node_labels(path):
+    path.amp.wait_for(f'up{{job="node-exporter", instance="{INSTANCE_ID}"}}')
+    path_checks.assert_series_share_node_labels(path, CLUSTER, INSTANCE_ID)
+    jobs = {r["metric"]["job"] for r in path.query("count by (job) ({job!=\"\"})")}
+    assert jobs == {"otel-efa", "dcgm-exporter", "node-exporter"}
 
 
 def test_every_write_to_amp_is_signed_for_aps_in_the_nodes_region(path):
     path.amp.wait_for("efa_port_up")
     assert path.gate.verified > 0 and not path.gate.refused, path.gate.refused[:3]
     assert path.gate.scopes == {f"{REGION}/aps/aws4_request"}
+
+
+def test_every_metric_the_dashboard_and_rules_use_exists(path):
+    path_checks.assert_every_used_metric_exists(path, WINDOW)
+
+
+def test_every_dashboard_query_returns_series(path):
+    path.amp.wait_for(f"count_over_time({catalog.BY_NAME['otel_efa_collections'].prometheus_name}[1m]) > 12")
+    path_checks.assert_every_dashboard_query_returns_series(path)
+
+
+def test_alerts_quiet_when_healthy_and_firing_on_each_fault(path):
+    """The same faults as on the head node's path, the same rules, evaluated where AMP's data lands.
+    Stops the agent (the module's last test): with nothing pushed, its series age out of the lookback
+    while the node's DCGM and node exporter series, scraped by the collector, go on."""
+    path_checks.assert_alerts_quiet_then_firing_on_each_fault(path, WINDOW, CLUSTER, INSTANCE_ID)

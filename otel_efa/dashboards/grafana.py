@@ -126,7 +126,7 @@ def _gpu_panels() -> List[Dict[str, Any]]:
         _panel("GPU memory used (DCGM)", "timeseries", "decmbytes",
                [(f"sum by ({node}) ({DCGM_FB_USED}{{{match}}})", "{{instance}}")], width=8),
         _panel("NVLink bandwidth counter rate (DCGM)", "timeseries", "short",
-               [(f"sum by ({node}) (rate({DCGM_NVLINK}{{{match}}}[{WINDOW}]))", "{{instance}}")], width=8),
+               [(f"sum by ({node}) (rate({promql.dcgm_counter(DCGM_NVLINK, match)}[{WINDOW}]))", "{{instance}}")], width=8),
         _panel("GPU PCIe throughput (DCGM)", "timeseries", "Bps", [
             (f"sum by ({node}) ({DCGM_PCIE_TX}{{{match}}})", "{{instance}} TX"),
             (f"sum by ({node}) ({DCGM_PCIE_RX}{{{match}}})", "{{instance}} RX"),
