@@ -12,6 +12,9 @@ itself and ``prometheusremotewrite`` drops delta sums. Cumulative state is also 
 harmless: nothing is queued while the collector is away (memory stays flat), and the first export after it
 returns carries whole totals, so nothing measured is lost, and no retry loop is needed: an outage is one
 warning when it starts and one when it ends.
+
+Endpoint, TLS, headers, timeout and compression come from otel_efa/otlp_settings.py, the one resolver of the
+``otlp.*`` keys and the standard ``OTEL_EXPORTER_OTLP_*`` variables.
 """
 import logging
 import os
