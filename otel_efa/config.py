@@ -57,6 +57,7 @@ class OtlpConfig:
     """OTLP to the collector. An unset key falls back to the standard variable (the ``METRICS`` one
     first, e.g. ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``, then ``OTEL_EXPORTER_OTLP_ENDPOINT``), then to the
     ADOT collector on this node: gRPC to 127.0.0.1:4317, or http/protobuf to 127.0.0.1:4318/v1/metrics.
+    otel_efa/otlp_settings.py resolves them (the exporter, the doctor and the collector configs use it).
     """
 
     PROTOCOLS = ("grpc", "http/protobuf")  # class constants, not keys
@@ -68,6 +69,9 @@ class OtlpConfig:
     timeout: Optional[float] = None  # seconds per export, retries included (default 10)
     compression: Optional[str] = None  # gzip | none
     insecure: Optional[bool] = None  # gRPC without TLS; default: true unless the endpoint is https://
+    certificate: Optional[str] = None  # CA file (PEM) that verifies the collector; default: the system's
+    client_key: Optional[str] = None  # mutual TLS: this agent's private key (PEM), with client_certificate
+    client_certificate: Optional[str] = None  # mutual TLS: this agent's certificate (PEM)
 
     def validate(self) -> None:
         if self.protocol not in (None,) + self.PROTOCOLS:

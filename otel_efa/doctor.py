@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from . import catalog
-from .config import Config, parse_host_port
+from .config import Config, ConfigError, parse_host_port
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 CPU_LIMIT = 0.05  # the seed: "normally below 5 % CPU"
@@ -148,19 +148,11 @@ def check_log(context: Context) -> Result:
 
 
 def otlp_endpoint(config: Config, environ: Mapping[str, str]) -> Tuple[str, int]:
-    """Host and port the OTLP exporter sends to: config, then the standard OTEL_* variables."""
-    import urllib.parse
+    """Host and port the OTLP exporter sends to, from the exporter's own resolver: the doctor probes the
+    address the agent uses, whatever mix of keys and OTEL_EXPORTER_OTLP_* variables set it."""
+    from .otlp_settings import receiver_endpoint, resolve_settings
 
-    protocol = (config.otlp.protocol or environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-                or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc")
-    default_port = 4318 if protocol.startswith("http") else 4317
-    endpoint = (config.otlp.endpoint or environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-                or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or f"http://localhost:{default_port}")
-    if "://" not in endpoint:
-        endpoint = "http://" + endpoint
-    url = urllib.parse.urlsplit(endpoint)
-    default = 443 if url.scheme == "https" and url.port is None and protocol.startswith("http") else default_port
-    return url.hostname or "localhost", url.port or default
+    return receiver_endpoint(resolve_settings(config.otlp, environ))
 
 
 def check_collector(context: Context) -> Result:
@@ -168,7 +160,11 @@ def check_collector(context: Context) -> Result:
         return Result(SKIP, "otlp exporter not configured")
     import socket
 
-    host, port = otlp_endpoint(context.config, context.environ)
+    try:
+        host, port = otlp_endpoint(context.config, context.environ)
+    except ConfigError as e:
+        return Result(FAIL, f"the agent cannot start its OTLP exporter: {e}",
+                      f"correct {e.key} (in {CONFIG_FILE} or the service's environment), then {RESTART}")
     try:
         with socket.create_connection((host, port), timeout=context.timeout):
             pass

@@ -317,12 +317,27 @@ def test_stale_log_and_missing_service(tmp_path):
 
 
 @pytest.mark.parametrize("endpoint, environ, expected", [
-    (None, {}, ("localhost", 4317)),
-    (None, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, ("localhost", 4318)),
+    (None, {}, ("127.0.0.1", 4317)),  # the exporter's default, not localhost (which may be ::1)
+    (None, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, ("127.0.0.1", 4318)),
     (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:5555"}, ("collector", 5555)),
-    ("127.0.0.1:4000", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:5555"}, ("127.0.0.1", 4000)),
+    (None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:5555"}, ("collector", 5555)),  # gRPC, no scheme
+    (None, {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "https://collector/v1/metrics",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, ("collector", 443)),
+    ("http://127.0.0.1:4000", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:5555"}, ("127.0.0.1", 4000)),
 ])
 def test_otlp_endpoint(endpoint, environ, expected):
     from otel_efa.config import Config, OtlpConfig
 
     assert doctor.otlp_endpoint(Config(otlp=OtlpConfig(endpoint=endpoint)), environ) == expected
+
+
+def test_bad_otlp_settings_fail_naming_the_variable(tmp_path):
+    """The doctor resolves OTLP settings as the exporter does: a setting the agent would refuse at start-up
+    is a FAIL naming it, not a connection attempt somewhere else (and not a crashed check)."""
+    context = _context(tmp_path, exporters=["otlp"])
+    context.environ["OTEL_EXPORTER_OTLP_CERTIFICATE"] = str(tmp_path / "missing-ca.pem")
+    result = doctor.check_collector(context)
+    assert result.status == "FAIL", result
+    assert "OTEL_EXPORTER_OTLP_CERTIFICATE" in result.detail and "missing-ca.pem" in result.detail
+    assert "check crashed" not in result.detail
+    assert "OTEL_EXPORTER_OTLP_CERTIFICATE" in result.fix

@@ -9,7 +9,6 @@ from otel_efa.rails import rail_balance
 from otel_efa.topology import info_attributes, read_topology
 from otel_efa.catalog import Kind, Scope
 from otel_efa.config import Config, ConfigError, OtlpConfig
-from otel_efa.exporters.otlp import resolve_settings
 from otel_efa.instance_types import INSTANCE_TYPES
 
 from conftest import free_port, wait_for
@@ -176,39 +175,6 @@ def test_shutdown_with_the_collector_gone_finishes_within_the_timeout(make_simul
     assert len(failing) == 1 and failing[0].levelno == logging.WARNING
     assert "UNAVAILABLE" in failing[0].getMessage()
     assert not [r for r in caplog.records if r.name.startswith("opentelemetry.exporter")]
-
-
-def test_settings_come_from_keys_then_metrics_variables_then_general_ones():
-    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-               "OTEL_EXPORTER_OTLP_TIMEOUT": "7", "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "3",
-               "OTEL_EXPORTER_OTLP_HEADERS": "a=1,b=2", "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"}
-    settings = resolve_settings(OtlpConfig(), environ)
-    assert settings.protocol == "http/protobuf"
-    assert settings.endpoint == "http://collector:4318/v1/metrics"  # a base URL gets the signal path
-    assert settings.timeout == 3.0
-    assert dict(settings.headers) == {"a": "1", "b": "2"}
-    assert settings.compression == "gzip"
-    keyed = resolve_settings(OtlpConfig(endpoint="https://adot:4317", protocol="grpc", timeout=1.5,
-                                        compression="none", headers="x=y"), environ)
-    assert (keyed.endpoint, keyed.protocol, keyed.timeout, keyed.compression, keyed.insecure) == \
-        ("https://adot:4317", "grpc", 1.5, "none", False)
-    assert keyed.headers == (("x", "y"),)
-    default = resolve_settings(OtlpConfig(), {})
-    assert (default.endpoint, default.protocol, default.insecure) == ("http://127.0.0.1:4317", "grpc", True)
-    assert resolve_settings(OtlpConfig(protocol="http/protobuf"), {}).endpoint == "http://127.0.0.1:4318/v1/metrics"
-
-
-@pytest.mark.parametrize("environ, key", [
-    ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
-    ({"OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "brotli"}, "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION"),
-    ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "OTEL_EXPORTER_OTLP_TIMEOUT"),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
-    ({"OTEL_EXPORTER_OTLP_HEADERS": "novalue"}, "OTEL_EXPORTER_OTLP_HEADERS"),
-])
-def test_a_bad_standard_variable_is_a_config_error_naming_it(environ, key):
-    with pytest.raises(ConfigError) as raised:
-        resolve_settings(OtlpConfig(), environ)
-    assert raised.value.key == key
 
 
 def test_bad_otlp_keys_name_the_key():

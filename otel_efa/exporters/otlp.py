@@ -12,128 +12,38 @@ itself and ``prometheusremotewrite`` drops delta sums. Cumulative state is also 
 harmless: nothing is queued while the collector is away (memory stays flat), and the first export after it
 returns carries whole totals, so nothing measured is lost, and no retry loop is needed: an outage is one
 warning when it starts and one when it ends.
+
+Endpoint, TLS, headers, timeout and compression come from otel_efa/otlp_settings.py, the one resolver of the
+``otlp.*`` keys and the standard ``OTEL_EXPORTER_OTLP_*`` variables.
 """
 import logging
-import math
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple
-from urllib.parse import urlparse
+from typing import Mapping, Optional
 
 from opentelemetry.sdk.resources import Resource
 
 from .. import __version__
-from ..config import Config, ConfigError, OtlpConfig
+from ..config import Config
+from ..otlp_settings import OtlpSettings, resolve_settings
 from . import Exporter
 from .otlp_encoder import OtlpEncoder
 from .otlp_transport import ExportFailed, GrpcSender, HttpSender
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRPC_ENDPOINT = "http://127.0.0.1:4317"
-DEFAULT_HTTP_ENDPOINT = "http://127.0.0.1:4318"
-HTTP_METRICS_PATH = "/v1/metrics"
-DEFAULT_TIMEOUT_S = 10.0
 TEMPORALITY_VARIABLE = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
-
-
-@dataclass(frozen=True)
-class OtlpSettings:
-    """What the exporter uses, resolved from config keys, then OTEL_EXPORTER_OTLP_* variables, then defaults."""
-
-    endpoint: str
-    protocol: str
-    headers: Tuple[Tuple[str, str], ...]
-    timeout: float
-    compression: str
-    insecure: bool
-    certificate: Optional[str] = None  # a CA bundle for TLS (OTEL_EXPORTER_OTLP_CERTIFICATE), else the system's
-
-
-def _from_environment(environ: Mapping[str, str], name: str) -> Tuple[Optional[str], str]:
-    """The METRICS-specific variable first, then the general one: (value, variable name)."""
-    for variable in (f"OTEL_EXPORTER_OTLP_METRICS_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
-        value = environ.get(variable, "").strip()
-        if value:
-            return value, variable
-    return None, ""
-
-
-def _parse_headers(text: str, key: str) -> Tuple[Tuple[str, str], ...]:
-    from opentelemetry.util.re import parse_env_headers
-
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        if "=" not in item or not item.split("=", 1)[0].strip():
-            raise ConfigError(key, f"expected key=value[,key=value...], got {item!r}")
-    return tuple(parse_env_headers(text, liberal=True).items())
-
-
-def resolve_settings(config: OtlpConfig, environ: Mapping[str, str] = os.environ) -> OtlpSettings:
-    """One place that decides every setting, so the SDK's own environment handling never surprises us.
-
-    Timeouts are seconds, as opentelemetry-python reads ``OTEL_EXPORTER_OTLP_TIMEOUT``.
-    """
-    protocol, source = config.protocol, "otlp.protocol"
-    if protocol is None:
-        protocol, source = _from_environment(environ, "PROTOCOL")
-    protocol = protocol or "grpc"
-    if protocol not in OtlpConfig.PROTOCOLS:
-        raise ConfigError(source, f"must be grpc or http/protobuf, got {protocol!r}")
-
-    endpoint, source = config.endpoint, "otlp.endpoint"
-    if endpoint is None:
-        endpoint, source = _from_environment(environ, "ENDPOINT")
-    if endpoint is None:
-        endpoint = DEFAULT_GRPC_ENDPOINT if protocol == "grpc" else DEFAULT_HTTP_ENDPOINT
-        source = "default"
-    parsed = urlparse(endpoint)
-    if not parsed.scheme or not parsed.netloc:
-        raise ConfigError(source, f"must be a URL such as {DEFAULT_GRPC_ENDPOINT}, got {endpoint!r}")
-    if protocol == "http/protobuf":
-        # OTEL_EXPORTER_OTLP_ENDPOINT is a base URL (the spec appends the signal path); the METRICS one and
-        # our key are used as given unless they have no path at all.
-        if source == "OTEL_EXPORTER_OTLP_ENDPOINT" or parsed.path in ("", "/"):
-            endpoint = endpoint.rstrip("/") + HTTP_METRICS_PATH
-
-    headers_text, source = config.headers, "otlp.headers"
-    if headers_text is None:
-        headers_text, source = _from_environment(environ, "HEADERS")
-    headers = _parse_headers(headers_text, source) if headers_text else ()
-
-    timeout, source = config.timeout, "otlp.timeout"
-    if timeout is None:
-        text, source = _from_environment(environ, "TIMEOUT")
-        try:
-            timeout = float(text) if text else DEFAULT_TIMEOUT_S
-        except ValueError:
-            raise ConfigError(source, f"expected a number of seconds, got {text!r}") from None
-    if not 0 < timeout < math.inf:
-        raise ConfigError(source, "must be a positive number of seconds")
-
-    compression, source = config.compression, "otlp.compression"
-    if compression is None:
-        compression, source = _from_environment(environ, "COMPRESSION")
-    compression = (compression or "none").lower()
-    if compression not in OtlpConfig.COMPRESSIONS:
-        raise ConfigError(source, f"must be gzip or none, got {compression!r}")
-
-    insecure = config.insecure
-    if insecure is None:
-        text, source = _from_environment(environ, "INSECURE")
-        insecure = text.lower() == "true" if text else parsed.scheme != "https"
-
-    certificate, _ = _from_environment(environ, "CERTIFICATE")
-    return OtlpSettings(endpoint, protocol, headers, timeout, compression, insecure, certificate)
 
 
 def _sender(settings: OtlpSettings):
     gzip_compression = settings.compression == "gzip"
+    client = (settings.client_key, settings.client_certificate)
     if settings.protocol == "grpc":
         return GrpcSender(settings.endpoint, settings.headers, settings.timeout, gzip_compression,
-                          settings.insecure, settings.certificate)
-    return HttpSender(settings.endpoint, settings.headers, settings.timeout, gzip_compression, settings.certificate)
+                          settings.insecure, settings.certificate, *client)
+    return HttpSender(settings.endpoint, settings.headers, settings.timeout, gzip_compression, settings.certificate,
+                      *client)
 
 
 class OutageReporter:
@@ -181,6 +91,8 @@ class OtlpExporter(Exporter):
 
     def __init__(self, config: Config, resource: Resource):
         self.settings = resolve_settings(config.otlp)
+        for note in self.settings.notes:
+            log.warning("%s", note)
         warn_if_delta_requested()
         self.reporter = OutageReporter(self.settings.endpoint)
         self._encoder = OtlpEncoder(resource, "otel_efa", __version__)  # counters start with the agent

@@ -24,9 +24,19 @@ class ExportFailed(Exception):
 GRPC_CHANNEL_OPTIONS = (("grpc.max_reconnect_backoff_ms", 5000),)
 
 
+def _read(path: Optional[str]) -> Optional[bytes]:
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
 class GrpcSender:
+    """TLS files were checked by otel_efa/otlp_settings.py; they are read once, here, when the channel is made."""
+
     def __init__(self, endpoint: str, headers, timeout: float, gzip_compression: bool, insecure: bool,
-                 certificate: Optional[str] = None):
+                 certificate: Optional[str] = None, client_key: Optional[str] = None,
+                 client_certificate: Optional[str] = None):
         # gRPC core writes its own INFO lines (a GOAWAY when the collector stops) straight to stderr.
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         # The agent forks (squeue for Slurm job ids) while exports run. gRPC's fork handlers, on by default,
@@ -42,12 +52,11 @@ class GrpcSender:
         if insecure:
             self._channel = grpc.insecure_channel(target, options=GRPC_CHANNEL_OPTIONS, compression=compression)
         else:
-            roots = None
-            if certificate:
-                with open(certificate, "rb") as f:
-                    roots = f.read()
-            self._channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(roots),
-                                                options=GRPC_CHANNEL_OPTIONS, compression=compression)
+            credentials = grpc.ssl_channel_credentials(root_certificates=_read(certificate),
+                                                       private_key=_read(client_key),
+                                                       certificate_chain=_read(client_certificate))
+            self._channel = grpc.secure_channel(target, credentials, options=GRPC_CHANNEL_OPTIONS,
+                                                compression=compression)
         self._export = MetricsServiceStub(self._channel).Export
         self._metadata = tuple((key.lower(), value) for key, value in headers)
         self._timeout = timeout
@@ -67,15 +76,19 @@ class GrpcSender:
 
 class HttpSender:
     def __init__(self, endpoint: str, headers, timeout: float, gzip_compression: bool,
-                 certificate: Optional[str] = None):
+                 certificate: Optional[str] = None, client_key: Optional[str] = None,
+                 client_certificate: Optional[str] = None):
         self._endpoint = endpoint
         self._headers = {"Content-Type": "application/x-protobuf", **dict(headers)}
         if gzip_compression:
             self._headers["Content-Encoding"] = "gzip"
         self._gzip = gzip_compression
         self._timeout = timeout
-        self._context = (ssl.create_default_context(cafile=certificate or None)
-                         if endpoint.startswith("https:") else None)
+        self._context = None
+        if endpoint.startswith("https:"):
+            self._context = ssl.create_default_context(cafile=certificate or None)
+            if client_certificate and client_key:
+                self._context.load_cert_chain(client_certificate, client_key)
 
     def send(self, request: ExportMetricsServiceRequest) -> ExportMetricsServiceResponse:
         body = request.SerializeToString()
