@@ -25,10 +25,20 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from . import catalog, promql
+from .config import OtlpConfig
+from .otlp_settings import receiver_endpoint, resolve_settings
 
 MODES = ("cloudwatch", "amp", "both")
-OTLP_GRPC = "127.0.0.1:4317"
-OTLP_HTTP = "127.0.0.1:4318"
+
+
+def _otlp_receiver(protocol: str) -> str:
+    """Where the node's collector listens: where the agent sends by default (one resolver decides both)."""
+    host, port = receiver_endpoint(resolve_settings(OtlpConfig(protocol=protocol), {}))
+    return f"{host}:{port}"
+
+
+OTLP_GRPC = _otlp_receiver("grpc")
+OTLP_HTTP = _otlp_receiver("http/protobuf")
 HEALTH_CHECK = "127.0.0.1:13133"
 DCGM_EXPORTER = "127.0.0.1:9400"
 NODE_EXPORTER = "127.0.0.1:9100"
