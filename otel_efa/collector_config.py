@@ -1,22 +1,27 @@
 """ADOT collector configurations for a compute node, and the head node's Prometheus scrape config.
 
-Generated from the catalog, so the seed's CloudWatch names, units and dimension are written once
+Generated from the catalog, so the quick-start's CloudWatch names, units and dimension are written once
 (``catalog.CLOUDWATCH_METRICS``). The files under ``otel-config/`` are this module's output, committed so
-they can be read and copied; a test keeps them equal (``otel-efa collector-config --write otel-config``).
+they can be read and copied; a test keeps them equal (``otel-efa collector-config --write otel-config``), and
+tests/test_collector_path.py runs them on a collector built from ADOT's components and checks what lands.
 
-How the seed's six CloudWatch metrics come out of ADOT (upstream ``metricstransform`` and ``awsemf``):
+How the quick-start's six CloudWatch metrics come out of ADOT (upstream ``metricstransform`` and ``awsemf``):
 
-* ``metricstransform`` ``combine`` gathers the source metrics of one CloudWatch metric under its seed name
-  (``tx_discards`` = ``efa_rdma_read_wr_err`` + ``efa_rdma_write_wr_err``), then ``aggregate_labels`` with an
-  empty label set sums away ``aws.efa.device``/``aws.efa.port``: node totals. The include patterns use
-  non-capturing groups because ``combine`` turns every capturing group into a label.
-* ``filter`` keeps only those six in the CloudWatch pipeline (each metric in the namespace costs money).
+* ``metricstransform`` ``combine`` gathers the source metrics of one CloudWatch metric under its name (the
+  per-port rate gauges; for ``rx_errors``/``tx_discards`` the agent's node gauges ``efa_node_*``), then
+  ``aggregate_labels`` with an empty label set sums away ``aws.efa.device``/``aws.efa.port``: node totals.
+  The include patterns use non-capturing groups because ``combine`` turns every capturing group into a label.
+* ``filter`` keeps only those six (each metric in the namespace costs money), with an OTTL condition: the
+  form every ADOT release from v0.42.0 loads.
 * ``resource`` copies ``host.id`` to ``InstanceId``; ``awsemf`` with ``resource_to_telemetry_conversion``
   makes it a label and ``metric_declarations`` makes it the only dimension; ``metric_descriptors`` set the
-  seed's units (awsemf maps only a few OTel units itself).
-* ``awsemf`` turns every cumulative sum into a delta per export and drops each series' first point, so in
-  CloudWatch ``rx_errors`` and ``tx_discards`` are the errors of each interval (Sum over a period = errors
-  in that period), never a running total that dashboards would add up. The rates are gauges, sent as is.
+  quick-start's units (awsemf maps only a few OTel units itself).
+* Only gauges reach ``awsemf``: it turns every cumulative sum into per-export deltas and publishes the raw value
+  when a cumulative value goes down. The error counts therefore arrive as the agent's node gauges and land
+  as the node's cumulative counts, as on the direct PutMetricData path.
+
+On the AMP pipeline, ``resource/amp`` labels every series of the node (the agent's, DCGM's, the node
+exporter's) with ``instance`` (the EC2 instance id) and ``cluster``, as the head node's relabeling does.
 """
 import argparse
 import re
