@@ -30,20 +30,9 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from . import catalog, promql
-from .config import OtlpConfig
-from .otlp_settings import receiver_endpoint, resolve_settings
 
 MODES = ("cloudwatch", "amp", "both")
 
-
-def _otlp_receiver(protocol: str) -> str:
-    """Where the node's collector listens: where the agent sends by default (one resolver decides both)."""
-    host, port = receiver_endpoint(resolve_settings(OtlpConfig(protocol=protocol), {}))
-    return f"{host}:{port}"
-
-
-OTLP_GRPC = _otlp_receiver("grpc")
-OTLP_HTTP = _otlp_receiver("http/protobuf")
 HEALTH_CHECK = "127.0.0.1:13133"
 DCGM_EXPORTER = "127.0.0.1:9400"
 NODE_EXPORTER = "127.0.0.1:9100"
@@ -90,9 +79,18 @@ def cloudwatch_transforms() -> List[Dict[str, Any]]:
     } for spec in catalog.CLOUDWATCH_METRICS]
 
 
+def otlp_receiver(protocol: str) -> str:
+    """Where the node's collector listens: where the agent sends by default (one resolver decides both)."""
+    from .config import OtlpConfig
+    from .otlp_settings import receiver_endpoint, resolve_settings
+
+    host, port = receiver_endpoint(resolve_settings(OtlpConfig(protocol=protocol), {}))
+    return f"{host}:{port}"
+
+
 def _receivers(mode: str) -> Dict[str, Any]:
-    receivers: Dict[str, Any] = {"otlp": {"protocols": {"grpc": {"endpoint": OTLP_GRPC},
-                                                        "http": {"endpoint": OTLP_HTTP}}}}
+    receivers: Dict[str, Any] = {"otlp": {"protocols": {"grpc": {"endpoint": otlp_receiver("grpc")},
+                                                        "http": {"endpoint": otlp_receiver("http/protobuf")}}}}
     if mode != "cloudwatch":
         receivers["prometheus"] = {"config": {"scrape_configs": [
             {"job_name": "dcgm-exporter", "scrape_interval": SCRAPE_INTERVAL,
