@@ -16,6 +16,7 @@ from .sysfs_file import read_text
 
 AMAZON_VENDOR = "0x1d0f"
 EFA_DRIVER = "efa"
+_PCI_VENDOR = re.compile(r"^0x[0-9a-f]{4}$")
 _EFA_NAME = re.compile(r"^(efa_[0-9]+|rdmap[0-9]+s[0-9]+(f[0-9]+)?)$")
 
 
@@ -28,7 +29,7 @@ def classify(device_path: str) -> Tuple[bool, str]:
             vendor = read_text(os.path.join(device_path, "device", "vendor"), 64).lower()
         except OSError:
             vendor = ""
-    if vendor:
+    if _PCI_VENDOR.match(vendor):  # garbage there says nothing: fall back on the driver and the name
         return vendor == AMAZON_VENDOR, f"PCI vendor {vendor}"
     driver = os.path.join(device_path, "device", "driver")
     if os.path.islink(driver):
