@@ -16,7 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from . import exporters as exporter_registry
 from .attribution import Attribution
 from .collector import Collector
-from .config import Config
+from .config import Config, ConfigError
 from .frame import FrameSource
 from .imds import ImdsClient
 from .instruments import EfaInstrumentor
@@ -24,6 +24,7 @@ from .resource import build_resource
 from .stats import AgentStats
 from .stop_flag import StopFlag
 from .sysfs import SysfsReader
+from .sysfs_trust import untrusted
 
 log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 4.0  # SIGTERM to exit within 5 s, flushes included
@@ -81,6 +82,11 @@ class Agent:
                 or resource.attributes.get("host.type") or None)
 
     def setup(self) -> None:
+        """Build everything; ConfigError (exit 2) for a counter tree that is not root's (sysfs_trust.py)."""
+        if not self.config.simulate and not self.config.allow_untrusted_sysfs:
+            problem = untrusted(self.config.sysfs)
+            if problem:
+                raise ConfigError("sysfs", problem)
         raise_open_file_limit()
         resource = self._resource or build_resource(ImdsClient(), cluster_name=self.config.cluster_name)
         sysfs_root = self._sysfs_root()

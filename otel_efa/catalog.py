@@ -189,6 +189,9 @@ def _rate_gauge(name: str, kernel_name: str) -> MetricSpec:
 PORT_GAUGES: Tuple[MetricSpec, ...] = tuple(_rate_gauge(n, k) for n, k in RATE_SOURCES.items()) + (
     MetricSpec("efa_port_up", Kind.GAUGE, "{port}", "1 when the port state is ACTIVE, else 0", Scope.PORT,
                "ports/N/state"),
+    MetricSpec("efa_port_phys_state", Kind.GAUGE, "{state}",
+               "Physical port state number (5 is LinkUp); the EFA driver reports a fixed LinkUp", Scope.PORT,
+               "ports/N/phys_state"),
     MetricSpec("efa_link_speed", Kind.GAUGE, "By/s",
                "Link speed of the port: the instance type's documented EFA speed where known, "
                "else the port's rate file", Scope.PORT, "instance type table, else ports/N/rate"),

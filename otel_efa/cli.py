@@ -25,6 +25,8 @@ def _add_run(subparsers) -> None:
     p.add_argument("--config", help="YAML file (default /etc/otel-efa/config.yaml if present)")
     p.add_argument("--sysfs", help="sysfs root (default /sys)")
     p.add_argument("--simulate", metavar="PROFILE", help="run on a simulated node, e.g. p5en.48xlarge")
+    p.add_argument("--allow-untrusted-sysfs", action="store_true", default=None,
+                   help="read a sysfs tree not owned by root or world-writable (test and copied trees)")
     p.add_argument("--instance-type", help="override the instance type IMDS reports")
     p.add_argument("--interval", type=float, metavar="SECONDS", help="collection interval (default 60)")
     p.add_argument("--exporters", metavar="LIST", help=f"comma list of {','.join(EXPORTERS)}")
@@ -39,7 +41,7 @@ def _load_config(args):
     from . import config
 
     flags = {
-        "sysfs": args.sysfs, "simulate": args.simulate, "instance_type": args.instance_type,
+        "sysfs": args.sysfs, "simulate": args.simulate, "allow_untrusted_sysfs": args.allow_untrusted_sysfs, "instance_type": args.instance_type,
         "interval": args.interval, "exporters": args.exporters, "log_file": args.log_file,
         "log_level": args.log_level, "count": args.count,
         "prometheus.address": args.prometheus_address,

@@ -6,7 +6,7 @@ from typing import Dict, Hashable, List, Optional, Set, Tuple
 from . import catalog, instance_types
 from .rates import JUMP, RESET, WRAP, Discontinuity, RateTracker
 from .snapshot import DeviceSnapshot, PortSnapshot, Snapshot
-from .sysfs import REASONS, Reading, ReadError, SysfsReader, parse_rate_gbps
+from .sysfs import NOT_AVAILABLE, REASONS, Reading, ReadError, SysfsReader, parse_rate_gbps, parse_state
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class Collector:
         self._collections = 0
         self._no_devices_logged = False
         self._device_names: Tuple[str, ...] = ()
+        self._ignored: Tuple[Tuple[str, str], ...] = ()
         self.latest: Optional[Snapshot] = None
 
     def collect(self) -> Snapshot:
@@ -89,6 +90,7 @@ class Collector:
                     up=(port.state == "ACTIVE") if port.state else None,
                     link_bytes_per_second=self._link_speed(port.rate_text),
                     gid0=port.gid0,
+                    phys_state=parse_state(port.phys_state)[0] if port.phys_state else None,
                 ))
             devices.append(DeviceSnapshot(device.name, device.counters, tuple(ports), device.info))
         self._rates.forget(live_keys)
@@ -128,12 +130,25 @@ class Collector:
                      device, port, listed(WRAP))
 
     def _account_errors(self, reading: Reading) -> None:
+        """Each failed read counts once by its reason; what is not available (``N/A``, EOPNOTSUPP, a FIFO
+        where a file belongs...) counts once when it becomes so, not every interval. One line when a file
+        starts failing and one when it recovers."""
+        if reading.ignored != self._ignored:
+            new = [f"{name} ({why})" for name, why in reading.ignored if (name, why) not in self._ignored]
+            if new:
+                log.info("not EFA, ignored: %s", ", ".join(new))
+            self._ignored = reading.ignored
         now_failing = {}
-        for error in reading.errors:
-            self._error_counts[error.reason] = self._error_counts.get(error.reason, 0) + 1
+        for error in reading.errors + reading.unavailable:
             key = (error.path, error.reason)
+            fresh = key not in self._failing
+            if error.reason != NOT_AVAILABLE or fresh:
+                self._error_counts[error.reason] = self._error_counts.get(error.reason, 0) + 1
             now_failing[key] = error
-            if key not in self._failing:
+            if fresh and error.reason == NOT_AVAILABLE:
+                log.log(logging.INFO if error.quiet else logging.WARNING, "%s: not available (%s); skipped",
+                        error.path, error.detail)
+            elif fresh:
                 log.warning("cannot read %s (%s: %s); reported unavailable until it recovers",
                             error.path, error.reason, error.detail)
         for key in self._failing.keys() - now_failing.keys():

@@ -158,6 +158,8 @@ class Config:
     interval: float = 60.0  # seconds between collections (the seed's COLLECTION_INTERVAL)
     sysfs: str = "/sys"
     simulate: Optional[str] = None  # an instance profile: run on a simulated node
+    # Read a counter tree not owned by root or world-writable (a test or copied tree); see sysfs_trust.py.
+    allow_untrusted_sysfs: bool = False
     instance_type: Optional[str] = None  # overrides what IMDS says (link speed, expected devices)
     exporters: List[str] = field(default_factory=lambda: ["prometheus", "log"])
     log_file: Optional[str] = None  # the seed's human log line; None: standard output

@@ -248,6 +248,7 @@ def _up(port: PortSnapshot) -> Optional[int]:
 _PORT_GAUGE_VALUES: Dict[str, Callable[[PortSnapshot], Optional[float]]] = {
     **{name: _rate_value(kernel) for name, kernel in catalog.RATE_SOURCES.items()},
     "efa_port_up": _up,
+    "efa_port_phys_state": lambda port: port.phys_state,
     "efa_link_speed": lambda port: port.link_bytes_per_second,
     "efa_rx_utilization_ratio": lambda port: port.utilization("rx_bytes"),
     "efa_tx_utilization_ratio": lambda port: port.utilization("tx_bytes"),

@@ -13,6 +13,7 @@ class PortSnapshot(NamedTuple):  # tuples: cheap to build, one per port per inte
     up: Optional[bool]  # None when the state file could not be read
     link_bytes_per_second: Optional[float]
     gid0: str = ""
+    phys_state: Optional[int] = None  # the number in ports/N/phys_state (5: LinkUp); None when unreadable
 
     def utilization(self, kernel_name: str) -> Optional[float]:
         rate = self.rates.get(kernel_name)

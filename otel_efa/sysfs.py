@@ -20,7 +20,7 @@ from itertools import repeat
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from . import catalog
+from . import catalog, efa_devices, sysfs_file
 
 U64_MAX = (1 << 64) - 1
 READ_SIZE = 64  # a u64 in decimal is at most 20 digits and a newline
@@ -42,6 +42,11 @@ _ERRNO_REASON = {
     errno.EOPNOTSUPP: NOT_AVAILABLE,
     errno.EINVAL: NOT_AVAILABLE,
 }
+
+
+# What awsefareceiver takes to mean "this counter is not available here" when it meets it at discovery:
+# such a counter is logged once, counted once under NOT_AVAILABLE, and quietly retried each read.
+_NOT_AVAILABLE_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL})
 
 
 class CounterValueError(ValueError):
@@ -118,6 +123,7 @@ class ReadError:
     path: str
     reason: str
     detail: str
+    quiet: bool = False  # an expected absence (N/A, EOPNOTSUPP...): logged at info, not as a warning
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,7 @@ class PortReading(NamedTuple):  # tuples: a p5 builds 64 of these per read, and 
     state: str  # "ACTIVE", or "" when unreadable
     rate_text: str  # the rate file, e.g. "100 Gb/sec (4X EDR)"
     gid0: str = ""
+    phys_state: str = ""  # the phys_state file, e.g. "5: LinkUp"; "" when unreadable
 
 
 class DeviceReading(NamedTuple):
@@ -151,13 +158,22 @@ class DeviceReading(NamedTuple):
 @dataclass(frozen=True)
 class Reading:
     devices: Tuple[DeviceReading, ...]
-    errors: Tuple[ReadError, ...]
+    errors: Tuple[ReadError, ...]  # what failed in this read
+    # Files skipped since discovery and still skipped: counters not available, and anything that is not a
+    # regular file where one belongs. The same objects every read until one changes, so a consumer can
+    # log and count each once.
+    unavailable: Tuple[ReadError, ...] = ()
+    ignored: Tuple[Tuple[str, str], ...] = ()  # (RDMA device, why it is not EFA), e.g. an mlx5 HCA
 
 
-def _read_text(path: str) -> str:
+def _read_text(path: str, skipped: Optional[List[ReadError]] = None) -> str:
+    """An attribute read once, "" when it cannot be; something that is not a file is noted in ``skipped``."""
     try:
-        with open(path, "rb") as f:
-            return f.read(4096).decode("ascii", "replace").strip()
+        return sysfs_file.read_text(path)
+    except sysfs_file.NotAFile as e:
+        if skipped is not None:
+            skipped.append(ReadError(path, NOT_AVAILABLE, e.strerror))
+        return ""
     except OSError:
         return ""
 
@@ -186,8 +202,32 @@ def read_u64s(fds: List[int]) -> Optional[List[int]]:
     return values
 
 
-def _open(path: str) -> int:
-    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+_open = sysfs_file.open_attribute
+
+
+def _probe(path: str) -> Tuple[Optional[int], Optional[ReadError]]:
+    """Open a counter found at discovery and read it once: (fd, None) to keep reading it, (None, why)
+    when it is not available (:data:`_NOT_AVAILABLE_ERRNOS`, ``N/A``, not a file), (None, None) when the
+    open failed otherwise (each read retries and reports it)."""
+    try:
+        fd = _open(path)
+    except sysfs_file.NotAFile as e:
+        return None, ReadError(path, NOT_AVAILABLE, e.strerror)
+    except OSError as e:
+        if e.errno in _NOT_AVAILABLE_ERRNOS:
+            return None, ReadError(path, NOT_AVAILABLE, e.strerror or str(e), quiet=True)
+        return None, None
+    try:
+        parse_counter(os.pread(fd, READ_SIZE, 0))
+    except CounterValueError as e:
+        if e.reason == NOT_AVAILABLE:
+            os.close(fd)
+            return None, ReadError(path, NOT_AVAILABLE, str(e), quiet=True)
+    except OSError as e:
+        if e.errno in _NOT_AVAILABLE_ERRNOS:
+            os.close(fd)
+            return None, ReadError(path, NOT_AVAILABLE, e.strerror or str(e), quiet=True)
+    return fd, None
 
 
 @dataclass
@@ -197,15 +237,35 @@ class _CounterSet:
     names: List[str] = field(default_factory=list)
     paths: List[str] = field(default_factory=list)
     fds: List[Optional[int]] = field(default_factory=list)
+    unavailable: List[Tuple[str, ReadError]] = field(default_factory=list)  # (name, why), outside the plan
 
     def add(self, name: str, path: str) -> None:
-        """Open now if possible; a file that cannot be opened is retried, and reported, by each read."""
+        """Open and probe now; a counter not available stays out of the reads (see :meth:`retry`), a
+        file that cannot be opened otherwise is retried, and reported, by each read."""
+        fd, why = _probe(path)
+        if why is not None:
+            self.unavailable.append((name, why))
+            return
         self.names.append(name)
         self.paths.append(path)
-        try:
-            self.fds.append(_open(path))
-        except OSError:
-            self.fds.append(None)
+        self.fds.append(fd)
+
+    def retry(self) -> bool:
+        """Probe the counters not available again (a mode fixed, a FIFO replaced); True when one joined."""
+        if not self.unavailable:
+            return False
+        still = []
+        for name, why in self.unavailable:
+            fd, again = _probe(why.path)
+            if again is not None:
+                still.append((name, why if again == why else again))
+                continue
+            self.names.append(name)
+            self.paths.append(why.path)
+            self.fds.append(fd)
+        joined = len(still) < len(self.unavailable)
+        self.unavailable = still
+        return joined
 
     def read_into(self, out: Dict[str, int], errors: List[ReadError]) -> bool:
         """Read every counter into ``out``; False when the device looks gone (ENODEV/ENOENT)."""
@@ -222,6 +282,9 @@ class _CounterSet:
             if fd is None:
                 try:
                     fd = fds[i] = _open(self.paths[i])
+                except sysfs_file.NotAFile as e:
+                    errors.append(ReadError(self.paths[i], NOT_AVAILABLE, e.strerror))
+                    continue
                 except OSError as e:
                     errors.append(ReadError(self.paths[i], reason_for_oserror(e), e.strerror or str(e)))
                     continue
@@ -229,14 +292,14 @@ class _CounterSet:
                 data = os.pread(fd, READ_SIZE, 0)
             except OSError as e:
                 reason = reason_for_oserror(e)
-                errors.append(ReadError(self.paths[i], reason, e.strerror or str(e)))
+                errors.append(ReadError(self.paths[i], reason, e.strerror or str(e), quiet=reason == NOT_AVAILABLE))
                 if reason == MISSING:
                     alive = False
                 continue
             try:
                 out[self.names[i]] = parse_counter(data)
             except CounterValueError as e:
-                errors.append(ReadError(self.paths[i], e.reason, str(e)))
+                errors.append(ReadError(self.paths[i], e.reason, str(e), quiet=e.reason == NOT_AVAILABLE))
         return alive
 
     def close(self) -> None:
@@ -255,12 +318,18 @@ class _TextFile:
     def __init__(self, path: str):
         self.path = path
         self.fd: Optional[int] = None
+        self.skipped: Optional[ReadError] = None  # set while something not a file sits at the path
 
     def read(self) -> str:
         try:
             if self.fd is None:
                 self.fd = _open(self.path)
+                self.skipped = None
             return os.pread(self.fd, 256, 0).decode("ascii", "replace").strip()
+        except sysfs_file.NotAFile as e:
+            if self.skipped is None:
+                self.skipped = ReadError(self.path, NOT_AVAILABLE, e.strerror)
+            return ""
         except OSError:
             return ""
 
@@ -279,6 +348,7 @@ class _Port:
     path: str
     counters: _CounterSet
     state: _TextFile
+    phys_state: _TextFile
     rate_text: str  # read at discovery: the link rate does not change while the device exists
     gid0: str
 
@@ -292,6 +362,7 @@ class _Device:
     ports: List[_Port]
     info: DeviceInfo
     watched: List["_WatchedDir"] = field(default_factory=list)
+    skipped: List[ReadError] = field(default_factory=list)  # attribute files read once that were not files
 
     def counter_sets(self) -> List[Tuple[str, _CounterSet]]:
         """("", device counters) then (port, port counters) for each port."""
@@ -304,6 +375,16 @@ class _Device:
         for port in self.ports:
             port.counters.close()
             port.state.close()
+            port.phys_state.close()
+
+    def unavailable(self) -> List[ReadError]:
+        """What is skipped on this device now: counters not available, attributes that are not files."""
+        found = list(self.skipped)
+        for _, counter_set in self.counter_sets():
+            found.extend(why for _, why in counter_set.unavailable)
+        for port in self.ports:
+            found.extend(f.skipped for f in (port.state, port.phys_state) if f.skipped is not None)
+        return found
 
 
 def natural_key(name: str) -> Tuple:
@@ -318,17 +399,20 @@ def _list_dir(path: str) -> List[str]:
         return []
 
 
-def _device_info(path: str) -> DeviceInfo:
+def _device_info(path: str, skipped: List[ReadError]) -> DeviceInfo:
     pci_path = os.path.realpath(os.path.join(path, "device"))
     has_pci = os.path.islink(os.path.join(path, "device"))
-    numa_node = parse_numa_node(_read_text(os.path.join(pci_path, "numa_node"))) if has_pci else None
+
+    def pci(name: str) -> str:
+        return _read_text(os.path.join(pci_path, name), skipped) if has_pci else ""
+
     return DeviceInfo(
-        node_guid=_read_text(os.path.join(path, "node_guid")),
-        fw_ver=_read_text(os.path.join(path, "fw_ver")),
+        node_guid=_read_text(os.path.join(path, "node_guid"), skipped),
+        fw_ver=_read_text(os.path.join(path, "fw_ver"), skipped),
         pci_address=os.path.basename(pci_path) if has_pci else "",
-        pci_vendor=_read_text(os.path.join(pci_path, "vendor")) if has_pci else "",
-        numa_node=numa_node,
-        local_cpulist=_read_text(os.path.join(pci_path, "local_cpulist")) if has_pci else "",
+        pci_vendor=pci("vendor"),
+        numa_node=parse_numa_node(pci("numa_node")) if has_pci else None,
+        local_cpulist=pci("local_cpulist"),
     )
 
 
@@ -341,7 +425,7 @@ class _WatchedDir:
     def __init__(self, path: str):
         self.path = path
         try:
-            self.fd: Optional[int] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.fd: Optional[int] = sysfs_file.open_directory(path)
             self.mtime_ns: Optional[int] = os.fstat(self.fd).st_mtime_ns
         except OSError:
             self.fd, self.mtime_ns = None, None
@@ -374,6 +458,7 @@ def _discover_device(name: str, path: str, generation: int) -> _Device:
         if counter not in catalog.NOT_COUNTERS:
             device_counters.add(counter, os.path.join(path, "hw_counters", counter))
     ports = []
+    skipped: List[ReadError] = []
     for port in _list_dir(os.path.join(path, "ports")):
         port_path = os.path.join(path, "ports", port)
         port_counters = _CounterSet()
@@ -391,16 +476,19 @@ def _discover_device(name: str, path: str, generation: int) -> _Device:
             path=port_path,
             counters=port_counters,
             state=_TextFile(os.path.join(port_path, "state")),
-            rate_text=_read_text(os.path.join(port_path, "rate")),
-            gid0=_read_text(os.path.join(port_path, "gids", "0")),
+            phys_state=_TextFile(os.path.join(port_path, "phys_state")),
+            rate_text=_read_text(os.path.join(port_path, "rate"), skipped),
+            gid0=_read_text(os.path.join(port_path, "gids", "0"), skipped),
         ))
-    return _Device(name, path, generation, device_counters, ports, _device_info(path), watched)
+    info = _device_info(path, skipped)
+    return _Device(name, path, generation, device_counters, ports, info, watched, skipped)
 
 
 def _carry_vanished(old: _Device, new: _Device) -> None:
     """Counter files that vanished stay listed, unopened: each read reports them missing until they return."""
     new_sets = dict(new.counter_sets())
     present = {p for _, counter_set in new.counter_sets() for p in counter_set.paths}
+    present.update(why.path for _, counter_set in new.counter_sets() for _, why in counter_set.unavailable)
     for port, counter_set in old.counter_sets():
         target = new_sets.get(port)
         for name, path in zip(counter_set.names, counter_set.paths):
@@ -442,10 +530,16 @@ class SysfsReader:
         self._generation = 0
         self._stale: set = set()
         self._plan: Optional[_Plan] = None
+        self._ignored: Dict[str, str] = {}  # RDMA devices that are not EFA -> why
+        self._unavailable: Tuple[ReadError, ...] = ()
 
     def read(self) -> Reading:
         errors: List[ReadError] = []
         self._refresh_devices()
+        for device in self._devices.values():
+            for _, counter_set in device.counter_sets():
+                if counter_set.retry():
+                    self._plan = None
         at_once = self._read_all_at_once()
         sets = iter(at_once) if at_once is not None else None
         devices = []
@@ -470,6 +564,7 @@ class SysfsReader:
                     state=parse_state(state_text)[1] if state_text else "",
                     rate_text=port.rate_text,
                     gid0=port.gid0,
+                    phys_state=port.phys_state.read(),
                 ))
             if not alive:
                 self._stale.add(device.name)
@@ -477,7 +572,10 @@ class SysfsReader:
                                          device.info))
         if sets is None:
             self._plan = None  # the careful pass may have opened files: plan again next time
-        return Reading(tuple(devices), tuple(errors))
+        unavailable = tuple(why for device in self._devices.values() for why in device.unavailable())
+        if unavailable != self._unavailable:
+            self._unavailable = unavailable
+        return Reading(tuple(devices), tuple(errors), self._unavailable, tuple(self._ignored.items()))
 
     def _read_all_at_once(self) -> Optional[List[Dict[str, int]]]:
         """Every counter of every device in three C-level passes (pread, int, min/max), one dict per
@@ -497,6 +595,13 @@ class SysfsReader:
             present = set(os.listdir(self.class_dir))
         except OSError:
             present = set()
+        for name in present - self._devices.keys() - self._ignored.keys():
+            efa, why = efa_devices.classify(os.path.join(self.class_dir, name))
+            if not efa:
+                self._ignored[name] = why
+        for name in self._ignored.keys() - present:
+            del self._ignored[name]
+        present -= self._ignored.keys()
         for name in list(self._devices):
             device = self._devices[name]
             if name not in present or name in self._stale:
@@ -527,12 +632,12 @@ class SysfsReader:
         self._devices = {name: self._devices[name] for name in names}
 
     def descriptors(self) -> List[int]:
-        """The open files one :meth:`read` reads (counters and port states): the benchmark's floor."""
+        """The open files one :meth:`read` reads (counters, port states and physical states): the benchmark's floor."""
         fds: List[int] = []
         for device in self._devices.values():
             for _, counter_set in device.counter_sets():
                 fds.extend(fd for fd in counter_set.fds if fd is not None)
-            fds.extend(port.state.fd for port in device.ports if port.state.fd is not None)
+            fds.extend(f.fd for port in device.ports for f in (port.state, port.phys_state) if f.fd is not None)
         return fds
 
     @property

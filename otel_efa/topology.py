@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from . import efa_devices, sysfs_file
 from .sysfs import parse_numa_node
 
 NVIDIA_VENDOR = "0x10de"
@@ -60,9 +61,10 @@ class DeviceTopology:
 
 
 def _read(path: str) -> str:
+    """The attribute's text, "" when unreadable or not a regular file (never blocks: a FIFO here must not
+    hang start-up; the sysfs reader logs the EFA devices' odd files once)."""
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read(4096).strip()
+        return sysfs_file.read_text(path)
     except OSError:
         return ""
 
@@ -149,10 +151,12 @@ def read_topology(root: str = "/sys") -> Dict[str, DeviceTopology]:
     """Every EFA device under ``<root>/class/infiniband`` -> its topology. Never raises on odd trees."""
     from .sysfs import natural_key
 
+    class_dir = os.path.join(root, "class", "infiniband")
     try:
-        devices = sorted(os.listdir(os.path.join(root, "class", "infiniband")), key=natural_key)
+        devices = sorted(os.listdir(class_dir), key=natural_key)
     except OSError:
         return {}
+    devices = [d for d in devices if efa_devices.classify(os.path.join(class_dir, d))[0]]
     accelerators = find_accelerators(root)
     return {device: device_topology(root, device, accelerators) for device in devices}
 

@@ -271,6 +271,26 @@ class Simulator:
                     self._carry[(device, name)] = 0.0
             self._lay_out(sim_device)
 
+    def add_foreign_device(self, name: str = "mlx5_0", vendor: str = "0x15b3", pci_address: str = "0000:e0:00.0",
+                           pci: bool = True) -> str:
+        """Another RDMA device beside the EFA devices (default a Mellanox HCA, PCI vendor 0x15b3) with the
+        same kind of counter tree, which the agent must ignore; ``pci=False`` leaves out its PCI function
+        (a soft-RoCE ``rxe0``). Returns its path. Not ground truth: nothing tracks its counters."""
+        path = os.path.join(self.root, "class", "infiniband", name)
+        for counter in ("rx_bytes", "tx_bytes"):
+            os.makedirs(os.path.join(path, "ports", "1", "hw_counters"), exist_ok=True)
+            with open(os.path.join(path, "ports", "1", "hw_counters", counter), "w") as f:
+                f.write("42\n")
+        with open(os.path.join(path, "ports", "1", "state"), "w") as f:
+            f.write("4: ACTIVE\n")
+        if pci:
+            function = os.path.join(self.root, "devices", "pci0000:e0", pci_address)
+            os.makedirs(function, exist_ok=True)
+            with open(os.path.join(function, "vendor"), "w") as f:
+                f.write(vendor + "\n")
+            os.symlink(os.path.relpath(function, path), os.path.join(path, "device"))
+        return path
+
     def set_port_state(self, device: str, state: str) -> None:
         """Write the port's state file, e.g. ``1: DOWN``."""
         with open(os.path.join(self._by_name[device].path, "ports", "1", "state"), "w") as f:
