@@ -47,6 +47,7 @@ def _expected(simulator, snapshot, missed_intervals):
             for name, kernel in catalog.RATE_SOURCES.items():
                 expected[(name, attrs)] = port.rates[kernel]
             expected[("efa_port_up", attrs)] = 1
+            expected[("efa_port_phys_state", attrs)] = 5  # the simulator's ports are "5: LinkUp"
             expected[("efa_link_speed", attrs)] = link
             expected[("efa_rx_utilization_ratio", attrs)] = port.rates["rx_bytes"] / link
             expected[("efa_tx_utilization_ratio", attrs)] = port.rates["tx_bytes"] / link
