@@ -7,6 +7,8 @@ variable of a key is ``OTEL_EFA_`` + the key upper-cased with dots as underscore
 """
 import dataclasses
 import os
+import reprlib
+import stat
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -15,6 +17,19 @@ DEFAULT_CONFIG_FILE = "/etc/otel-efa/config.yaml"
 ENV_PREFIX = "OTEL_EFA_"
 EXPORTERS = ("otlp", "prometheus", "cloudwatch", "log", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_FILE_BYTES = 1024 * 1024  # a config is a few hundred bytes; this refuses /dev/zero's kin and 10 MB values
+MAX_VALUE_CHARS = 4096  # a path, a URL, a header list: longer is a mistake (or an attack), refused
+QUOTE_CHARS = 80  # what an error quotes of a value or a key, at most
+
+
+def quote(value: Any) -> str:
+    """repr(value) cut to QUOTE_CHARS: an error names the value without echoing megabytes of it.
+
+    reprlib bounds the work too, so a deeply shared structure is never expanded whole."""
+    shortened = reprlib.Repr()
+    shortened.maxstring = shortened.maxother = shortened.maxlong = QUOTE_CHARS
+    text = shortened.repr(value)
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS - 3] + "..."
 
 
 def one_line(text: str) -> str:
@@ -30,14 +45,18 @@ class ConfigError(Exception):
         self.key = key
         self.problem = problem
         self.source = source
-        where = f" (from {source})" if source else ""
-        super().__init__(one_line(f"config error: {key}: {problem}{where}"))
+        where = f" (from {_cut(source, 4 * QUOTE_CHARS)})" if source else ""
+        super().__init__(one_line(f"config error: {_cut(key, QUOTE_CHARS)}: {_cut(problem, 4 * QUOTE_CHARS)}{where}"))
+
+
+def _cut(text: str, most: int) -> str:
+    return text if len(text) <= most else text[:most - 3] + "..."
 
 
 def parse_host_port(value: str) -> Tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
+        raise ValueError(f"expected HOST:PORT, got {quote(value)}")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
@@ -75,17 +94,18 @@ class OtlpConfig:
 
     def validate(self) -> None:
         if self.protocol not in (None,) + self.PROTOCOLS:
-            raise ConfigError("otlp.protocol", f"must be grpc or http/protobuf, got {self.protocol!r}")
+            raise ConfigError("otlp.protocol", f"must be grpc or http/protobuf, got {quote(self.protocol)}")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError("otlp.timeout", "must be a positive number of seconds")
         if self.compression not in (None,) + self.COMPRESSIONS:
-            raise ConfigError("otlp.compression", f"must be gzip or none, got {self.compression!r}")
+            raise ConfigError("otlp.compression", f"must be gzip or none, got {quote(self.compression)}")
         if self.endpoint is not None and "://" not in self.endpoint:
-            raise ConfigError("otlp.endpoint", f"must be a URL such as http://127.0.0.1:4317, got {self.endpoint!r}")
+            raise ConfigError("otlp.endpoint",
+                              f"must be a URL such as http://127.0.0.1:4317, got {quote(self.endpoint)}")
         if self.headers is not None:
             for item in filter(None, (part.strip() for part in self.headers.split(","))):
                 if "=" not in item or not item.split("=", 1)[0].strip():
-                    raise ConfigError("otlp.headers", f"expected key=value[,key=value...], got {item!r}")
+                    raise ConfigError("otlp.headers", f"expected key=value[,key=value...], got {quote(item)}")
 
 
 @dataclass
@@ -177,7 +197,7 @@ class Config:
             raise ConfigError("interval", "must be a positive number of seconds")
         unknown = [e for e in self.exporters if e not in EXPORTERS]
         if unknown:
-            raise ConfigError("exporters", f"unknown exporter {unknown[0]!r}; choose from {', '.join(EXPORTERS)}")
+            raise ConfigError("exporters", f"unknown exporter {quote(unknown[0])}; choose from {', '.join(EXPORTERS)}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         if self.count is not None and self.count < 1:
@@ -185,7 +205,7 @@ class Config:
         if self.simulate is not None:
             from .instance_types import INSTANCE_TYPES
             if self.simulate not in INSTANCE_TYPES:
-                raise ConfigError("simulate", f"unknown profile {self.simulate!r}; choose from "
+                raise ConfigError("simulate", f"unknown profile {quote(self.simulate)}; choose from "
                                   f"{', '.join(INSTANCE_TYPES)}")
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
@@ -230,7 +250,7 @@ def _convert(key: str, hint: Any, value: Any, source: str) -> Any:
                 return [v.strip() for v in value.split(",") if v.strip()]
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 return list(value)
-            raise ValueError(f"expected a list of names, got {value!r}")
+            raise ValueError(f"expected a list of names, got {quote(value)}")
         if hint is bool:
             if isinstance(value, bool):
                 return value
@@ -239,24 +259,24 @@ def _convert(key: str, hint: Any, value: Any, source: str) -> Any:
                 return True
             if text in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"expected true or false, got {value!r}")
+            raise ValueError(f"expected true or false, got {quote(value)}")
         if hint is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(f"expected a whole number, got {value!r}")
+                raise ValueError(f"expected a whole number, got {quote(value)}")
             return int(value)
         if hint is float:
             if isinstance(value, bool):
-                raise ValueError(f"expected a number, got {value!r}")
+                raise ValueError(f"expected a number, got {quote(value)}")
             number = float(value)
             if number != number or number in (float("inf"), float("-inf")):
-                raise ValueError(f"expected a finite number, got {value!r}")
+                raise ValueError(f"expected a finite number, got {quote(value)}")
             return number
         if hint is str:
             if isinstance(value, (dict, list, set, bytes)) or "\x00" in str(value):
-                raise ValueError(f"expected text, got {value!r}")
+                raise ValueError(f"expected text, got {quote(value)}")
             return str(value)
     except (TypeError, ValueError, OverflowError) as e:
-        message = str(e) if "expected" in str(e) else f"expected {hint.__name__}, got {value!r}"
+        message = str(e) if "expected" in str(e) else f"expected {hint.__name__}, got {quote(value)}"
         raise ConfigError(key, message, source) from None
     raise ConfigError(key, f"unsupported type {hint!r}", source)
 
@@ -265,6 +285,8 @@ def _set(config: Config, key: str, value: Any, source: str) -> None:
     if key not in KEYS:
         raise ConfigError(key, "unknown key", source)
     hint, attribute = KEYS[key]
+    if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+        raise ConfigError(key, f"the value is {len(value)} characters long; at most {MAX_VALUE_CHARS}", source)
     target = config
     for part in key.split(".")[:-1]:
         target = getattr(target, part)
@@ -282,14 +304,54 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     return flat
 
 
+def _read_bytes(path: str) -> bytes:
+    """The file's bytes, refusing what is no regular file before reading it: opened non-blocking, so a FIFO
+    nobody writes to cannot hang the agent, and read up to MAX_FILE_BYTES (/dev/zero never ends)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError("--config", f"{path} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError("--config", f"{path} is larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def _loader():
+    """PyYAML's SafeLoader without aliases: a config has no use for them, and nested aliases (the billion
+    laughs) make a value that is small in the file and enormous wherever it is used or quoted."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.events.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ConfigError("--config", f"{self.name} uses a YAML alias at line {mark.line + 1}; "
+                                  "aliases are not supported")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
 def read_file(path: str) -> Dict[str, Any]:
     import yaml  # only needed when there is a file
 
+    raw = _read_bytes(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
+        loader = _loader()(raw.decode("utf-8"))
+        loader.name = path
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

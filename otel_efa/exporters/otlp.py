@@ -149,7 +149,8 @@ class OtlpExporter(Exporter):
         if rejected and not self._rejections_logged:
             self._rejections_logged = True
             log.warning("the collector at %s rejected %d data points (%s); not logged again",
-                        self.settings.endpoint, rejected, short(response.partial_success.error_message or "no reason given"))
+                        self.settings.endpoint, rejected,
+                        short(response.partial_success.error_message or "no reason given"))
 
     def shutdown(self, timeout: float) -> None:
         """One last export of the latest values, within ``timeout`` and the OTLP timeout, collector or not."""
