@@ -306,7 +306,10 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 def _read_bytes(path: str) -> bytes:
     """The file's bytes, refusing what is no regular file before reading it: opened non-blocking, so a FIFO
-    nobody writes to cannot hang the agent, and read up to MAX_FILE_BYTES (/dev/zero never ends)."""
+    nobody writes to cannot hang the agent, and read up to MAX_FILE_BYTES (/dev/zero never ends).
+    os.devnull is the empty file: ``cost`` and ``dashboard cloudwatch`` pass it to price the defaults."""
+    if path == os.devnull:
+        return b""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
