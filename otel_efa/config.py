@@ -20,6 +20,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_FILE_BYTES = 1024 * 1024  # a config is a few hundred bytes; this refuses /dev/zero's kin and 10 MB values
 MAX_VALUE_CHARS = 4096  # a path, a URL, a header list: longer is a mistake (or an attack), refused
 QUOTE_CHARS = 80  # what an error quotes of a value or a key, at most
+MAX_INTERVAL_S = 24 * 3600.0  # a collection interval longer than a day is a typo (and overflows timers)
 
 
 def quote(value: Any) -> str:
@@ -193,8 +194,10 @@ class Config:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def validate(self) -> None:
-        if not self.interval > 0:
-            raise ConfigError("interval", "must be a positive number of seconds")
+        if not 0 < self.interval <= MAX_INTERVAL_S:
+            raise ConfigError("interval", f"must be above 0 and at most {MAX_INTERVAL_S:.0f} seconds (a day)")
+        if not self.exporters:
+            raise ConfigError("exporters", f"must name at least one exporter: {', '.join(EXPORTERS)}")
         unknown = [e for e in self.exporters if e not in EXPORTERS]
         if unknown:
             raise ConfigError("exporters", f"unknown exporter {quote(unknown[0])}; choose from {', '.join(EXPORTERS)}")
@@ -207,6 +210,8 @@ class Config:
             if self.simulate not in INSTANCE_TYPES:
                 raise ConfigError("simulate", f"unknown profile {quote(self.simulate)}; choose from "
                                   f"{', '.join(INSTANCE_TYPES)}")
+            if self.sysfs != Config.sysfs:
+                raise ConfigError("simulate", "cannot be used with sysfs (a simulated node writes its own tree)")
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):
@@ -374,8 +379,9 @@ def read_file(path: str) -> Dict[str, Any]:
 
 
 def load(config_file: Optional[str] = None, environ: Mapping[str, str] = os.environ,
-         flags: Optional[Mapping[str, Any]] = None) -> Config:
-    """File, then environment, then flags (dotted keys; None means not given). Validated."""
+         flags: Optional[Mapping[str, Any]] = None, check_paths: bool = False) -> Config:
+    """File, then environment, then flags (dotted keys; None means not given). Validated; with
+    ``check_paths`` (the agent), the sysfs root must also be there."""
     config = Config()
     path = config_file
     if path is None and os.path.exists(DEFAULT_CONFIG_FILE):
@@ -396,11 +402,20 @@ def load(config_file: Optional[str] = None, environ: Mapping[str, str] = os.envi
         config.cloudwatch.cluster_name = config.cluster_name
     try:
         config.validate()
+        if check_paths:
+            _check_sysfs_root(config)
     except ConfigError as e:
         if not e.source:
             raise ConfigError(e.key, e.problem, _source_of(e.key, path, environ, flags)) from None
         raise
     return config
+
+
+def _check_sysfs_root(config: Config) -> None:
+    """A missing root would read as a node without EFA devices, and the agent would export nothing, quietly."""
+    if config.simulate is None and not os.path.isdir(config.sysfs):
+        problem = "is not a directory" if os.path.exists(config.sysfs) else "does not exist"
+        raise ConfigError("sysfs", f"the sysfs root {config.sysfs} {problem}")
 
 
 def _source_of(key: str, path: Optional[str], environ: Mapping[str, str], flags) -> str:
