@@ -93,6 +93,8 @@ def _simulate(args) -> int:
     from .instance_types import INSTANCE_TYPES
     from .simulator import NEW_KERNEL, OLD_KERNEL, Simulator
 
+    if not args.root.strip():  # the tree would go under / (root + "/class/infiniband")
+        raise ConfigError("--root", "must not be empty")
     if os.path.exists(args.root) and not os.path.isdir(args.root):
         raise ConfigError("--root", f"{args.root} is not a directory")
     most = INSTANCE_TYPES[args.profile].efa_devices

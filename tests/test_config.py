@@ -70,7 +70,8 @@ def test_cli_exits_2_with_one_line(tmp_path):
     result = _cli("run", "--config", _write(tmp_path, "interval: 0\n"), "--count", "1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"otel-efa: config error: interval: must be a positive number of seconds (from {tmp_path}/config.yaml)"]
+        f"otel-efa: config error: interval: must be above 0 and at most 86400 seconds (a day) "
+        f"(from {tmp_path}/config.yaml)"]
     result = _cli("run", "--exporters", "log,nope", "--count", "1")
     assert result.returncode == 2 and "exporters: unknown exporter 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
