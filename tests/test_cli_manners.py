@@ -2,7 +2,7 @@
 configuration), never a traceback and never a hang; a closed standard output ends the command quietly.
 
 Each case runs ``python -m otel_efa ...`` as a process. AWS cases never leave loopback: the endpoint is a
-closed loopback port, IMDS is disabled, and the shared config and credentials files are absent.
+closed loopback port, IMDS is disabled (and its endpoint a closed loopback port, conftest.py), and the shared config and credentials files are absent.
 """
 import os
 import subprocess
@@ -19,6 +19,7 @@ NOWHERE = "/nonexistent/otel-efa-root"
 
 def _environment(tmp_path, **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_EFA_", "AWS_"))}
+    env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = os.environ["AWS_EC2_METADATA_SERVICE_ENDPOINT"]  # conftest's
     env.update(AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
                AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
                AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"))
@@ -132,3 +133,21 @@ def test_a_closed_stdout_pipe_ends_quietly(argv, tmp_path):
         os.close(write_end)
     assert result.stderr == "", result.stderr
     assert result.returncode == 1
+
+
+def test_run_with_its_stdout_reader_gone_says_so_once_and_keeps_collecting(tmp_path):
+    """``otel-efa run | head -1`` with the log line on standard output: one warning, the agent finishes its
+    collections and exits 0 (it was one traceback, then the log exporter marked failing)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "otel_efa", "run", "--simulate", "p4d.24xlarge",
+                                 "--exporters", "log", "--count", "4", "--interval", "0.05"], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=60, env=_environment(tmp_path),
+                                cwd=REPO)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "ERROR" not in result.stderr, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "standard output is closed" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0], result.stderr
