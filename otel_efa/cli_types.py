@@ -7,6 +7,7 @@ hold for the file and the environment and the error names where the value came f
 import argparse
 import math
 import os
+from typing import Optional
 
 from .config import quote
 
@@ -55,9 +56,15 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def sysfs_root_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be a sysfs root, or None: a missing one would read as a node without EFA devices."""
+    if os.path.isdir(path):
+        return None
+    return f"sysfs root {quote(path)} {'is not a directory' if os.path.exists(path) else 'does not exist'}"
+
+
 def sysfs_root(text: str) -> str:
-    """A sysfs root that is there: a missing one would read as a node without EFA devices."""
-    if not os.path.isdir(text):
-        problem = "is not a directory" if os.path.exists(text) else "does not exist"
-        raise argparse.ArgumentTypeError(f"sysfs root {quote(text)} {problem}")
+    problem = sysfs_root_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text
