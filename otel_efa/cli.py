@@ -3,10 +3,12 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from typing import List, Optional
 
 from . import __version__
+from .cli_types import non_negative, seconds, sysfs_root
 from .config import EXPORTERS, ConfigError, one_line
 
 EXIT_CONFIG = 2
@@ -23,8 +25,9 @@ class _Parser(argparse.ArgumentParser):
 def _add_run(subparsers) -> None:
     p = subparsers.add_parser("run", help="collect EFA counters and export them")
     p.add_argument("--config", help="YAML file (default /etc/otel-efa/config.yaml if present)")
-    p.add_argument("--sysfs", help="sysfs root (default /sys)")
-    p.add_argument("--simulate", metavar="PROFILE", help="run on a simulated node, e.g. p5en.48xlarge")
+    source = p.add_mutually_exclusive_group()  # a simulated node writes its own tree
+    source.add_argument("--sysfs", help="sysfs root (default /sys)")
+    source.add_argument("--simulate", metavar="PROFILE", help="run on a simulated node, e.g. p5en.48xlarge")
     p.add_argument("--allow-untrusted-sysfs", action="store_true", default=None,
                    help="read a sysfs tree not owned by root or world-writable (test and copied trees)")
     p.add_argument("--instance-type", help="override the instance type IMDS reports")
@@ -46,7 +49,7 @@ def _load_config(args):
         "log_level": args.log_level, "count": args.count,
         "prometheus.address": args.prometheus_address,
     }
-    return config.load(args.config, flags=flags)
+    return config.load(args.config, flags=flags, check_paths=True)
 
 
 def _setup_logging(level: str) -> None:
@@ -72,9 +75,9 @@ def _add_simulate(subparsers) -> None:
     p.add_argument("profile", choices=sorted(INSTANCE_TYPES), metavar="PROFILE",
                    help=f"one of {', '.join(INSTANCE_TYPES)}")
     p.add_argument("--root", required=True, help="directory to write the tree under (use as --sysfs)")
-    p.add_argument("--gbps", type=float, help="node throughput per direction (default 40%% of line rate)")
+    p.add_argument("--gbps", type=non_negative, help="node throughput per direction (default 40%% of line rate)")
     p.add_argument("--pattern", choices=PATTERNS, default="steady")
-    p.add_argument("--interval", type=float, default=0.05, metavar="SECONDS", help="update period")
+    p.add_argument("--interval", type=seconds, default=0.05, metavar="SECONDS", help="update period")
     p.add_argument("--kernel", choices=("new", "old"), default="new",
                    help="old: device counters under the port, no retrans group, constant rate file")
     p.add_argument("--device-names", choices=("rdmap", "efa"), default="rdmap")
@@ -92,15 +95,21 @@ def _simulate(args) -> int:
     from .instance_types import INSTANCE_TYPES
     from .simulator import NEW_KERNEL, OLD_KERNEL, Simulator
 
-    if args.interval <= 0:
-        raise ConfigError("--interval", "must be a positive number of seconds")
+    if not args.root.strip():  # the tree would go under / (root + "/class/infiniband")
+        raise ConfigError("--root", "must not be empty")
+    if os.path.exists(args.root) and not os.path.isdir(args.root):
+        raise ConfigError("--root", f"{args.root} is not a directory")
     most = INSTANCE_TYPES[args.profile].efa_devices
     if args.devices is not None and not 1 <= args.devices <= most:
         raise ConfigError("--devices", f"{args.profile} has {most} EFA devices; choose 1 to {most}")
     flavour = OLD_KERNEL if args.kernel == "old" else NEW_KERNEL
-    with Simulator(args.profile, args.root, gbps=args.gbps, pattern=args.pattern, flavour=flavour,
-                   name_style=args.device_names, infiniband_counters=args.infiniband_counters,
-                   devices=args.devices) as simulator:
+    try:
+        simulator = Simulator(args.profile, args.root, gbps=args.gbps, pattern=args.pattern, flavour=flavour,
+                              name_style=args.device_names, infiniband_counters=args.infiniband_counters,
+                              devices=args.devices)
+    except OSError as e:  # a root we may not write, or a file where a directory of the tree goes
+        raise ConfigError("--root", f"cannot write the tree under {args.root}: {e.strerror or e}") from None
+    with simulator:
         print(f"{args.profile}: {len(simulator.devices)} EFA devices under {args.root}/class/infiniband",
               flush=True)
         if args.once:
@@ -114,7 +123,7 @@ def _simulate(args) -> int:
 
 def _add_snapshot(subparsers) -> None:
     p = subparsers.add_parser("snapshot", help="read every device, port and counter once and print them")
-    p.add_argument("--sysfs", default="/sys", help="sysfs root (default /sys)")
+    p.add_argument("--sysfs", default="/sys", type=sysfs_root, help="sysfs root (default /sys)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_snapshot)
 
@@ -169,10 +178,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _aws_problem(error: Exception) -> Optional[int]:
+    """The exit status for an AWS error botocore raised (2: no profile, credentials or region; 1: the rest),
+    or None when ``error`` is no AWS error. botocore is looked up, never imported: commands without AWS
+    start without it."""
+    exceptions = sys.modules.get("botocore.exceptions")
+    if exceptions is None or not isinstance(error, (exceptions.BotoCoreError, exceptions.ClientError)):
+        return None
+    setup = (exceptions.ProfileNotFound, exceptions.NoCredentialsError, exceptions.PartialCredentialsError,
+             exceptions.NoRegionError)
+    return EXIT_CONFIG if isinstance(error, setup) else 1
+
+
+def _quiet_stdout() -> None:
+    """Whoever read standard output is gone (``| head``): point it at /dev/null so that the interpreter's
+    final flush does not fail again (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handling below
+        return status
     except ConfigError as e:
         sys.stderr.write(f"otel-efa: {e}\n")
         return EXIT_CONFIG
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
+    except Exception as e:
+        status = _aws_problem(e)
+        if status is None:
+            raise  # a bug: its traceback is the report
+        sys.stderr.write(f"otel-efa: AWS: {one_line(str(e))}\n")
+        return status

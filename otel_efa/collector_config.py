@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 from . import catalog, promql
+from .config import ConfigError
 
 MODES = ("cloudwatch", "amp", "both")
 
@@ -268,10 +269,13 @@ def add_parser(subparsers) -> None:
 def _handle(args: argparse.Namespace) -> int:
     if args.write:
         directory = Path(args.write)
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, content in files(args.cluster_name).items():
-            (directory / name).write_text(content)
-            print(directory / name)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            for name, content in files(args.cluster_name).items():
+                (directory / name).write_text(content)
+                print(directory / name)
+        except OSError as e:
+            raise ConfigError("--write", f"cannot write {e.filename or directory}: {e.strerror or e}") from None
         return 0
     if args.what == "adot":
         sys.stdout.write(files()[f"adot-{args.mode}.yaml"])

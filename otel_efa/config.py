@@ -7,6 +7,8 @@ variable of a key is ``OTEL_EFA_`` + the key upper-cased with dots as underscore
 """
 import dataclasses
 import os
+import reprlib
+import stat
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -15,6 +17,20 @@ DEFAULT_CONFIG_FILE = "/etc/otel-efa/config.yaml"
 ENV_PREFIX = "OTEL_EFA_"
 EXPORTERS = ("otlp", "prometheus", "cloudwatch", "log", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_FILE_BYTES = 1024 * 1024  # a config is a few hundred bytes; this refuses /dev/zero's kin and 10 MB values
+MAX_VALUE_CHARS = 4096  # a path, a URL, a header list: longer is a mistake (or an attack), refused
+QUOTE_CHARS = 80  # what an error quotes of a value or a key, at most
+MAX_INTERVAL_S = 24 * 3600.0  # a collection interval longer than a day is a typo (and overflows timers)
+
+
+def quote(value: Any) -> str:
+    """repr(value) cut to QUOTE_CHARS: an error names the value without echoing megabytes of it.
+
+    reprlib bounds the work too, so a deeply shared structure is never expanded whole."""
+    shortened = reprlib.Repr()
+    shortened.maxstring = shortened.maxother = shortened.maxlong = QUOTE_CHARS
+    text = shortened.repr(value)
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS - 3] + "..."
 
 
 def one_line(text: str) -> str:
@@ -30,14 +46,18 @@ class ConfigError(Exception):
         self.key = key
         self.problem = problem
         self.source = source
-        where = f" (from {source})" if source else ""
-        super().__init__(one_line(f"config error: {key}: {problem}{where}"))
+        where = f" (from {_cut(source, 4 * QUOTE_CHARS)})" if source else ""
+        super().__init__(one_line(f"config error: {_cut(key, QUOTE_CHARS)}: {_cut(problem, 4 * QUOTE_CHARS)}{where}"))
+
+
+def _cut(text: str, most: int) -> str:
+    return text if len(text) <= most else text[:most - 3] + "..."
 
 
 def parse_host_port(value: str) -> Tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
+        raise ValueError(f"expected HOST:PORT, got {quote(value)}")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
@@ -75,17 +95,18 @@ class OtlpConfig:
 
     def validate(self) -> None:
         if self.protocol not in (None,) + self.PROTOCOLS:
-            raise ConfigError("otlp.protocol", f"must be grpc or http/protobuf, got {self.protocol!r}")
+            raise ConfigError("otlp.protocol", f"must be grpc or http/protobuf, got {quote(self.protocol)}")
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError("otlp.timeout", "must be a positive number of seconds")
         if self.compression not in (None,) + self.COMPRESSIONS:
-            raise ConfigError("otlp.compression", f"must be gzip or none, got {self.compression!r}")
+            raise ConfigError("otlp.compression", f"must be gzip or none, got {quote(self.compression)}")
         if self.endpoint is not None and "://" not in self.endpoint:
-            raise ConfigError("otlp.endpoint", f"must be a URL such as http://127.0.0.1:4317, got {self.endpoint!r}")
+            raise ConfigError("otlp.endpoint",
+                              f"must be a URL such as http://127.0.0.1:4317, got {quote(self.endpoint)}")
         if self.headers is not None:
             for item in filter(None, (part.strip() for part in self.headers.split(","))):
                 if "=" not in item or not item.split("=", 1)[0].strip():
-                    raise ConfigError("otlp.headers", f"expected key=value[,key=value...], got {item!r}")
+                    raise ConfigError("otlp.headers", f"expected key=value[,key=value...], got {quote(item)}")
 
 
 @dataclass
@@ -175,11 +196,13 @@ class Config:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def validate(self) -> None:
-        if not self.interval > 0:
-            raise ConfigError("interval", "must be a positive number of seconds")
+        if not 0 < self.interval <= MAX_INTERVAL_S:
+            raise ConfigError("interval", f"must be above 0 and at most {MAX_INTERVAL_S:.0f} seconds (a day)")
+        if not self.exporters:
+            raise ConfigError("exporters", f"must name at least one exporter: {', '.join(EXPORTERS)}")
         unknown = [e for e in self.exporters if e not in EXPORTERS]
         if unknown:
-            raise ConfigError("exporters", f"unknown exporter {unknown[0]!r}; choose from {', '.join(EXPORTERS)}")
+            raise ConfigError("exporters", f"unknown exporter {quote(unknown[0])}; choose from {', '.join(EXPORTERS)}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         if self.count is not None and self.count < 1:
@@ -187,8 +210,10 @@ class Config:
         if self.simulate is not None:
             from .instance_types import INSTANCE_TYPES
             if self.simulate not in INSTANCE_TYPES:
-                raise ConfigError("simulate", f"unknown profile {self.simulate!r}; choose from "
+                raise ConfigError("simulate", f"unknown profile {quote(self.simulate)}; choose from "
                                   f"{', '.join(INSTANCE_TYPES)}")
+            if self.sysfs != Config.sysfs:
+                raise ConfigError("simulate", "cannot be used with sysfs (a simulated node writes its own tree)")
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):
@@ -232,7 +257,7 @@ def _convert(key: str, hint: Any, value: Any, source: str) -> Any:
                 return [v.strip() for v in value.split(",") if v.strip()]
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 return list(value)
-            raise ValueError(f"expected a list of names, got {value!r}")
+            raise ValueError(f"expected a list of names, got {quote(value)}")
         if hint is bool:
             if isinstance(value, bool):
                 return value
@@ -241,24 +266,24 @@ def _convert(key: str, hint: Any, value: Any, source: str) -> Any:
                 return True
             if text in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"expected true or false, got {value!r}")
+            raise ValueError(f"expected true or false, got {quote(value)}")
         if hint is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(f"expected a whole number, got {value!r}")
+                raise ValueError(f"expected a whole number, got {quote(value)}")
             return int(value)
         if hint is float:
             if isinstance(value, bool):
-                raise ValueError(f"expected a number, got {value!r}")
+                raise ValueError(f"expected a number, got {quote(value)}")
             number = float(value)
             if number != number or number in (float("inf"), float("-inf")):
-                raise ValueError(f"expected a finite number, got {value!r}")
+                raise ValueError(f"expected a finite number, got {quote(value)}")
             return number
         if hint is str:
             if isinstance(value, (dict, list, set, bytes)) or "\x00" in str(value):
-                raise ValueError(f"expected text, got {value!r}")
+                raise ValueError(f"expected text, got {quote(value)}")
             return str(value)
     except (TypeError, ValueError, OverflowError) as e:
-        message = str(e) if "expected" in str(e) else f"expected {hint.__name__}, got {value!r}"
+        message = str(e) if "expected" in str(e) else f"expected {hint.__name__}, got {quote(value)}"
         raise ConfigError(key, message, source) from None
     raise ConfigError(key, f"unsupported type {hint!r}", source)
 
@@ -267,6 +292,8 @@ def _set(config: Config, key: str, value: Any, source: str) -> None:
     if key not in KEYS:
         raise ConfigError(key, "unknown key", source)
     hint, attribute = KEYS[key]
+    if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+        raise ConfigError(key, f"the value is {len(value)} characters long; at most {MAX_VALUE_CHARS}", source)
     target = config
     for part in key.split(".")[:-1]:
         target = getattr(target, part)
@@ -284,14 +311,57 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     return flat
 
 
+def _read_bytes(path: str) -> bytes:
+    """The file's bytes, refusing what is no regular file before reading it: opened non-blocking, so a FIFO
+    nobody writes to cannot hang the agent, and read up to MAX_FILE_BYTES (/dev/zero never ends).
+    os.devnull is the empty file: ``cost`` and ``dashboard cloudwatch`` pass it to price the defaults."""
+    if path == os.devnull:
+        return b""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError("--config", f"{path} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError("--config", f"{path} is larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def _loader():
+    """PyYAML's SafeLoader without aliases: a config has no use for them, and nested aliases (the billion
+    laughs) make a value that is small in the file and enormous wherever it is used or quoted."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.events.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ConfigError("--config", f"{self.name} uses a YAML alias at line {mark.line + 1}; "
+                                  "aliases are not supported")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
 def read_file(path: str) -> Dict[str, Any]:
     import yaml  # only needed when there is a file
 
+    raw = _read_bytes(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
+        loader = _loader()(raw.decode("utf-8"))
+        loader.name = path
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -311,8 +381,9 @@ def read_file(path: str) -> Dict[str, Any]:
 
 
 def load(config_file: Optional[str] = None, environ: Mapping[str, str] = os.environ,
-         flags: Optional[Mapping[str, Any]] = None) -> Config:
-    """File, then environment, then flags (dotted keys; None means not given). Validated."""
+         flags: Optional[Mapping[str, Any]] = None, check_paths: bool = False) -> Config:
+    """File, then environment, then flags (dotted keys; None means not given). Validated; with
+    ``check_paths`` (the agent), the sysfs root must also be there."""
     config = Config()
     path = config_file
     if path is None and os.path.exists(DEFAULT_CONFIG_FILE):
@@ -333,11 +404,20 @@ def load(config_file: Optional[str] = None, environ: Mapping[str, str] = os.envi
         config.cloudwatch.cluster_name = config.cluster_name
     try:
         config.validate()
+        if check_paths:
+            _check_sysfs_root(config)
     except ConfigError as e:
         if not e.source:
             raise ConfigError(e.key, e.problem, _source_of(e.key, path, environ, flags)) from None
         raise
     return config
+
+
+def _check_sysfs_root(config: Config) -> None:
+    """A missing root would read as a node without EFA devices, and the agent would export nothing, quietly."""
+    if config.simulate is None and not os.path.isdir(config.sysfs):
+        problem = "is not a directory" if os.path.exists(config.sysfs) else "does not exist"
+        raise ConfigError("sysfs", f"the sysfs root {config.sysfs} {problem}")
 
 
 def _source_of(key: str, path: Optional[str], environ: Mapping[str, str], flags) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from . import catalog
+from .cli_types import at_least_one, seconds
 from .config import Config, ConfigError, parse_host_port
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
@@ -335,8 +336,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", help=f"the agent's YAML file (default {CONFIG_FILE} if present)")
     p.add_argument("--sysfs", help="sysfs root (default /sys)")
     p.add_argument("--service", default="efa-monitor", help="systemd service name (default efa-monitor)")
-    p.add_argument("--pid", type=int, help="the agent's process id (default: the service's main PID)")
-    p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="per network check")
+    p.add_argument("--pid", type=at_least_one, help="the agent's process id (default: the service's main PID)")
+    p.add_argument("--timeout", type=seconds, default=3.0, metavar="SECONDS", help="per network check")
     p.add_argument("--root", default="/", help="where installed software such as ADOT is looked for (default /)")
     p.set_defaults(handler=_doctor)
 

@@ -4,12 +4,13 @@ import json
 import sys
 from typing import Dict, List, Optional
 
+from .cli_types import sysfs_root
 from .topology import UNKNOWN, Accelerator, DeviceTopology, read_topology
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("topology", help="map each EFA device to its PCI address, NUMA node and GPUs")
-    p.add_argument("--sysfs", default="/sys", help="sysfs root (default /sys)")
+    p.add_argument("--sysfs", default="/sys", type=sysfs_root, help="sysfs root (default /sys)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--eni", action="store_true", help="also ask IMDS for each device's ENI id (EC2 only)")
     p.set_defaults(handler=_topology)

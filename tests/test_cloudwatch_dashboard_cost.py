@@ -293,8 +293,11 @@ def test_cost_of_both_paths_by_hand(tmp_path, capsys):
 
 
 def test_cost_rejects_bad_input_with_one_line(capsys):
-    assert main(["cost", "--nodes", "0", "--instance-type", "p4d.24xlarge"]) == 2
-    assert capsys.readouterr().err.strip().count("\n") == 0
+    with pytest.raises(SystemExit) as exit_:  # a usage error now: argparse's --nodes type refuses it
+        main(["cost", "--nodes", "0", "--instance-type", "p4d.24xlarge"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "--nodes" in err
 
 
 def test_cost_prices_the_job_dimension_by_the_hour(tmp_path, capsys):

@@ -70,7 +70,8 @@ def test_cli_exits_2_with_one_line(tmp_path):
     result = _cli("run", "--config", _write(tmp_path, "interval: 0\n"), "--count", "1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"otel-efa: config error: interval: must be a positive number of seconds (from {tmp_path}/config.yaml)"]
+        f"otel-efa: config error: interval: must be above 0 and at most 86400 seconds (a day) "
+        f"(from {tmp_path}/config.yaml)"]
     result = _cli("run", "--exporters", "log,nope", "--count", "1")
     assert result.returncode == 2 and "exporters: unknown exporter 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -79,3 +80,70 @@ def test_cli_exits_2_with_one_line(tmp_path):
     result = _cli("run", "--config", str(tmp_path / "missing.yaml"))
     assert result.returncode == 2 and "cannot read" in result.stderr
     assert _cli("run", "--interval", "abc").returncode == 2
+
+
+# --- hostile input: alias bombs, huge values, files that are no files (issue 13 part 6) ---------------
+def _laughs(levels: int, width: int = 10) -> str:
+    """The billion laughs: each level repeats the previous one ``width`` times through YAML aliases."""
+    lines = ['l0: &l0 "lol"']
+    for level in range(1, levels + 1):
+        lines.append(f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * width)}]")
+    return "\n".join(lines) + f"\ninterval: *l{levels}\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_and_briefly(tmp_path):
+    """A million laughs (six levels): the error quoted the whole expanded value, megabytes of it."""
+    with pytest.raises(ConfigError) as error:
+        load(_write(tmp_path, _laughs(6)), environ={})
+    assert error.value.key == "--config"
+    assert "alias" in str(error.value) and len(str(error.value)) < 300
+
+
+def test_the_billion_laughs_exits_2_with_one_line(tmp_path):
+    result = _cli("run", "--config", _write(tmp_path, _laughs(9)), "--count", "1")
+    assert result.returncode == 2, result.stderr[:500]
+    assert len(result.stderr.splitlines()) == 1 and "alias" in result.stderr and "Traceback" not in result.stderr
+
+
+BIG = "x" * (10 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("key,name", [("interval", "OTEL_EFA_INTERVAL"), ("cloudwatch.namespace",
+                                                                            "OTEL_EFA_CLOUDWATCH_NAMESPACE")])
+def test_a_10_mb_value_is_refused_quoting_at_most_80_characters(key, name):
+    """From the environment (a file that size is refused whole, below): a wrong value was echoed whole, and a
+    namespace of 10 MB was accepted."""
+    with pytest.raises(ConfigError) as error:
+        load(None, environ={name: BIG})
+    assert error.value.key == key and name in str(error.value)  # the key and its source
+    assert "x" * 80 not in str(error.value) and len(str(error.value)) < 300
+
+
+def test_a_long_wrong_value_is_quoted_up_to_80_characters():
+    with pytest.raises(ConfigError) as error:
+        load(None, environ={"OTEL_EFA_OTLP_PROTOCOL": "y" * 1000})
+    assert error.value.key == "otlp.protocol" and "OTEL_EFA_OTLP_PROTOCOL" in str(error.value)
+    assert 60 <= str(error.value).count("y") <= 80  # no other y in the message
+
+
+def test_a_config_file_over_the_size_cap_is_refused(tmp_path):
+    path = _write(tmp_path, f"cloudwatch:\n  namespace: {BIG}\n")
+    with pytest.raises(ConfigError) as error:
+        load(path, environ={})
+    assert error.value.key == "--config" and "larger than" in str(error.value)
+    assert len(str(error.value)) < 300
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_config_that_is_no_regular_file_exits_2_at_once(tmp_path, kind):
+    """A FIFO nobody writes to hung the agent in open(); /dev/zero was read for ever."""
+    import os
+
+    if kind == "fifo":
+        path = str(tmp_path / "config.fifo")
+        os.mkfifo(path)
+    else:
+        path = "/dev/zero"
+    result = _cli("run", "--config", path, "--count", "1")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"otel-efa: config error: --config: {path} is not a regular file"]

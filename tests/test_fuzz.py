@@ -581,3 +581,134 @@ def test_cli_run_exits_2_with_one_line(scratch, run_parser, text, environ, flags
             assert len(lines) == 1 and lines[0].startswith("otel-efa: config error: "), stderr.getvalue()
         else:
             _check_outcome(config, text, environ)
+
+
+# --- hostile configuration files and the argv of every subcommand (issue 13 parts 6-8) -------------------
+
+def _laughs(levels: int, width: int = 10) -> bytes:
+    """The billion laughs at ``levels`` = 9: YAML aliases that expand to width ** levels strings."""
+    lines = ['l0: &l0 "lol"'] + [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * width)}]" for n in range(1, levels + 1)]
+    return ("\n".join(lines) + f"\ninterval: *l{levels}\nexporters: *l{levels}\n").encode()
+
+
+HOSTILE_FILES = [  # (file content, environment) that were echoed whole in the error or hung the loader
+    (_laughs(9), {}),  # the billion laughs: the error quoted the expanded value (it never finished)
+    (_laughs(5), {}),  # a hundred thousand laughs: the error was megabytes long
+    (b"cloudwatch:\n  namespace: " + b"x" * (2 * 1024 * 1024) + b"\n", {}),  # a 2 MB value
+    (b"", {"OTEL_EFA_INTERVAL": "x" * (10 * 1024 * 1024)}),  # a 10 MB value, echoed whole
+    (b"", {"OTEL_EFA_CLOUDWATCH_NAMESPACE": "x" * 100000}),  # ...and one that was accepted
+    (b"interval: [" + b"1, " * 100000 + b"1]\n", {}),  # a long list, quoted whole
+]
+hostile_texts = st.one_of(
+    st.integers(1, 9).map(_laughs),
+    st.tuples(st.sampled_from(sorted(config_module.KEYS)), st.integers(1000, 3 * 1024 * 1024)).map(
+        lambda kv: yaml.safe_dump({kv[0]: "y" * kv[1]}, width=10 ** 9).encode()),
+)
+hostile_environments = st.tuples(st.sampled_from(sorted(config_module.KEYS)), st.integers(100, 10 ** 6)).map(
+    lambda kv: {config_module.env_name(kv[0]): "z" * kv[1]})
+
+
+def _assert_brief(error: ConfigError) -> None:
+    """One line that quotes at most QUOTE_CHARS of any value, however long the value was."""
+    message = str(error)
+    assert len(message.splitlines()) == 1
+    assert len(message) < 800, message[:300]
+    for letter in "xyz":
+        assert letter * (config_module.QUOTE_CHARS + 1) not in message, message[:300]
+
+
+@fuzz_settings(40)
+@given(st.one_of(hostile_texts, file_texts), st.one_of(st.just({}), hostile_environments, environments))
+@example(*HOSTILE_FILES[0])
+@example(*HOSTILE_FILES[1])
+@example(*HOSTILE_FILES[2])
+@example(*HOSTILE_FILES[3])
+@example(*HOSTILE_FILES[4])
+@example(*HOSTILE_FILES[5])
+def test_hostile_config_is_refused_briefly(scratch, text, environ):
+    path = _write(scratch, text)
+    try:
+        outcome = config_module.load(path, environ=environ)
+    except ConfigError as error:
+        outcome = error
+        _assert_brief(error)
+    _check_outcome(outcome, text, environ)
+
+
+def _leaves(parser, prefix=()):
+    """(argv prefix, parser) of every subcommand that takes no further subcommand."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in sorted(action.choices.items()):
+                yield from _leaves(sub, prefix + (name,))
+            return
+    yield prefix, parser
+
+
+LEAVES = list(_leaves(cli.build_parser()))
+# Run, not only parsed: what is quick and stays on this machine. run, top, doctor and the AWS commands are
+# parsed only here (they loop, or reach IMDS and AWS); test_cli_run_exits_2_with_one_line and
+# tests/test_cli_manners.py run them.
+EXECUTED = {("metrics",), ("dashboard", "grafana"), ("alarms", "prometheus"), ("collector-config",), ("cost",),
+            ("snapshot",), ("topology",), ("simulate",)}
+NASTY_VALUES = ["nan", "-1", "0", "inf", "-inf", "1e999", "99999999", "", "x" * 5000, "a\nb", "1", "2.5",
+                "p4d.24xlarge", "adot", "both", "log", "--bogus", "-", "sub/dir", "/proc/nope/x", "FILE"]
+
+
+@st.composite
+def argvs(draw):
+    prefix, parser = draw(st.sampled_from(LEAVES))
+    options = sorted(o for a in parser._actions for o in a.option_strings if o not in ("-h", "--help", "--eni"))
+    positionals = sorted(str(c) for a in parser._actions if not a.option_strings for c in (a.choices or []))
+    tokens = draw(st.lists(st.one_of(st.sampled_from(options or ["--bogus"]),
+                                     st.sampled_from(positionals or ["x"]), st.sampled_from(NASTY_VALUES),
+                                     st.text(max_size=6)), max_size=7))
+    return list(prefix), tokens
+
+
+@fuzz_settings(150)
+@given(argvs())
+@example((["simulate"], ["p4d.24xlarge", "--root", "", "--once"]))  # an empty root wrote the tree under /
+@example((["simulate"], ["p4d.24xlarge", "--root", "FILE", "--gbps", "nan"]))
+@example((["collector-config"], ["adot", "--write", "FILE"]))
+@example((["cost"], ["--nodes", "1", "--instance-type", "p4d.24xlarge", "--job-hours", "inf"]))
+@example((["doctor"], ["--timeout", "0"]))
+@example((["run"], ["--simulate", "p4d.24xlarge", "--sysfs", "sub/dir"]))
+def test_any_argv_of_any_subcommand_gives_an_exit_status_never_a_traceback(scratch, command):
+    """Random flags and values for every subcommand: argparse and the argument types refuse with exit 2 and
+    one line; the commands that run here return a status or one config-error line. No other exception."""
+    prefix, tokens = command
+    file_path = os.path.join(scratch, "a-file")
+    with open(file_path, "w") as f:
+        f.write("interval: 5\n")
+    argv = prefix + [file_path if t == "FILE" else t for t in tokens]
+    if prefix == ["simulate"]:
+        argv.append("--once")  # it would run until stopped
+    stderr, stdout = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(scratch)  # relative paths the fuzzer picks (--root, --write) land in the scratch directory
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
+            try:
+                args = cli.build_parser().parse_args(argv)
+            except SystemExit as exit_:
+                assert exit_.code in (0, 2), argv  # 0: --help or --version
+                if exit_.code == 2:
+                    assert len(stderr.getvalue().splitlines()) == 1, stderr.getvalue()
+                return
+            if tuple(prefix) in EXECUTED:
+                status = cli.main(argv)
+                assert isinstance(status, int)
+                if status == cli.EXIT_CONFIG:
+                    assert stderr.getvalue().startswith("otel-efa: config error: "), stderr.getvalue()
+                    assert len(stderr.getvalue().splitlines()) == 1, stderr.getvalue()
+            elif prefix == ["run"]:
+                try:
+                    cli._load_config(args)
+                except ConfigError as error:
+                    _assert_brief(error)
+    finally:
+        os.chdir(here)
+    assert "Traceback" not in stderr.getvalue()

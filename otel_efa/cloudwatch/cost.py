@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Tuple
 
 from .. import __version__, catalog
 from ..collector_config import EMF_LOG_GROUP
+from ..cli_types import at_least_one, non_negative, positive
 from ..config import Config, ConfigError
 from ..instance_types import INSTANCE_TYPES, InstanceType
 from .metrics import dimension_sets, per_device, published_specs
@@ -281,14 +282,14 @@ def report(config: Config, nodes: int, instance: InstanceType, jobs_per_node: fl
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("cost", help="monthly CloudWatch cost of the configured metrics")
-    p.add_argument("--nodes", type=int, required=True, help="compute nodes publishing")
+    p.add_argument("--nodes", type=at_least_one, required=True, help="compute nodes publishing")
     p.add_argument("--instance-type", required=True, choices=sorted(INSTANCE_TYPES), metavar="TYPE",
                    help=f"one of {', '.join(INSTANCE_TYPES)}")
     p.add_argument("--config", help="the agent's YAML file (interval, cloudwatch.*)")
-    p.add_argument("--jobs-per-node", type=float, default=DEFAULT_JOBS_PER_NODE, metavar="N",
+    p.add_argument("--jobs-per-node", type=non_negative, default=DEFAULT_JOBS_PER_NODE, metavar="N",
                    help=f"Slurm jobs per node per month, priced when dimension set 'job' is on "
                         f"(default {DEFAULT_JOBS_PER_NODE})")
-    p.add_argument("--job-hours", type=float, default=DEFAULT_JOB_HOURS, metavar="H",
+    p.add_argument("--job-hours", type=positive, default=DEFAULT_JOB_HOURS, metavar="H",
                    help=f"hours a job runs (default {DEFAULT_JOB_HOURS})")
     p.add_argument("--path", choices=PATHS, default="both",
                    help="direct: PutMetricData from the node; adot: EMF through the ADOT collector; "

@@ -96,6 +96,14 @@ class ReopeningFile:
             file.close()
 
 
+def _stdout_to_devnull() -> None:
+    """Point standard output at /dev/null, so that later writes and the final flush do not fail again
+    (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 class LogLineExporter(Exporter):
     name = "log"
 
@@ -109,8 +117,13 @@ class LogLineExporter(Exporter):
             return
         text = "\n".join(lines) + "\n"
         if self._file is None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            except BrokenPipeError:  # ``otel-efa run | head``: the reader is gone, the agent goes on
+                _stdout_to_devnull()
+                log.warning("standard output is closed (its reader went away): the log lines stop; collection "
+                            "and the other exporters go on")
             return
         try:
             self._file.write(text)

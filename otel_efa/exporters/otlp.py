@@ -29,7 +29,7 @@ from ..config import Config
 from ..otlp_settings import OtlpSettings, resolve_settings
 from . import Exporter
 from .otlp_encoder import OtlpEncoder
-from .otlp_transport import ExportFailed, GrpcSender, HttpSender
+from .otlp_transport import ExportFailed, GrpcSender, HttpSender, problem, short
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,9 @@ class OtlpExporter(Exporter):
         except ExportFailed as e:
             self.reporter.failed(str(e))
             return False
+        except Exception as e:  # one a transport was not expected to raise: still an outage, not a traceback
+            self.reporter.failed(problem(e))
+            return False
         self.reporter.succeeded()
         self._note_rejections(response)
         return True
@@ -146,7 +149,8 @@ class OtlpExporter(Exporter):
         if rejected and not self._rejections_logged:
             self._rejections_logged = True
             log.warning("the collector at %s rejected %d data points (%s); not logged again",
-                        self.settings.endpoint, rejected, response.partial_success.error_message or "no reason given")
+                        self.settings.endpoint, rejected,
+                        short(response.partial_success.error_message or "no reason given"))
 
     def shutdown(self, timeout: float) -> None:
         """One last export of the latest values, within ``timeout`` and the OTLP timeout, collector or not."""

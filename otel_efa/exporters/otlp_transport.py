@@ -4,19 +4,56 @@ cumulative, so the next interval's export carries whole totals (see otlp.py). gr
 the gRPC sender is made, so the agent starts fast without it.
 """
 import gzip
+import http.client
 import os
 import ssl
+import time
 import urllib.error
 import urllib.request
 from typing import Optional
 from urllib.parse import urlparse
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (ExportMetricsServiceRequest,
                                                                           ExportMetricsServiceResponse)
 
 
 class ExportFailed(Exception):
     """The export did not arrive; the message says why (status code and detail)."""
+
+
+# An ExportMetricsServiceResponse is a few bytes (a partial success and its message); a collector's reply is
+# read up to this much and no further, so a peer answering an endless body costs no memory (an unbounded
+# read grew the agent from 34 to 270 MB against such a server).
+REPLY_BODY_CAP = 1024 * 1024
+READ_CHUNK = 64 * 1024
+PROBLEM_CAP = 200  # characters of a peer's garbage quoted in the outage warning
+
+
+def short(text: str) -> str:
+    """One short line for the outage warning, whatever bytes the peer sent (BadStatusLine quotes them)."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text if len(text) <= PROBLEM_CAP else text[:PROBLEM_CAP] + "..."
+
+
+def problem(error: BaseException) -> str:
+    return short(f"{type(error).__name__}: {error}")
+
+
+def read_capped(reply, deadline: float, cap: int = REPLY_BODY_CAP) -> bytes:
+    """The reply body, or ExportFailed when it is larger than ``cap`` or still coming at ``deadline`` (the
+    socket timeout bounds each read, not a body that trickles forever)."""
+    parts, size = [], 0
+    while True:
+        chunk = reply.read(min(READ_CHUNK, cap + 1 - size))
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        size += len(chunk)
+        if size > cap:
+            raise ExportFailed(f"the reply body is larger than {cap} bytes")
+        if time.monotonic() > deadline:
+            raise ExportFailed("the reply body was still coming at the OTLP timeout")
 
 
 # gRPC waits up to 120 s between reconnection attempts after a long outage, failing every export meanwhile;
@@ -64,10 +101,14 @@ class GrpcSender:
     def send(self, request: ExportMetricsServiceRequest) -> ExportMetricsServiceResponse:
         try:
             return self._export(request, timeout=self._timeout, metadata=self._metadata)
-        except self._grpc.RpcError as e:
+        except self._grpc.RpcError as e:  # every status, a reply that is no protobuf included (INTERNAL)
             code = e.code() if hasattr(e, "code") else None
             details = e.details() if hasattr(e, "details") else str(e)
-            raise ExportFailed(f"{code.name if code else 'gRPC error'}: {details}") from None
+            raise ExportFailed(short(f"{code.name if code else 'gRPC error'}: {details}")) from None
+        except ExportFailed:
+            raise
+        except Exception as e:  # whatever else grpc raises: an outage, not a traceback per interval
+            raise ExportFailed(problem(e)) from None
 
     def close(self) -> None:
         """Cancels an export still under way (shutdown uses this to keep its budget)."""
@@ -95,20 +136,27 @@ class HttpSender:
         if self._gzip:
             body = gzip.compress(body, compresslevel=6)
         post = urllib.request.Request(self._endpoint, data=body, headers=self._headers, method="POST")
+        deadline = time.monotonic() + self._timeout
         try:
             with urllib.request.urlopen(post, timeout=self._timeout, context=self._context) as reply:
-                content = reply.read()
+                content = read_capped(reply, deadline)
                 protobuf = "protobuf" in (reply.headers.get("Content-Type") or "")
+            response = ExportMetricsServiceResponse()
+            if content and protobuf:
+                response.ParseFromString(content)
+            return response
+        except ExportFailed:
+            raise
         except urllib.error.HTTPError as e:
-            raise ExportFailed(f"HTTP {e.code} {e.reason}") from None
+            e.close()  # its body is never read
+            raise ExportFailed(short(f"HTTP {e.code} {e.reason}")) from None
         except urllib.error.URLError as e:
-            raise ExportFailed(f"{e.reason}") from None
-        except OSError as e:  # a timeout or a reset while reading the reply
-            raise ExportFailed(f"{type(e).__name__}: {e}") from None
-        response = ExportMetricsServiceResponse()
-        if content and protobuf:
-            response.ParseFromString(content)
-        return response
+            raise ExportFailed(short(e.reason)) from None
+        # A timeout or a reset (OSError, ssl errors included), a peer that speaks no HTTP (BadStatusLine,
+        # LineTooLong), a reply cut short (IncompleteRead, RemoteDisconnected), a body that is no protobuf
+        # (protobuf's DecodeError): each is an outage like a refused connection, never a traceback.
+        except (OSError, http.client.HTTPException, DecodeError) as e:
+            raise ExportFailed(problem(e)) from None
 
     def close(self) -> None:
         """Nothing held open: every export is one request."""

@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 
+from ..cli_types import at_least_one, seconds, sysfs_root_problem
 from ..config import ConfigError
 
 
@@ -15,13 +16,13 @@ def add_parser(subparsers) -> None:
     from ..instance_types import INSTANCE_TYPES
 
     p = subparsers.add_parser("top", help="live per-device EFA throughput, utilization and errors")
-    p.add_argument("--sysfs", default="/sys", help="sysfs root (default /sys)")
-    p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="refresh period (default 1)")
+    p.add_argument("--sysfs", help="sysfs root (default /sys)")
+    p.add_argument("--interval", type=seconds, default=1.0, metavar="SECONDS", help="refresh period (default 1)")
     p.add_argument("--simulate", metavar="PROFILE", choices=sorted(INSTANCE_TYPES),
                    help="show a simulated node, e.g. p5.48xlarge")
     p.add_argument("--instance-type", choices=sorted(INSTANCE_TYPES), metavar="TYPE",
                    help="line rate and expected devices of this type (default: from IMDS)")
-    p.add_argument("--count", type=int, metavar="N", help="exit after N refreshes")
+    p.add_argument("--count", type=at_least_one, metavar="N", help="exit after N refreshes")
     p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
     p.set_defaults(handler=_top)
 
@@ -45,6 +46,11 @@ def _top(args) -> int:
         raise ConfigError("--interval", "must be a positive number of seconds")
     if args.count is not None and args.count < 1:
         raise ConfigError("--count", "must be at least 1")
+    if not args.simulate:  # a simulated node needs no /sys (a laptop has none)
+        args.sysfs = args.sysfs or "/sys"
+        problem = sysfs_root_problem(args.sysfs)
+        if problem:
+            raise ConfigError("--sysfs", problem)
     type_name = _instance_type_name(args)
     with tempfile.TemporaryDirectory(prefix="otel-efa-top-") as scratch:
         root, simulator = args.sysfs, None
