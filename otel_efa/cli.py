@@ -44,7 +44,8 @@ def _load_config(args):
     from . import config
 
     flags = {
-        "sysfs": args.sysfs, "simulate": args.simulate, "allow_untrusted_sysfs": args.allow_untrusted_sysfs, "instance_type": args.instance_type,
+        "sysfs": args.sysfs, "simulate": args.simulate, "allow_untrusted_sysfs": args.allow_untrusted_sysfs,
+        "instance_type": args.instance_type,
         "interval": args.interval, "exporters": args.exporters, "log_file": args.log_file,
         "log_level": args.log_level, "count": args.count,
         "prometheus.address": args.prometheus_address,
