@@ -47,7 +47,7 @@ class ConfigError(Exception):
         self.problem = problem
         self.source = source
         where = f" (from {_cut(source, 4 * QUOTE_CHARS)})" if source else ""
-        super().__init__(one_line(f"config error: {_cut(key, QUOTE_CHARS)}: {_cut(problem, 4 * QUOTE_CHARS)}{where}"))
+        super().__init__(one_line(f"config error: {_cut(key, QUOTE_CHARS)}: {_cut(problem, 1024)}{where}"))
 
 
 def _cut(text: str, most: int) -> str:
