@@ -712,3 +712,84 @@ def test_any_argv_of_any_subcommand_gives_an_exit_status_never_a_traceback(scrat
     finally:
         os.chdir(here)
     assert "Traceback" not in stderr.getvalue()
+
+
+# --- hostile trees: any kind of file where a sysfs file belongs ----------------------------------------
+
+FILE_KINDS = ("fifo", "socket", "directory", "loop", "dangling", "content")
+HOSTILE_PLACES = ("ports/1/hw_counters/rx_bytes", "ports/1/hw_counters/tx_pkts", "hw_counters/cmds_err",
+                  "ports/1/hw_counters/lifespan") + ATTRIBUTE_FILES
+
+
+def _lay(path: str, kind: str, content: bytes, sockets: list) -> None:
+    """Put a file of ``kind`` where ``path`` is (what tests/test_hostile_tree.py does case by case)."""
+    import socket
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        return  # a directory where a directory belongs: the tree's own shape
+    if os.path.lexists(path):
+        os.unlink(path)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX)
+        sockets.append(s)
+        here = os.getcwd()
+        os.chdir(os.path.dirname(path))  # a socket's path is limited to 107 bytes: bind it relative
+        try:
+            s.bind(os.path.basename(path))
+        finally:
+            os.chdir(here)
+    elif kind == "directory":
+        os.mkdir(path)
+    elif kind == "loop":
+        os.symlink(os.path.basename(path), path)
+    elif kind == "dangling":
+        os.symlink("nowhere", path)
+    else:
+        with open(path, "wb") as f:
+            f.write(content)
+
+
+@fuzz_settings(40)
+@given(st.dictionaries(st.sampled_from(HOSTILE_PLACES), st.tuples(st.sampled_from(FILE_KINDS), attribute_contents),
+                       min_size=1, max_size=6))
+@example({"ports/1/hw_counters/rx_bytes": ("fifo", b""), "ports/1/state": ("socket", b""),
+          "device/numa_node": ("loop", b"")})
+def test_any_kind_of_file_anywhere_in_a_device_neither_hangs_nor_crashes_collection(tmp_path_factory, places):
+    """A FIFO, socket, directory, symlink loop, dangling link or any content where one device's sysfs file
+    belongs: discovery and three collections finish (a worker thread with a deadline: a blocking open of
+    a FIFO would hang it), raise nothing, and the other devices read their true values."""
+    import threading
+
+    from otel_efa.collector import Collector
+
+    simulator = Simulator("p4d.24xlarge", str(tmp_path_factory.mktemp("hostile")))
+    sockets: list = []
+    try:
+        device = simulator.devices[0].name
+        base = os.path.join(simulator.root, "class", "infiniband", device)
+        for place, (kind, content) in places.items():
+            _lay(os.path.join(base, place), kind, content, sockets)
+        outcome: dict = {}
+
+        def collect() -> None:
+            try:
+                with SysfsReader(simulator.root) as reader:
+                    collector = Collector(reader)
+                    outcome["snapshots"] = [collector.collect() for _ in range(3)]
+            except BaseException as e:  # reported below with the example
+                outcome["error"] = e
+
+        worker = threading.Thread(target=collect, daemon=True)
+        worker.start()
+        worker.join(20)
+        assert not worker.is_alive(), f"collection hung on {places}"
+        assert "error" not in outcome, repr(outcome.get("error"))
+        last = {d.name: d for d in outcome["snapshots"][-1].devices}
+        for other in simulator.devices[1:]:
+            assert last[other.name].ports[0].counters["rx_bytes"] == simulator.value(other.name, "rx_bytes")
+    finally:
+        for s in sockets:
+            s.close()
+        simulator.close()
