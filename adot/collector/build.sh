@@ -14,8 +14,13 @@ manifest="$output/manifest.yaml"
 sed -e "s|@CONTRIB@|$release|g" -e "s|@OUTPUT@|$output/src|g" "$here/manifest.yaml" > "$manifest"
 if [ -f "$here/replaces-$release" ]; then
     echo "replaces:" >> "$manifest"
+    # A line is "MODULE VERSION": MODULE is under contrib (internal/aws/cwlogs) or, when its first element
+    # has a dot, a full module path (go.opentelemetry.io/contrib/detectors/hetzner). Every version of
+    # MODULE is replaced by VERSION.
     grep -v '^\s*#' "$here/replaces-$release" | while read -r module version; do
-        [ -n "$module" ] && echo "  - $contrib/$module v$release => $contrib/$module $version"
+        [ -n "$module" ] || continue
+        case "${module%%/*}" in *.*) ;; *) module="$contrib/$module" ;; esac
+        echo "  - $module => $module $version"
     done >> "$manifest"
 fi
 go run "go.opentelemetry.io/collector/cmd/builder@v$release" --config "$manifest"
