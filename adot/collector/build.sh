@@ -7,7 +7,7 @@ release="${1:?usage: build.sh RELEASE OUTPUT_DIR}"
 output="${2:?usage: build.sh RELEASE OUTPUT_DIR}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 contrib=github.com/open-telemetry/opentelemetry-collector-contrib
-command -v go >/dev/null 2>&1 || { echo "build.sh: no go on PATH (Go 1.25 or newer builds the collector)" >&2; exit 2; }
+command -v go >/dev/null 2>&1 || { echo "build.sh: no go on PATH (Go 1.26 or newer builds the collector; 0.156.0 needs 1.25)" >&2; exit 2; }
 mkdir -p "$output"
 output="$(cd "$output" && pwd)"
 manifest="$output/manifest.yaml"
