@@ -16,7 +16,7 @@ PYTHON39 ?= $(firstword $(shell for p in python3.9 $(HOME)/.pyenv/versions/3.9.*
 .PHONY: demo test test-py39 test-collector deps venv test-venv collector bench soak clean
 
 # The test collector (adot/collector/): ADOT's upstream components built at each release in
-# adot/collector/versions, for the end-to-end tests; never shipped to nodes. Needs Go (1.25+).
+# adot/collector/versions, for the end-to-end tests; never shipped to nodes. Needs Go 1.26 or newer.
 GO_PATH_DIRS := $(PATH):/usr/local/go/bin
 COLLECTOR_RELEASES := $(shell sed -e 's/\#.*//' adot/collector/versions)
 COLLECTORS := $(foreach r,$(COLLECTOR_RELEASES),build/collector/$(r)/otelcol-efa)
