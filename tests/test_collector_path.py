@@ -83,7 +83,7 @@ def test_cloudwatch_gets_the_quick_start_metrics_through_emf(path):
             [kernel_name] = spec.kernel_names
             seen = statistics.mean(d[name] for d in documents[2:])  # the intervals add up: ticks cancel
             truth = node_rate(path, kernel_name)
-            assert abs(seen - truth) <= 0.02 * truth, (name, seen, truth)
+            assert abs(seen - truth) <= 0.02 * truth, (name, seen, truth, [d[name] for d in documents[2:]])
 
 
 def _counts(documents: List[Dict]) -> List[Tuple[int, int]]:
