@@ -12,7 +12,8 @@ Prometheus stores float64, so totals above 2**53 lose their last digits there (O
 
 The endpoint answers anyone who can reach the address (0.0.0.0 by default). It is served by
 http_server.py (one event-loop thread, timeouts and caps against idle, slow and oversized clients: the
-unit's TasksMax and MemoryMax must not be a remote's to spend). The port is
+unit's TasksMax and MemoryMax must not be a remote's to spend), with TLS and basic auth from a web config
+file in exporter-toolkit's format (web_config.py), so node_exporter's file works here too. The port is
 claimed when the exporter is made, before any exporter starts: a port in use or an address that cannot
 be bound is a ConfigError on ``prometheus.address`` (one line, exit status 2).
 """
@@ -31,6 +32,7 @@ from ..frame import Frame, FrameSource
 from . import Exporter
 from .http_server import HttpServer, Request, Response, accepts_coding, listen
 from .prometheus_text import CONTENT_TYPE, PrometheusRenderer
+from .web_config import WebConfig
 
 log = logging.getLogger(__name__)
 METRICS_PATHS = ("/metrics", "/")
@@ -48,6 +50,14 @@ class PrometheusExporter(Exporter):
 
     def __init__(self, config: Config, resource: Resource):
         self.host, self.port = parse_host_port(config.prometheus.address)
+        self._web = WebConfig()
+        if config.prometheus.web_config_file:
+            from . import web_config
+            self._web = web_config.load(config.prometheus.web_config_file)
+        self._auth = None
+        if self._web.users:
+            from .basic_auth import BasicAuth  # bcrypt only when there are users
+            self._auth = BasicAuth(self._web.users)
         try:
             self._socket = listen(self.host, self.port)
         except OSError as e:  # socket.create_server appends the address tuple to strerror: not needed here
@@ -61,10 +71,15 @@ class PrometheusExporter(Exporter):
 
     def start(self) -> None:
         assert self.frames is not None, "attach_frames() first"
-        self._server = HttpServer(self._socket, self._handle, name="prometheus-http")
+        self._server = HttpServer(self._socket, self._handle, ssl_context=self._web.ssl_context,
+                                  name="prometheus-http")
         self._server.start()
+        scheme = "https" if self._web.ssl_context else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        log.info("Prometheus endpoint on http://%s:%d/metrics", host, self.port)
+        log.info("Prometheus endpoint on %s://%s:%d/metrics%s", scheme, host, self.port,
+                 " (basic auth)" if self._auth else "")
+        if self._auth and not self._web.ssl_context:
+            log.warning("Prometheus endpoint: basic auth without TLS sends passwords in the clear")
 
     def page(self, gzipped: bool) -> bytes:
         """The exposition of the latest Snapshot: rendered (and compressed) once, then served from cache."""
@@ -81,7 +96,15 @@ class PrometheusExporter(Exporter):
         return page.gzipped if gzipped else page.body
 
     async def _handle(self, request: Request) -> Response:
-        extra: List[Tuple[str, str]] = []
+        extra: List[Tuple[str, str]] = list(self._web.headers)
+        if self._auth is not None:
+            from .basic_auth import Busy
+            try:
+                allowed = await self._auth.allows(request.headers.get("authorization"))
+            except Busy:
+                return _text(429, "too many password checks waiting; retry", extra + [("Retry-After", "1")])
+            if not allowed:
+                return _text(401, "Unauthorized", extra + [("WWW-Authenticate", 'Basic realm="otel-efa"')])
         if request.target.split("?", 1)[0] not in METRICS_PATHS:
             return _text(404, "the metrics are at /metrics", extra)
         if request.method not in METHODS:
@@ -103,6 +126,8 @@ class PrometheusExporter(Exporter):
             self._server = None
         else:
             self._socket.close()
+        if self._auth is not None:
+            self._auth.close()
 
 
 def _text(status: int, message: str, headers: List[Tuple[str, str]]) -> Response:
