@@ -167,6 +167,9 @@ class HttpServer:
             writer.transport.abort()
             return
         self._connections.add(task)
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a response is written in a few pieces
         clean = False
         try:
             await self._serve(h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head),
@@ -244,15 +247,17 @@ class HttpServer:
         """The response, its body (unless HEAD: the headers say what GET would send) in pieces, each
         waiting for the client to take the previous ones, all within ``deadline``."""
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
-        _write(writer, conn.send(h11.Response(status_code=response.status, headers=headers,
-                                              reason=HTTPStatus(response.status).phrase.encode())))
+        pending = [conn.send(h11.Response(status_code=response.status, headers=headers,
+                                          reason=HTTPStatus(response.status).phrase.encode()))]
         if with_body and response.body:
             body = memoryview(response.body)
             for start in range(0, len(body), _WRITE_CHUNK):
-                for piece in conn.send_with_data_passthrough(h11.Data(data=body[start:start + _WRITE_CHUNK])):
-                    _write(writer, piece)
+                pending += conn.send_with_data_passthrough(h11.Data(data=body[start:start + _WRITE_CHUNK]))
+                _write(writer, b"".join(pending))  # the head with the first piece: one segment, no Nagle wait
+                pending = []
                 await _drain(writer, deadline)
-        _write(writer, conn.send(h11.EndOfMessage()))
+        pending.append(conn.send(h11.EndOfMessage()))
+        _write(writer, b"".join(pending))
         await _drain(writer, deadline)
 
     async def _refuse(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
