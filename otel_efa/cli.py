@@ -34,6 +34,8 @@ def _add_run(subparsers) -> None:
     p.add_argument("--interval", type=float, metavar="SECONDS", help="collection interval (default 60)")
     p.add_argument("--exporters", metavar="LIST", help=f"comma list of {','.join(EXPORTERS)}")
     p.add_argument("--prometheus-address", metavar="HOST:PORT", help="default 0.0.0.0:9464")
+    p.add_argument("--web-config-file", metavar="PATH",
+                   help="TLS and basic auth for the Prometheus endpoint (exporter-toolkit's web config format)")
     p.add_argument("--log-file", metavar="PATH", help="where the human log line goes (default stdout)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p.add_argument("--count", type=int, metavar="N", help="exit 0 after N collections and a final flush")
@@ -48,7 +50,7 @@ def _load_config(args):
         "instance_type": args.instance_type,
         "interval": args.interval, "exporters": args.exporters, "log_file": args.log_file,
         "log_level": args.log_level, "count": args.count,
-        "prometheus.address": args.prometheus_address,
+        "prometheus.address": args.prometheus_address, "prometheus.web_config_file": args.web_config_file,
     }
     return config.load(args.config, flags=flags, check_paths=True)
 

@@ -63,13 +63,18 @@ def parse_host_port(value: str) -> Tuple[str, int]:
 
 @dataclass
 class PrometheusConfig:
-    address: str = "0.0.0.0:9464"
+    address: str = "0.0.0.0:9464"  # answers anyone who can reach it: see web_config_file, or bind 127.0.0.1
+    # TLS and basic auth, in the format of exporter-toolkit's --web.config.file (node_exporter's file works);
+    # read and checked when the agent starts (otel_efa/exporters/web_config.py)
+    web_config_file: Optional[str] = None
 
     def validate(self) -> None:
         try:
             parse_host_port(self.address)
         except ValueError as e:
             raise ConfigError("prometheus.address", str(e)) from None
+        if self.web_config_file is not None and not self.web_config_file.strip():
+            raise ConfigError("prometheus.web_config_file", "must not be empty")
 
 
 @dataclass

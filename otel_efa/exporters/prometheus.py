@@ -9,24 +9,34 @@ frame and its render here: benchmarks/collection_cycle.py); the names, labels an
 (tests/test_prometheus_text.py).
 
 Prometheus stores float64, so totals above 2**53 lose their last digits there (OTLP carries them exactly).
+
+The endpoint answers anyone who can reach the address (0.0.0.0 by default). It is served by
+http_server.py (one event-loop thread, timeouts and caps against idle, slow and oversized clients: the
+unit's TasksMax and MemoryMax must not be a remote's to spend), with TLS and basic auth from a web config
+file in exporter-toolkit's format (web_config.py), so node_exporter's file works here too. The port is
+claimed when the exporter is made, before any exporter starts: a port in use or an address that cannot
+be bound is a ConfigError on ``prometheus.address`` (one line, exit status 2).
 """
 import gzip
 import logging
+import os
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 from opentelemetry.sdk.resources import Resource
 
 from .. import __version__
-from ..config import Config, parse_host_port
+from ..config import Config, ConfigError, parse_host_port
 from ..frame import Frame, FrameSource
 from . import Exporter
+from .http_server import HttpServer, Request, Response, accepts_coding, listen
 from .prometheus_text import CONTENT_TYPE, PrometheusRenderer
+from .web_config import WebConfig
 
 log = logging.getLogger(__name__)
 METRICS_PATHS = ("/metrics", "/")
+METHODS = ("GET", "HEAD")
 
 
 class _Page(NamedTuple):
@@ -40,19 +50,36 @@ class PrometheusExporter(Exporter):
 
     def __init__(self, config: Config, resource: Resource):
         self.host, self.port = parse_host_port(config.prometheus.address)
+        self._web = WebConfig()
+        if config.prometheus.web_config_file:
+            from . import web_config
+            self._web = web_config.load(config.prometheus.web_config_file)
+        self._auth = None
+        if self._web.users:
+            from .basic_auth import BasicAuth  # bcrypt only when there are users
+            self._auth = BasicAuth(self._web.users)
+        try:
+            self._socket = listen(self.host, self.port)
+        except OSError as e:  # socket.create_server appends the address tuple to strerror: not needed here
+            reason = os.strerror(e.errno) if e.errno and not isinstance(e, socket.gaierror) else (e.strerror or str(e))
+            raise ConfigError("prometheus.address", f"cannot listen on {config.prometheus.address}: {reason}") from None
+        self.port = self._socket.getsockname()[1]  # the real port when 0 was asked for
         self._renderer = PrometheusRenderer(resource.attributes, "otel_efa", __version__)
         self._lock = threading.Lock()
         self._page: Optional[_Page] = None
-        self._server: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: Optional[HttpServer] = None
 
     def start(self) -> None:
         assert self.frames is not None, "attach_frames() first"
-        self._server = _server_class(self.host, self.port)((self.host, self.port), _handler_for(self))
-        self.port = self._server.server_address[1]  # the real port when 0 was asked for
-        self._thread = threading.Thread(target=self._server.serve_forever, name="prometheus-http", daemon=True)
-        self._thread.start()
-        log.info("Prometheus endpoint on http://%s:%d/metrics", self.host, self.port)
+        self._server = HttpServer(self._socket, self._handle, ssl_context=self._web.ssl_context,
+                                  name="prometheus-http")
+        self._server.start()
+        scheme = "https" if self._web.ssl_context else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        log.info("Prometheus endpoint on %s://%s:%d/metrics%s", scheme, host, self.port,
+                 " (basic auth)" if self._auth else "")
+        if self._auth and not self._web.ssl_context:
+            log.warning("Prometheus endpoint: basic auth without TLS sends passwords in the clear")
 
     def page(self, gzipped: bool) -> bytes:
         """The exposition of the latest Snapshot: rendered (and compressed) once, then served from cache."""
@@ -68,50 +95,40 @@ class PrometheusExporter(Exporter):
                 self._page = page
         return page.gzipped if gzipped else page.body
 
+    async def _handle(self, request: Request) -> Response:
+        extra: List[Tuple[str, str]] = list(self._web.headers)
+        if self._auth is not None:
+            from .basic_auth import Busy
+            try:
+                allowed = await self._auth.allows(request.headers.get("authorization"))
+            except Busy:
+                return _text(429, "too many password checks waiting; retry", extra + [("Retry-After", "1")])
+            if not allowed:
+                return _text(401, "Unauthorized", extra + [("WWW-Authenticate", 'Basic realm="otel-efa"')])
+        if request.target.split("?", 1)[0] not in METRICS_PATHS:
+            return _text(404, "the metrics are at /metrics", extra)
+        if request.method not in METHODS:
+            return _text(405, "GET or HEAD", extra + [("Allow", ", ".join(METHODS))])
+        gzipped = accepts_coding(request.headers.get("accept-encoding"), "gzip")
+        try:
+            body = self.page(gzipped)
+        except Exception as e:
+            log.error("rendering the Prometheus page failed: %s: %s", type(e).__name__, e)
+            return _text(500, "rendering failed", extra)
+        headers = [("Content-Type", CONTENT_TYPE), ("Vary", "Accept-Encoding"), *extra]
+        if gzipped:
+            headers.append(("Content-Encoding", "gzip"))
+        return Response(200, headers, body)
+
     def shutdown(self, timeout: float) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop(timeout)
             self._server = None
+        else:
+            self._socket.close()
+        if self._auth is not None:
+            self._auth.close()
 
 
-def _server_class(host: str, port: int):
-    """A threaded server of the address's family, so that "[::]:9464" listens on IPv6 as prometheus_client did."""
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-
-    class MetricsServer(ThreadingHTTPServer):
-        address_family = family
-        daemon_threads = True  # a scrape in progress does not hold up the agent's exit
-
-    return MetricsServer
-
-
-def _accepts_gzip(header: Optional[str]) -> bool:
-    return any(part.split(";")[0].strip().lower() == "gzip" for part in (header or "").split(","))
-
-
-def _handler_for(exporter: PrometheusExporter):
-    class MetricsHandler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?", 1)[0] not in METRICS_PATHS:
-                self.send_error(404, "the metrics are at /metrics")
-                return
-            gzipped = _accepts_gzip(self.headers.get("Accept-Encoding"))
-            try:
-                body = exporter.page(gzipped)
-            except Exception:
-                log.exception("rendering the Prometheus page failed")
-                self.send_error(500)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE)
-            if gzipped:
-                self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_args) -> None:  # a scrape every few seconds is not news
-            pass
-
-    return MetricsHandler
+def _text(status: int, message: str, headers: List[Tuple[str, str]]) -> Response:
+    return Response(status, [("Content-Type", "text/plain; charset=utf-8"), *headers], message.encode() + b"\n")
