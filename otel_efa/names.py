@@ -14,9 +14,10 @@ handler). Each destination has stricter rules, and one bad name must never cost 
   it fits CloudWatch's 1024 characters; a longer text is cut, with ``_`` and :func:`stable_suffix`).
 * **OTel instrument names** (the API's syntax ``^[A-Za-z][A-Za-z0-9_./-]{0,254}$``; the SDK refuses any
   other name, and an exception at instrument creation used to stop the agent): :func:`instrument_name`
-  keeps a valid name as it is (``efa_new-counter.x``). Any other name becomes the name with each run of
-  characters outside that set replaced by ``_`` (runs of ``_`` collapsed), cut to fit, plus ``_`` and :func:`stable_suffix`
-  (8 hex digits of the SHA-256 of the escaped original): ``efa_foo{bar}`` -> ``efa_foo_bar_<8 hex>``.
+  keeps a valid name as it is (``efa_new-counter.x``). Any other name becomes the name with each
+  character outside that set replaced by ``_`` (runs of ``_`` collapsed; a leading ``x_`` if it would not
+  start with a letter), cut to fit 255 characters with ``_`` and :func:`stable_suffix` (8 hex digits of
+  the SHA-256 of the escaped original) appended: ``efa_foo{bar}`` -> ``efa_foo_bar_7b79d59e``.
   The suffix depends on the name alone, so every node and every restart gives the same name whatever
   other counters exist, and no valid name can be taken by a mapped one.
 * **Prometheus** names: :func:`prometheus_metric_name` and :func:`prometheus_label_name` are the rules of
