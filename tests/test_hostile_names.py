@@ -57,7 +57,8 @@ def run(tmp_path_factory):
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_EFA_", "OTEL_"))}
     environment.update(AWS_EC2_METADATA_DISABLED="true", PYTHONUNBUFFERED="1", OTEL_EFA_OTLP_ENDPOINT=receiver.endpoint,
-                       OTEL_RESOURCE_ATTRIBUTES="host.id=i-0123456789abcdef0,host_id=other,__name__=x,1up=y")
+                       OTEL_RESOURCE_ATTRIBUTES="host.id=i-0123456789abcdef0,host_id=other,__name__=x,1up=y,"
+                                                "rack=" + os.fsdecode(b"r\xff1"))
     log_file = workdir / "efa_monitor.log"
     agent = AgentProcess(["--sysfs", str(workdir / "sys"), "--instance-type", "p4d.24xlarge", "--interval", "0.5",
                           "--exporters", "prometheus,otlp,log", "--log-file", str(log_file),
@@ -167,6 +168,16 @@ def test_resource_attributes_arrive_unchanged_on_otlp(run):
     resource = {kv.key: kv.value.string_value for kv in run["request"].resource_metrics[0].resource.attributes}
     assert resource["host.id"] == "i-0123456789abcdef0" and resource["host_id"] == "other"
     assert resource["__name__"] == "x" and resource["1up"] == "y"
+    assert resource["rack"] == "r\\xff1"  # a byte that is not UTF-8, escaped as everywhere
+
+
+def test_target_info_carries_colliding_resource_attributes_joined(run):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(run["page"].decode("utf-8"))}
+    labels = families["target_info"].samples[0].labels
+    assert labels["host_id"] == "i-0123456789abcdef0;other"  # host.id, host_id: both, in key order
+    assert labels["_name_"] == "x" and labels["_up"] == "y" and labels["rack"] == "r\\xff1"
 
 
 def test_log_line_names_every_device_on_one_line(run):
