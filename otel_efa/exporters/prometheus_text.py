@@ -39,16 +39,22 @@ label_name = names.prometheus_label_name
 
 
 def target_labels(resource_attributes: Mapping[str, Any]) -> Dict[str, str]:
-    """target_info's labels: keys that give the same label name share it, values joined by ";"."""
-    grouped: Dict[str, List[Tuple[str, str]]] = {}
+    """target_info's labels: keys that give the same label name share it, values joined by ";" in key
+    order (a value equal to what the label has is not added again), as the Collector's
+    ``prometheusremotewrite`` does (``createAttributes``), so AMP and this page show the same."""
+    labels: Dict[str, str] = {}
+    keys: Dict[str, List[str]] = {}
     for key, value in sorted(resource_attributes.items()):
         text = value if isinstance(value, str) else json.dumps(value, default=str)
-        grouped.setdefault(label_name(key), []).append((key, text))
-    for label, members in grouped.items():
+        label = label_name(key)
+        keys.setdefault(label, []).append(key)
+        existing = labels.get(label)
+        labels[label] = text if existing is None or existing == text else f"{existing};{text}"
+    for label, members in keys.items():
         if len(members) > 1:
             log.warning("resource attributes %s are all the label %s on target_info: values joined by ';'",
-                        ", ".join(k for k, _ in members), label)
-    return {label: ";".join(v for _, v in members) for label, members in grouped.items()}
+                        ", ".join(members), label)
+    return labels
 
 
 def label_value(value: Any) -> str:
