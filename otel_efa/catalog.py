@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Dict, Optional, Tuple
 
+from . import names
+
 ATTR_DEVICE = "aws.efa.device"
 ATTR_PORT = "aws.efa.port"
 ATTR_ENI = "aws.efa.eni.id"
@@ -76,14 +78,23 @@ class MetricSpec:
 
     @property
     def prometheus_name(self) -> str:
-        """The name the OTel Prometheus exporter gives this metric (unit suffix, then ``_total``)."""
-        name = self.name
-        suffix = _PROMETHEUS_UNIT_SUFFIX.get(self.unit, "")
-        if suffix and not name.endswith(suffix):
-            name = f"{name}_{suffix}"
-        if self.kind is Kind.COUNTER:
-            name += "_total"
-        return name
+        """The name the OTel Prometheus exporter gives this metric (sanitized, unit suffix, then ``_total``).
+
+        Before collisions are resolved: the agent's endpoint renders the name its renderer resolved
+        (otel_efa/exporters/prometheus_text.py), the same as this one for every catalog metric.
+        """
+        return prometheus_name(names.prometheus_metric_name(self.name), self.kind, self.unit)
+
+
+def prometheus_name(base: str, kind: "Kind", unit: str) -> str:
+    """``base`` (a valid Prometheus name) with the unit suffix and, for a counter, ``_total``."""
+    name = base
+    suffix = _PROMETHEUS_UNIT_SUFFIX.get(unit, "")
+    if suffix and not name.endswith(suffix):
+        name = f"{name}_{suffix}"
+    if kind is Kind.COUNTER:
+        name += "_total"
+    return name
 
 
 _PROMETHEUS_UNIT_SUFFIX = {"By": "bytes", "By/s": "bytes_per_second", "s": "seconds", "1/s": "per_second"}
@@ -254,23 +265,30 @@ def is_device_counter(kernel_name: str) -> bool:
 
 
 def port_counter_spec(kernel_name: str) -> MetricSpec:
-    """The catalog entry for a port counter, or a generic one for a counter newer than the catalog."""
+    """The catalog entry for a port counter, or a generic one for a counter newer than the catalog.
+
+    A file name can be any bytes: the generic entry's name is a valid instrument name (``efa_<name>``
+    where that is one, else its mapping, see otel_efa/names.py) and its description and source name
+    the file escaped; ``kernel_name`` stays the file's own name, which the callbacks look up.
+    """
     known = PORT_COUNTER_BY_KERNEL.get(kernel_name)
     if known:
         return known
     unit = "By" if kernel_name.endswith("_bytes") else "1"
-    return MetricSpec(f"efa_{kernel_name}", Kind.COUNTER, unit,
-                      f"EFA port counter {kernel_name} (reported by the kernel, not yet in the catalog)",
-                      Scope.PORT, f"ports/N/hw_counters/{kernel_name}", kernel_name)
+    shown = names.escape(kernel_name)
+    return MetricSpec(names.instrument_name(f"efa_{kernel_name}"), Kind.COUNTER, unit,
+                      f"EFA port counter {shown} (reported by the kernel, not yet in the catalog)",
+                      Scope.PORT, f"ports/N/hw_counters/{shown}", kernel_name)
 
 
 def device_counter_spec(kernel_name: str) -> MetricSpec:
     known = DEVICE_COUNTER_BY_KERNEL.get(kernel_name)
     if known:
         return known
-    return MetricSpec(f"efa_device_{kernel_name}", Kind.COUNTER, "1",
-                      f"EFA device counter {kernel_name} (reported by the kernel, not yet in the catalog)",
-                      Scope.DEVICE, f"hw_counters/{kernel_name}", kernel_name)
+    shown = names.escape(kernel_name)
+    return MetricSpec(names.instrument_name(f"efa_device_{kernel_name}"), Kind.COUNTER, "1",
+                      f"EFA device counter {shown} (reported by the kernel, not yet in the catalog)",
+                      Scope.DEVICE, f"hw_counters/{shown}", kernel_name)
 
 
 @dataclass(frozen=True)

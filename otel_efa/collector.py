@@ -4,6 +4,7 @@ import time
 from typing import Dict, Hashable, List, Optional, Set, Tuple
 
 from . import catalog, instance_types
+from .names import escape
 from .rates import JUMP, RESET, WRAP, Discontinuity, RateTracker
 from .snapshot import DeviceSnapshot, PortSnapshot, Snapshot
 from .sysfs import NOT_AVAILABLE, REASONS, Reading, ReadError, SysfsReader, parse_rate_gbps, parse_state
@@ -106,15 +107,15 @@ class Collector:
         added = [n for n in names if n not in self._device_names]
         removed = [n for n in self._device_names if n not in names]
         if added:
-            log.info("EFA devices found: %s", " ".join(added))
+            log.info("EFA devices found: %s", " ".join(map(escape, added)))  # any bytes: one line each
         if removed:
-            log.warning("EFA devices gone: %s", " ".join(removed))
+            log.warning("EFA devices gone: %s", " ".join(map(escape, removed)))
         self._device_names = names
 
     @staticmethod
     def _log_discontinuities(key: Hashable, found: List[Discontinuity]) -> None:
         """One line per port and kind: a reset (device reset, driver reload), a u64 wrap, or a jump."""
-        device, port = key  # type: ignore[misc]
+        device, port = map(escape, key)  # type: ignore[misc]
 
         def listed(kind: str) -> str:
             return ", ".join(f"{name} {old} -> {new}" for name, old, new, k in found if k == kind)
@@ -150,7 +151,7 @@ class Collector:
                         error.path, error.detail)
             elif fresh:
                 log.warning("cannot read %s (%s: %s); reported unavailable until it recovers",
-                            error.path, error.reason, error.detail)
+                            escape(error.path), error.reason, error.detail)
         for key in self._failing.keys() - now_failing.keys():
-            log.info("%s: no longer failing", key[0])
+            log.info("%s: no longer failing", escape(key[0]))
         self._failing = now_failing

@@ -4,16 +4,20 @@ Shaped like ``opentelemetry-instrumentation-system-metrics``: an instrumentor ta
 registers one callback per instrument. The callbacks never touch sysfs; they serve the Snapshot of the
 last collection, so any number of readers and scrapes cost no extra reads.
 """
+import dataclasses
+import logging
 from typing import Callable, Dict, Iterable, Iterator, Optional, Set, Tuple, Union
 
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
-from . import __version__, catalog, instance_types
+from . import __version__, catalog, instance_types, names
 from .catalog import Kind, MetricSpec
 from .collector import Collector
 from .rails import RailBalance, rail_balance
 from .snapshot import PortSnapshot, Snapshot
 from .stats import AgentStats
+
+log = logging.getLogger(__name__)
 
 # What every instrument callback is: the SDK calls it with CallbackOptions, the frame with CallbackOptions().
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
@@ -71,16 +75,26 @@ class EfaInstrumentor:
         self.series: Tuple[Tuple[MetricSpec, Callback], ...] = ()
         self._seen_device_counters: Set[str] = set()  # kernel names already given an instrument
         self._seen_port_counters: Set[str] = set()
+        # Instrument names handed out; case-insensitive, as the API compares them (and the SDK would
+        # merge efa_RX_bytes into efa_rx_bytes, callbacks lost).
+        self._names = names.UniqueNames(str.lower)
         self._attribute_cache: Dict[Tuple[str, str], Dict[str, str]] = {}
         self._balance: Tuple[Optional[Snapshot], RailBalance] = (None, RailBalance(None, None))
 
     def instrument(self, meter_provider: MeterProvider) -> None:
         self._meter = meter_provider.get_meter("otel_efa", __version__)
         for spec in catalog.METRICS:
+            self._names.claim(spec.name)
             self._register(spec, self._callback_for(spec))
 
     def register_new_counters(self, snapshot: Snapshot) -> None:
-        """Counters the kernel added after the catalog was written appear as ``efa_<name>``."""
+        """Counters the kernel added after the catalog was written appear as ``efa_<name>``.
+
+        Whatever the file's name: an invalid instrument name is mapped, and a name another instrument
+        has (a catalog metric, an earlier counter) gets a stable suffix (otel_efa/names.py), each said
+        once in the log. Counters found together are taken in sorted order, device counters first, so
+        the same tree gives the same names on every start.
+        """
         for device in snapshot.devices:
             self._register_unknown(device.counters.keys() - self._seen_device_counters,
                                    self._seen_device_counters, catalog.device_counter_spec)
@@ -88,12 +102,21 @@ class EfaInstrumentor:
                 self._register_unknown(port.counters.keys() - self._seen_port_counters,
                                        self._seen_port_counters, catalog.port_counter_spec)
 
-    def _register_unknown(self, names, seen: Set[str], spec_of) -> None:
-        for name in names:  # usually none: set arithmetic in C keeps the common case cheap
-            seen.add(name)
-            spec = spec_of(name)
-            if spec.name not in self._registered:
-                self._register(spec, self._callback_for(spec))
+    def _register_unknown(self, kernel_names, seen: Set[str], spec_of) -> None:
+        for kernel_name in sorted(kernel_names):  # usually none: set arithmetic in C keeps that cheap
+            seen.add(kernel_name)
+            spec = spec_of(kernel_name)
+            if catalog.BY_NAME.get(spec.name) is spec:
+                continue  # a catalog counter: registered by instrument() already
+            wanted = spec.name
+            name = self._names.claim(wanted, limit=names.MAX_INSTRUMENT_NAME)
+            if name != wanted:
+                spec = dataclasses.replace(spec, name=name)
+            if name != f"efa_{kernel_name}" and name != f"efa_device_{kernel_name}":
+                why = "an instrument has that name" if name != wanted else "not a valid instrument name"
+                log.warning("the %s counter '%s' is exported as %s (%s)", spec.scope.value,
+                            names.escape(kernel_name), name, why)
+            self._register(spec, self._callback_for(spec))
 
     def forget_attributes(self) -> None:
         """Call when attributes change (an ENI id resolved, a job started), so callbacks pick them up.
@@ -115,8 +138,9 @@ class EfaInstrumentor:
         cache = self._attribute_cache
         key = (port.device, port.port)
         attributes = cache.get(key)
-        if attributes is None:
-            attributes = {catalog.ATTR_DEVICE: port.device, catalog.ATTR_PORT: port.port}
+        if attributes is None:  # names from sysfs are any bytes: as valid text (otel_efa/names.py)
+            attributes = {catalog.ATTR_DEVICE: names.escape(port.device),
+                          catalog.ATTR_PORT: names.escape(port.port)}
             attributes.update(self.device_attributes(port.device))
             cache[key] = attributes
         return attributes
@@ -126,7 +150,7 @@ class EfaInstrumentor:
         key = (device, "")
         attributes = cache.get(key)
         if attributes is None:
-            attributes = {catalog.ATTR_DEVICE: device}
+            attributes = {catalog.ATTR_DEVICE: names.escape(device)}
             attributes.update(self.device_attributes(device))
             cache[key] = attributes
         return attributes

@@ -9,7 +9,7 @@ from typing import Dict, Optional
 
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
-from . import __version__
+from . import __version__, names
 from .imds import ImdsClient
 
 SERVICE_NAME = "otel-efa"
@@ -45,4 +45,14 @@ def build_resource(imds: Optional[ImdsClient] = None, extra: Optional[Dict[str, 
     # The SDK would make service.instance.id a random UUID; OTEL_RESOURCE_ATTRIBUTES still wins.
     attributes["service.instance.id"] = str(from_environment.attributes.get("host.id")
                                             or attributes.get("host.id") or socket.gethostname())
-    return Resource.create(attributes).merge(from_environment)
+    return _as_text(Resource.create(attributes).merge(from_environment))
+
+
+def _as_text(resource: Resource) -> Resource:
+    """Keys and string values as valid UTF-8 (names.escape): the environment hands Python bytes that
+    are not UTF-8 as surrogates, and one such string would make every OTLP export and scrape fail."""
+    attributes = {names.escape(k): names.escape(v) if isinstance(v, str) else v
+                  for k, v in resource.attributes.items()}
+    if attributes == dict(resource.attributes):
+        return resource
+    return Resource(attributes, resource.schema_url)

@@ -388,8 +388,9 @@ class _Device:
 
 
 def natural_key(name: str) -> Tuple:
-    """``rdmap16s0`` before ``rdmap128s0``, ``efa_2`` before ``efa_10``."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+    """``rdmap16s0`` before ``rdmap128s0``, ``efa_2`` before ``efa_10``. The digit runs are the odd parts
+    (str.isdigit() also holds for "¹", which int() refuses: a file of that name stopped every read)."""
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name)))
 
 
 def _list_dir(path: str) -> List[str]:

@@ -96,3 +96,39 @@ def test_port_down_and_new_kernel_counters(make_simulator, make_pipeline):
     assert points[port_key("efa_port_up", device.name)] == 0
     assert points[port_key("efa_future_pkts", device.name)] == 5
     assert points[port_key("efa_port_up", sim.devices[0].name)] == 1
+
+
+def test_hostile_counter_and_device_names_become_valid_instruments(tmp_path, make_pipeline):
+    """Any file or directory name (tests/hostile_names.py): instrument creation never raises, every
+    series reaches the SDK under a valid, unique name, and the SDK's own OTLP encoding succeeds."""
+    import os
+
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.metrics._internal.instrument import _name_regex
+
+    from hostile_names import DEVICE_COUNTERS, PORT_COUNTERS, hostile_node
+    from otel_efa.names import escape
+
+    sim, devices = hostile_node(str(tmp_path))
+    try:
+        pipeline = make_pipeline(sim.root, "p4d.24xlarge")
+        points = pipeline.collect()
+        encode_metrics(pipeline.reader.get_metrics_data()).SerializeToString()  # raised on bytes not UTF-8
+        names = {spec.name for spec, _ in pipeline.instrumentor.series}
+        assert all(_name_regex.fullmatch(n) for n in names)
+        assert len({n.lower() for n in names}) == len(pipeline.instrumentor.series)
+        by_value = {}
+        for (name, attributes), value in points.items():
+            device = dict(attributes).get("aws.efa.device")
+            if device is not None:
+                by_value.setdefault(value, set()).add((name, device))
+        for values in (PORT_COUNTERS, DEVICE_COUNTERS):
+            for kernel_name, value in values.items():
+                found = by_value.get(value, set())
+                # one instrument per counter file, on every device, the device name escaped
+                assert {d for _, d in found} == {escape(d) for d in devices}, (kernel_name, found)
+                assert len({n for n, _ in found}) == 1, (kernel_name, found)
+        expected = os.fsdecode(b"efa_new-counter.x")
+        assert any(n == expected for n in names)  # a valid instrument name is kept as it is
+    finally:
+        sim.close()

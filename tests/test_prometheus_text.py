@@ -159,3 +159,54 @@ def test_endpoint_serves_one_render_per_snapshot_gzip_when_asked_and_404_elsewhe
         exporter.shutdown(1.0)
         provider.shutdown()
         node.close()
+
+
+def test_hostile_names_give_a_valid_page_with_unique_names(tmp_path, caplog):
+    """Counter files whose names collide once sanitized (``rx-dropped`` and the catalog's efa_rx_dropped,
+    ``a.b`` and ``a_b``, ``port_up`` and the gauge efa_port_up), devices with quotes, newlines and bytes
+    that are not UTF-8, resource attributes that give one label: the page parses, every name is unique,
+    each rename is logged once, and a name once given stays."""
+    from opentelemetry.sdk.resources import Resource
+
+    from hostile_names import PORT_COUNTERS, hostile_node
+    from otel_efa.collector import Collector
+    from otel_efa.instruments import EfaInstrumentor
+    from otel_efa.names import escape
+    from otel_efa.sysfs import SysfsReader
+
+    sim, devices = hostile_node(str(tmp_path))
+    collector = Collector(SysfsReader(sim.root), "p4d.24xlarge")
+    instrumentor = EfaInstrumentor(collector)
+    provider = MeterProvider()
+    caplog.set_level(logging.WARNING, logger="otel_efa")
+    try:
+        instrumentor.instrument(provider)
+        instrumentor.register_new_counters(collector.collect())
+        resource = Resource({"host.id": "i-1", "host_id": "other", "__name__": "x", "_name_": "y", "1up": "z"})
+        renderer = PrometheusRenderer(resource.attributes, "otel_efa", __version__)
+        frames = FrameSource(instrumentor)
+        page = renderer.render(frames.current()).decode("utf-8")
+        families = list(text_string_to_metric_families(page))
+        names = [f.name for f in families]
+        assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+        target = next(f for f in families if f.name == "target_info").samples[0].labels
+        assert target == {"host_id": "i-1;other", "_name_": "x;y", "_up": "z"}
+        samples = {(s.name, s.labels.get("aws_efa_device")): s.value for f in families for s in f.samples}
+        for device in devices:
+            assert samples[("efa_rx_dropped_total", escape(device))] == sim.value(devices[device], "rx_drops")
+            assert samples[("efa_new_counter_x_total", escape(device))] == PORT_COUNTERS[b"new-counter.x"]
+            assert samples[("efa_a_b_total", escape(device))] == PORT_COUNTERS[b"a_b"]  # already a Prometheus name
+            values = {v for (n, d), v in samples.items() if d == escape(device)}
+            assert set(PORT_COUNTERS.values()) <= values
+        renamed = [r.getMessage() for r in caplog.records if "on the Prometheus page" in r.getMessage()]
+        assert any(m.startswith("efa_rx-dropped is efa_rx_dropped_") for m in renamed), renamed
+        assert any(m.startswith("efa_a.b is efa_a_b_") for m in renamed), renamed
+        assert any("target_info" in r.getMessage() and "host.id, host_id" in r.getMessage() for r in caplog.records)
+        # a later counter takes no name already given, and the page is rendered without new warnings
+        count = len(caplog.records)
+        assert renderer.render(frames.current()).decode("utf-8") == page
+        assert len(caplog.records) == count
+    finally:
+        provider.shutdown()
+        collector.reader.close()
+        sim.close()

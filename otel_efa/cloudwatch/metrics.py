@@ -10,6 +10,7 @@ from ..catalog import (CLOUDWATCH_CLUSTER_DIMENSION, CLOUDWATCH_DEVICE_DIMENSION
                        CLOUDWATCH_DIMENSION_SETS, CLOUDWATCH_HEALTH_METRICS, CLOUDWATCH_JOB_DIMENSION,
                        CLOUDWATCH_METRICS, CloudWatchSpec)
 from ..config import CloudWatchConfig
+from ..names import cloudwatch_value
 from ..snapshot import DeviceSnapshot, Snapshot
 
 Dimensions = Tuple[Tuple[str, str], ...]
@@ -78,7 +79,9 @@ def samples(snapshot: Snapshot, specs: Iterable[CloudWatchSpec], sets: Iterable[
             continue
         sources: List[Tuple[Union[Snapshot, DeviceSnapshot], Dict[str, str]]]
         if per_device(names):
-            sources = [(d, {**fixed, CLOUDWATCH_DEVICE_DIMENSION: d.name}) for d in snapshot.devices]
+            # a dimension value must be printable ASCII: the device's name escaped (otel_efa/names.py)
+            sources = [(d, {**fixed, CLOUDWATCH_DEVICE_DIMENSION: cloudwatch_value(d.name)})
+                       for d in snapshot.devices]
         else:
             sources = [(snapshot, fixed)]
         for source, values in sources:

@@ -8,6 +8,7 @@ from opentelemetry.sdk.resources import Resource
 from .. import instance_types
 from ..config import Config
 from ..snapshot import Snapshot
+from ..names import escape  # a device name is any bytes; stdout takes UTF-8 text
 from . import Exporter
 
 HEADER = f"{'DEVICE':<14}{'PORT':>5} {'STATE':<7}{'RX Gbps':>10}{'TX Gbps':>10}{'RX kpps':>10}{'TX kpps':>10}" \
@@ -32,7 +33,8 @@ def render(snapshot: Snapshot) -> List[str]:
     for device in snapshot.devices:
         for port in device.ports:
             state = {True: "ACTIVE", False: "DOWN", None: "?"}[port.up]
-            lines.append(f"{device.name:<14}{port.port:>5} {state:<7}{_gbps(port.rates.get('rx_bytes')):>10}"
+            lines.append(f"{escape(device.name):<14}{escape(port.port):>5} {state:<7}"
+                         f"{_gbps(port.rates.get('rx_bytes')):>10}"
                          f"{_gbps(port.rates.get('tx_bytes')):>10}{_kpps(port.rates.get('rx_pkts')):>10}"
                          f"{_kpps(port.rates.get('tx_pkts')):>10}{port.counters.get('retrans_pkts', '-'):>10}"
                          f"{port.counters.get('rx_drops', '-'):>8}")

@@ -20,6 +20,7 @@ from typing import List, Optional, TextIO
 from opentelemetry.sdk.resources import Resource
 
 from ..catalog import LOG_ERROR_FIELDS
+from ..names import escape
 from ..config import Config
 from ..snapshot import DeviceSnapshot, Snapshot
 from . import Exporter
@@ -32,11 +33,14 @@ def mbps(bytes_per_second: float) -> str:
 
 
 def device_line(device: DeviceSnapshot) -> Optional[str]:
-    """``rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps`` (plus error fields), or None before a rate exists."""
+    """``rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps`` (plus error fields), or None before a rate exists.
+
+    The device name is escaped as on every exporter (otel_efa/names.py): a newline or a byte that is
+    not UTF-8 in it would otherwise split the line or fail the write."""
     rx, tx = device.rate("rx_bytes"), device.rate("tx_bytes")
     if rx is None or tx is None:
         return None
-    line = f"{device.name}: RX={mbps(rx)} Mbps, TX={mbps(tx)} Mbps"
+    line = f"{escape(device.name)}: RX={mbps(rx)} Mbps, TX={mbps(tx)} Mbps"
     errors = [(spec.name, sum(device.total(k) or 0 for k in spec.kernel_names)) for spec in LOG_ERROR_FIELDS]
     if any(value for _, value in errors):
         line += " " + " ".join(f"{name}={value}" for name, value in errors)
