@@ -30,7 +30,7 @@ are told apart by :class:`UniqueNames`: the first claim keeps the name, a later 
 """
 import hashlib
 import re
-from typing import Callable, Iterable, Optional, Set
+from typing import Callable, Iterable, Set
 
 INSTRUMENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./\-]{0,254}")
 MAX_INSTRUMENT_NAME = 255

@@ -1,5 +1,4 @@
 """The seed's log line: exact format, error fields, flushed at once."""
-import os
 import subprocess
 import sys
 import time

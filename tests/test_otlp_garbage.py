@@ -12,7 +12,6 @@ import os
 import pytest
 
 from agent_process import AgentProcess
-from conftest import wait_for
 from garbage_collector import GarbageCollector
 from otel_efa import catalog
 from otlp_receiver import points

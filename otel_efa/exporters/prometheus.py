@@ -28,7 +28,7 @@ from opentelemetry.sdk.resources import Resource
 
 from .. import __version__
 from ..config import Config, ConfigError, parse_host_port
-from ..frame import Frame, FrameSource
+from ..frame import Frame
 from . import Exporter
 from .http_server import HttpServer, Request, Response, accepts_coding, listen
 from .prometheus_text import CONTENT_TYPE, PrometheusRenderer
