@@ -40,3 +40,12 @@ class AgentProcess:
         self.process.send_signal(signum)
         code = self.process.wait(timeout)
         return code, time.monotonic() - sent
+
+
+def rss_kb(pid: int) -> int:
+    """A process's resident set (VmRSS), in kB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")

@@ -26,6 +26,7 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from odd_files import ODD_KINDS, replace_with_odd_file
 from otel_efa import cli
 from otel_efa.catalog import NOT_COUNTERS, is_device_counter
 from otel_efa import config as config_module
@@ -864,37 +865,18 @@ def test_any_argv_of_any_subcommand_gives_an_exit_status_never_a_traceback(scrat
 
 # --- hostile trees: any kind of file where a sysfs file belongs ----------------------------------------
 
-FILE_KINDS = ("fifo", "socket", "directory", "loop", "dangling", "content")
+FILE_KINDS = ODD_KINDS + ("content",)
 HOSTILE_PLACES = ("ports/1/hw_counters/rx_bytes", "ports/1/hw_counters/tx_pkts", "hw_counters/cmds_err",
                   "ports/1/hw_counters/lifespan") + ATTRIBUTE_FILES
 
 
 def _lay(path: str, kind: str, content: bytes, sockets: list) -> None:
-    """Put a file of ``kind`` where ``path`` is (what tests/test_hostile_tree.py does case by case)."""
-    import socket
-
-    if os.path.isdir(path) and not os.path.islink(path):
-        return  # a directory where a directory belongs: the tree's own shape
-    if os.path.lexists(path):
+    if kind != "content":
+        replace_with_odd_file(path, kind, sockets)
+        return
+    if os.path.lexists(path) and not os.path.isdir(path):
         os.unlink(path)
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "socket":
-        s = socket.socket(socket.AF_UNIX)
-        sockets.append(s)
-        here = os.getcwd()
-        os.chdir(os.path.dirname(path))  # a socket's path is limited to 107 bytes: bind it relative
-        try:
-            s.bind(os.path.basename(path))
-        finally:
-            os.chdir(here)
-    elif kind == "directory":
-        os.mkdir(path)
-    elif kind == "loop":
-        os.symlink(os.path.basename(path), path)
-    elif kind == "dangling":
-        os.symlink("nowhere", path)
-    else:
+    if not os.path.isdir(path):
         with open(path, "wb") as f:
             f.write(content)
 

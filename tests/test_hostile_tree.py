@@ -5,12 +5,13 @@ Unix socket, directories, symlink loops) and the agent runs as a real process wh
 """
 import logging
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
 
 import pytest
+
+from odd_files import ODD_KINDS, replace_with_odd_file
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_efa import catalog
@@ -78,28 +79,7 @@ def test_fifo_anywhere_neither_hangs_the_agent_nor_stops_sigterm(make_simulator,
         assert len(agent.lines(place.split("/")[-1], "a FIFO")) == 1, agent.log()
 
 
-KINDS = ("fifo", "socket", "directory", "loop", "dangling")
-
-
-def _replace(path: str, kind: str, scratch) -> None:
-    os.unlink(path)
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "socket":
-        s = socket.socket(socket.AF_UNIX)
-        scratch.append(s)
-        here = os.getcwd()
-        os.chdir(os.path.dirname(path))  # a socket's path is limited to 107 bytes; bind it relative
-        try:
-            s.bind(os.path.basename(path))
-        finally:
-            os.chdir(here)
-    elif kind == "directory":
-        os.mkdir(path)
-    elif kind == "loop":
-        os.symlink(os.path.basename(path), path)
-    else:
-        os.symlink("nowhere", path)
+KINDS = ODD_KINDS
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -108,7 +88,7 @@ def test_odd_counter_file_is_skipped_once_and_the_rest_read(make_simulator, capl
     device = sim.devices[1].name
     path = sim.path_of(device, "tx_pkts")
     scratch = []
-    _replace(path, kind, scratch)
+    replace_with_odd_file(path, kind, scratch)
     caplog.set_level(logging.INFO, logger="otel_efa")
     with SysfsReader(sim.root) as reader:
         collector = Collector(reader)

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from agent_process import AgentProcess
+from agent_process import AgentProcess, rss_kb
 from garbage_collector import GarbageCollector
 from otel_efa import catalog
 from otlp_receiver import points
@@ -20,14 +20,6 @@ PROFILE = "p4d.24xlarge"
 KERNEL_NAME = {spec.name: spec.kernel_name for spec in catalog.PORT_COUNTERS}
 GARBAGE_REPLIES = 6  # exports answered with garbage before the server turns good
 RSS_GROWTH_LIMIT_KB = 20 * 1024
-
-
-def _rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def _port_totals(request):
@@ -49,9 +41,9 @@ def test_garbage_from_the_collector_is_one_outage_with_bounded_memory_and_whole_
     try:
         agent.expect(lambda: server.garbage_replies >= 1, "the first export")
         agent.expect(lambda: agent.lines("is failing"), "the outage warning")
-        rss_early = _rss_kb(agent.process.pid)
+        rss_early = rss_kb(agent.process.pid)
         agent.expect(lambda: server.garbage_replies >= GARBAGE_REPLIES, f"{GARBAGE_REPLIES} garbage replies", 30)
-        rss_late = _rss_kb(agent.process.pid)
+        rss_late = rss_kb(agent.process.pid)
         assert agent.alive(), agent.log()
         running.stop()
         truth = simulator.values()

@@ -12,6 +12,7 @@ import time
 
 from otel_efa import catalog
 
+from agent_process import rss_kb
 from otlp_receiver import GrpcReceiver, points
 
 PROFILE = "p5.48xlarge"  # 32 devices: the biggest export, so a queue would show in RSS
@@ -19,14 +20,6 @@ OUTAGE_S = 30.0
 ADVANCE_S = 12.0  # counters move during the first part of the outage, then hold still
 OTLP_TIMEOUT_S = 3.0  # an export holding pre-stop values has given up long before the receiver returns
 RSS_GROWTH_LIMIT_KB = 8 * 1024
-
-
-def _rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def _totals(request):
@@ -53,12 +46,12 @@ def test_outage_keeps_collecting_warns_twice_and_recovers_whole_totals(make_simu
 
         running = simulator.start(tick=0.05)
         time.sleep(3 * OTLP_TIMEOUT_S)  # the first failed export is behind us
-        rss_early = _rss_kb(agent.pid)
+        rss_early = rss_kb(agent.pid)
         time.sleep(max(0.0, ADVANCE_S - (time.monotonic() - outage_started)))
         running.stop()
         truth = simulator.values()
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_started)))
-        rss_late = _rss_kb(agent.pid)
+        rss_late = rss_kb(agent.pid)
         assert agent.poll() is None, "the agent died during the outage"
 
         second = GrpcReceiver(port)  # the collector comes back on the same port
