@@ -105,15 +105,19 @@ def check_counters(context: Context) -> Result:
     if hidden and not reading.errors:
         return Result(FAIL, f"{len(hidden)} counter file(s) the efa-monitor user cannot read, e.g. {hidden[0]}",
                       f"sudo chmod a+r {hidden[0]}  (the service reads as an unprivileged user)")
-    if not reading.errors:
+    # Permission denied since discovery is "not available" to the agent (it skips the file quietly, as
+    # awsefareceiver does), but on a node it means the service's user was shut out: that is the doctor's.
+    denied = [e for e in reading.unavailable if os.path.isfile(e.path) and not os.access(e.path, os.R_OK)]
+    if not reading.errors and not denied:
         return Result(PASS, f"{read} counters read")
-    first = reading.errors[0]
+    first = (list(reading.errors) + denied)[0]
+    count = len(reading.errors) + len(denied)
+    reason = "permission" if first in denied else first.reason
     fix = (f"sudo chmod a+r {first.path}  (the service reads as an unprivileged user)"
-           if first.reason == "permission" else
+           if reason == "permission" else
            "reload the EFA driver: sudo modprobe -r efa && sudo modprobe efa; "
            "if that does not help, update it with the EFA installer")
-    return Result(FAIL, f"{len(reading.errors)} counter file(s) unreadable, e.g. {first.path}: "
-                        f"{first.reason} ({first.detail})", fix)
+    return Result(FAIL, f"{count} counter file(s) unreadable, e.g. {first.path}: {reason} ({first.detail})", fix)
 
 
 def check_service(context: Context) -> Result:

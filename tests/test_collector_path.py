@@ -81,7 +81,9 @@ def test_cloudwatch_gets_the_quick_start_metrics_through_emf(path):
     for name, spec in SIX.items():
         if spec.statistic == "rate":
             [kernel_name] = spec.kernel_names
-            seen = statistics.mean(d[name] for d in documents[2:])  # the intervals add up: ticks cancel
+            # The median export: on a loaded machine the simulator thread can fall behind and catch up in
+            # one leap, which the agent refuses to read as traffic (no rate for that device, that once).
+            seen = statistics.median(d[name] for d in documents[2:])
             truth = node_rate(path, kernel_name)
             assert abs(seen - truth) <= 0.02 * truth, (name, seen, truth, [d[name] for d in documents[2:]])
 
