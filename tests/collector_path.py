@@ -61,6 +61,7 @@ class NodePath:
         self._stops: List = []
         self.imds = self._keep(FakeImds(IDENTITY, port=IMDS_PORT, hostname="ip-10-1-2-3.ec2.internal"))
         self.moto = self._keep(Moto(MOTO_PORT).start())
+        self.moto.reset()  # moto keeps its state in the process: the previous path's EMF documents too
         # AMP keeps a pushed series visible for 5 minutes after its last sample (the query lookback); at
         # the test's one-second pace 10 s stand for them, so a stopped agent shows in seconds.
         self.amp = self._keep(PrometheusServer([], PROMETHEUS_PORT, extra_args=[
