@@ -215,7 +215,11 @@ class CountingRelay:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:  # the collector is gone (the test is ending): the agent sees a refusal
+                client.close()
+                continue
             self._sockets += [client, upstream]
             for source, sink, counted in ((client, upstream, True), (upstream, client, False)):
                 thread = threading.Thread(target=self._pump, args=(source, sink, counted), daemon=True)
