@@ -65,6 +65,10 @@ class Settings:
     sample_every: float = 2.0
     level_samples: int = 5  # a level is taken over this many consecutive samples
     exporters: str = "otlp,prometheus,log,cloudwatch"
+    # Missed intervals forgiven when the run-queue wait does not explain them: 0 for the real soak. A late
+    # wake-up the guest cannot see (the hypervisor's steal time, a stalled disk) is one interval at
+    # 0.25 s, so the shortened form in make test forgives one; a regression misses many.
+    tolerated_misses: int = 0
 
 
 @dataclass
@@ -180,7 +184,7 @@ class Report:
             problems.append(f"RSS grew {self.rss_growth_mib:.2f} MiB after the warm-up (bound: < 1 MiB)")
         if self.fd_growth > 0:
             problems.append(f"{self.fd_growth} more open file descriptor(s) than after the warm-up")
-        if self.missed_by_agent:
+        if self.missed_by_agent > self.settings.tolerated_misses:
             problems.append(f"{self.missed_by_agent} interval(s) missed while the agent had the CPU")
         # The scrapes' own timing blurs the count by about one interval at each end.
         if abs(self.unaccounted_intervals) > 2:
