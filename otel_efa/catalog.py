@@ -293,7 +293,7 @@ def device_counter_spec(kernel_name: str) -> MetricSpec:
 
 @dataclass(frozen=True)
 class CloudWatchSpec:
-    """One of the seed's CloudWatch metrics: a node total derived from port counters.
+    """One of the quick-start's CloudWatch metrics: a node total derived from port counters.
 
     EFA has no counters named ``rx_errors`` or ``tx_discards``; these are the nearest the kernel has.
     """
@@ -325,7 +325,7 @@ CLOUDWATCH_JOB_DIMENSION = "SlurmJobId"
 
 # Dimension sets the CloudWatch exporter can publish (config ``cloudwatch.dimension_sets``); every set is
 # a separate CloudWatch metric per value combination, so each one is priced by ``otel-efa cost``.
-# "instance" is the seed's contract and the default; "device" is per EFA device of a node; "cluster" is
+# "instance" is the quick-start's contract and the default; "device" is per EFA device of a node; "cluster" is
 # the node total again under the cluster's name, so a dashboard can select one cluster's nodes.
 CLOUDWATCH_DIMENSION_SETS: Dict[str, Tuple[str, ...]] = {
     "instance": (CLOUDWATCH_DIMENSION,),

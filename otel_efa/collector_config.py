@@ -173,7 +173,7 @@ def _exporters(mode: str) -> Dict[str, Any]:
 
 
 def adot_config(mode: str) -> Dict[str, Any]:
-    """The collector configuration for one of the seed's monitoring modes."""
+    """The collector configuration for one of the quick-start's monitoring modes."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     extensions: Dict[str, Any] = {"health_check": {"endpoint": HEALTH_CHECK}}

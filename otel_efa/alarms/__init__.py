@@ -1,7 +1,7 @@
 """``otel-efa alarms KIND``: alerting built from the metric catalog.
 
 ``prometheus`` prints alerting rules for Prometheus / Amazon Managed Prometheus; ``cloudwatch`` creates
-(or, with ``--dry-run``, prints) CloudWatch alarms on the seed's ParallelCluster/Network metrics.
+(or, with ``--dry-run``, prints) CloudWatch alarms on the quick-start's ParallelCluster/Network metrics.
 """
 from ..command_group import add_group
 from . import cloudwatch_alarms, prometheus_rules

@@ -17,7 +17,7 @@ Dimensions = Tuple[Tuple[str, str], ...]
 
 
 def published_specs(config: CloudWatchConfig) -> Tuple[CloudWatchSpec, ...]:
-    """The seed's six metrics, plus the SRD health events when the config turns them on."""
+    """The quick-start's six metrics, plus the SRD health events when the config turns them on."""
     return CLOUDWATCH_METRICS + (CLOUDWATCH_HEALTH_METRICS if config.health_events else ())
 
 
