@@ -1,4 +1,5 @@
 """``otel-efa run`` as a real process, its stderr (the journal, under systemd) kept in a file."""
+import os
 import signal
 import subprocess
 import sys
@@ -49,3 +50,11 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError(f"no VmRSS for {pid}")
+
+
+def agent_environment() -> Dict[str, str]:
+    """This process's environment without OTEL_EFA_* settings, and IMDS off: an agent that reads only
+    its flags and never asks 169.254.169.254."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EFA_")}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    return env

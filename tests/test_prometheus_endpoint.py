@@ -7,7 +7,6 @@ A port in use or an address that cannot be bound is one line and exit status 2.
 """
 import gzip
 import http.client
-import os
 import re
 import socket
 import struct
@@ -15,6 +14,8 @@ import subprocess
 import sys
 
 import pytest
+
+from agent_process import agent_environment
 
 from agent_process import AgentProcess
 from conftest import free_port
@@ -24,18 +25,12 @@ READ_TIMEOUT_S = 5.0  # otel_efa/exporters/http_server.py: the whole request hea
 MAX_THREADS = 16
 
 
-def agent_env():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EFA_")}
-    env["AWS_EC2_METADATA_DISABLED"] = "true"
-    return env
-
-
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     """``otel-efa run`` with OTLP (to a closed port) and Prometheus, collecting every second."""
     work = tmp_path_factory.mktemp("endpoint")
     port = free_port()
-    env = dict(agent_env(), OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}")
+    env = dict(agent_environment(), OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}")
     process = AgentProcess(["--simulate", "p4d.24xlarge", "--interval", "1", "--exporters", "prometheus,otlp",
                             "--prometheus-address", f"127.0.0.1:{port}"], env, work / "stderr")
     process.port = port
@@ -207,7 +202,7 @@ def test_client_hanging_up_mid_response_is_not_a_traceback(agent):
 def test_ipv6_any_address_answers_on_both_families(tmp_path):
     port = free_port()
     process = AgentProcess(["--simulate", "p4d.24xlarge", "--interval", "1", "--exporters", "prometheus",
-                            "--prometheus-address", f"[::]:{port}"], agent_env(), tmp_path / "stderr")
+                            "--prometheus-address", f"[::]:{port}"], agent_environment(), tmp_path / "stderr")
     try:
         process.expect(lambda: _metrics_ready(port), "the page on 127.0.0.1")
         connection = http.client.HTTPConnection("::1", port, timeout=10)
@@ -221,7 +216,7 @@ def test_ipv6_any_address_answers_on_both_families(tmp_path):
 def _run_once(*args, timeout=60):
     return subprocess.run([sys.executable, "-m", "otel_efa", "run", "--simulate", "p4d.24xlarge", "--interval",
                            "1", "--count", "2", "--exporters", "prometheus,log", "--log-level", "error", *args],
-                          capture_output=True, text=True, env=agent_env(), timeout=timeout)
+                          capture_output=True, text=True, env=agent_environment(), timeout=timeout)
 
 
 def test_port_in_use_is_one_line_and_exit_2():

@@ -7,13 +7,14 @@ A bad file is one line naming prometheus.web_config_file, and exit status 2.
 import base64
 import http.client
 import json
-import os
 import ssl
 import subprocess
 import sys
 
 import bcrypt
 import pytest
+
+from agent_process import agent_environment
 
 from agent_process import AgentProcess
 from conftest import free_port, wait_for
@@ -30,12 +31,6 @@ PASSWORD = "scrape-me"
 def htpasswd_hash(password: str, cost: int = 5) -> str:
     """What `htpasswd -nBC 5 ""` prints: bcrypt in its $2y$ spelling."""
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode().replace("$2b$", "$2y$", 1)
-
-
-def env():
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EFA_")}
-    clean["AWS_EC2_METADATA_DISABLED"] = "true"
-    return clean
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +50,7 @@ def secured(pki, tmp_path_factory):
     port = free_port()
     process = AgentProcess(["--simulate", "p4d.24xlarge", "--interval", "1", "--exporters", "prometheus",
                             "--prometheus-address", f"127.0.0.1:{port}", "--web-config-file", str(config)],
-                           env(), tmp_path_factory.mktemp("agent") / "stderr")
+                           agent_environment(), tmp_path_factory.mktemp("agent") / "stderr")
     process.port = port
     process.context = ssl.create_default_context(cafile=str(pki.ca))
     process.expect(lambda: _get(process, auth=("prometheus", PASSWORD))[0] == 200, "the TLS endpoint")
@@ -136,7 +131,7 @@ def test_basic_auth_without_tls_works_and_warns(tmp_path):
     port = free_port()
     process = AgentProcess(["--simulate", "p4d.24xlarge", "--interval", "1", "--exporters", "prometheus",
                             "--prometheus-address", f"127.0.0.1:{port}", "--web-config-file", str(config)],
-                           env(), tmp_path / "stderr")
+                           agent_environment(), tmp_path / "stderr")
 
     def status(auth):
         try:
@@ -218,7 +213,7 @@ def test_bad_file_stops_the_agent_with_one_line_and_exit_2(tmp_path, text, expec
     result = subprocess.run([sys.executable, "-m", "otel_efa", "run", "--simulate", "p4d.24xlarge", "--count", "1",
                              "--exporters", "prometheus", "--prometheus-address", f"127.0.0.1:{free_port()}",
                              "--log-level", "error", "--web-config-file", str(path)],
-                            capture_output=True, text=True, env=env(), timeout=60)
+                            capture_output=True, text=True, env=agent_environment(), timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "prometheus.web_config_file" in result.stderr and expected in result.stderr
@@ -231,7 +226,7 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(tmp_path, pki):
     port = free_port()
     process = AgentProcess(["--simulate", "p4d.24xlarge", "--interval", "1", "--exporters", "prometheus",
                             "--prometheus-address", f"127.0.0.1:{port}", "--web-config-file", str(web)],
-                           env(), tmp_path / "stderr")
+                           agent_environment(), tmp_path / "stderr")
 
     def status(with_client_cert: bool):
         context = ssl.create_default_context(cafile=str(pki.ca))
