@@ -12,11 +12,11 @@ import time
 from opentelemetry.sdk.resources import Resource
 
 from otel_efa.cloudwatch import packing
-from otel_efa.collector import Collector
 from otel_efa.config import Config
 from otel_efa.exporters.cloudwatch import CloudWatchExporter
-from otel_efa.simulator import Simulator
-from otel_efa.sysfs import SysfsReader
+from otel_efa.node.sysfs import SysfsReader
+from otel_efa.pipeline.collector import Collector
+from otel_efa.tools.simulator import Simulator
 
 
 def main() -> None:

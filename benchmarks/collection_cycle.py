@@ -30,14 +30,14 @@ from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 
 from otel_efa import __version__  # noqa: E402
-from otel_efa.collector import Collector  # noqa: E402
 from otel_efa.exporters.otlp_encoder import OtlpEncoder  # noqa: E402
 from otel_efa.exporters.otlp_transport import GrpcSender  # noqa: E402
 from otel_efa.exporters.prometheus_text import PrometheusRenderer  # noqa: E402
-from otel_efa.frame import FrameSource  # noqa: E402
-from otel_efa.instruments import EfaInstrumentor  # noqa: E402
-from otel_efa.simulator import Simulator  # noqa: E402
-from otel_efa.sysfs import SysfsReader  # noqa: E402
+from otel_efa.node.sysfs import SysfsReader  # noqa: E402
+from otel_efa.pipeline.collector import Collector  # noqa: E402
+from otel_efa.pipeline.frame import FrameSource  # noqa: E402
+from otel_efa.pipeline.instruments import EfaInstrumentor  # noqa: E402
+from otel_efa.tools.simulator import Simulator  # noqa: E402
 
 
 def _median_us(*functions, cycles: int):

@@ -68,7 +68,7 @@ def node_exporter_files(root: str) -> int:
 
 def agent_files(root: str) -> int:
     """Files the agent reads per cycle (its open descriptors after two reads)."""
-    from otel_efa.sysfs import SysfsReader
+    from otel_efa.node.sysfs import SysfsReader
 
     reader = SysfsReader(root)
     try:

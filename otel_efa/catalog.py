@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Dict, Optional, Tuple
 
-from . import names
+from otel_efa import names
 
 ATTR_DEVICE = "aws.efa.device"
 ATTR_PORT = "aws.efa.port"
 ATTR_ENI = "aws.efa.eni.id"
 ATTR_REASON = "reason"
-# Where a device sits (efa_device_info): see otel_efa/topology.py.
+# Where a device sits (efa_device_info): see otel_efa/node/topology.py.
 ATTR_PCI_ADDRESS = "aws.efa.pci_address"
 ATTR_NUMA_NODE = "aws.efa.numa_node"
 ATTR_LOCAL_CPUS = "aws.efa.local_cpus"
@@ -220,7 +220,7 @@ INFO_METRICS: Tuple[MetricSpec, ...] = (
                extra_attributes=INFO_ATTRIBUTES),
 )
 
-# Rail balance: how evenly the node's traffic spreads over its EFA devices (otel_efa/rails.py).
+# Rail balance: how evenly the node's traffic spreads over its EFA devices (otel_efa/pipeline/rails.py).
 NODE_METRICS: Tuple[MetricSpec, ...] = (
     MetricSpec("efa_node_rail_imbalance_ratio", Kind.GAUGE, "1",
                "Busiest device's rx+tx bytes per second / the devices' mean (1 = balanced); "

@@ -132,7 +132,7 @@ class CloudWatchConfig:
     max_attempts: int = 5  # per PutMetricData call, first attempt included
 
     def validate(self) -> None:
-        from .catalog import CLOUDWATCH_DIMENSION_SETS
+        from otel_efa.catalog import CLOUDWATCH_DIMENSION_SETS
 
         if not self.namespace:
             raise ConfigError("cloudwatch.namespace", "must not be empty")
@@ -213,7 +213,7 @@ class Config:
         if self.count is not None and self.count < 1:
             raise ConfigError("count", "must be at least 1")
         if self.simulate is not None:
-            from .instance_types import INSTANCE_TYPES
+            from otel_efa.node.instance_types import INSTANCE_TYPES
             if self.simulate not in INSTANCE_TYPES:
                 raise ConfigError("simulate", f"unknown profile {quote(self.simulate)}; choose from "
                                   f"{', '.join(INSTANCE_TYPES)}")

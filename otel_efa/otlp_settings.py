@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
-from .config import ConfigError, OtlpConfig
+from otel_efa.config import ConfigError, OtlpConfig
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"grpc": 4317, "http/protobuf": 4318}  # the OTLP ports (IANA 4317, 4318)

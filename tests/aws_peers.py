@@ -19,14 +19,14 @@ from typing import Dict, List, Optional
 
 import boto3
 import pytest
+from conftest import free_port
 from moto.server import ThreadedMotoServer
 from opentelemetry.sdk.resources import Resource
 
-from conftest import free_port
-from otel_efa.collector import Collector
 from otel_efa.config import Config
 from otel_efa.exporters.cloudwatch import CloudWatchExporter
-from otel_efa.sysfs import SysfsReader
+from otel_efa.node.sysfs import SysfsReader
+from otel_efa.pipeline.collector import Collector
 
 NAMESPACE = "ParallelCluster/Network"
 REGION = "us-east-1"

@@ -28,8 +28,8 @@ from node_exporter_server import NodeExporter
 from prometheus_server import PrometheusServer
 from sigv4_gate import SigV4Gate
 
-from otel_efa import collector_config
-from otel_efa.simulator import Simulator
+from otel_efa.artifacts import collector_config
+from otel_efa.tools.simulator import Simulator
 
 PROFILE = "p4d.24xlarge"
 INSTANCE_ID = "i-0c011ec7012345678"

@@ -7,9 +7,9 @@ from typing import Iterator, List
 
 import pytest
 
-from otel_efa.agent import Agent
 from otel_efa.config import Config
-from otel_efa.simulator import Simulator
+from otel_efa.pipeline.agent import Agent
+from otel_efa.tools.simulator import Simulator
 
 
 def pytest_configure(config):
@@ -103,9 +103,9 @@ class Pipeline:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-        from otel_efa.collector import Collector
-        from otel_efa.instruments import EfaInstrumentor
-        from otel_efa.sysfs import SysfsReader
+        from otel_efa.node.sysfs import SysfsReader
+        from otel_efa.pipeline.collector import Collector
+        from otel_efa.pipeline.instruments import EfaInstrumentor
 
         self.collector = Collector(SysfsReader(root), instance_type)
         self.reader = InMemoryMetricReader()

@@ -14,8 +14,10 @@ import socket
 import threading
 from typing import List
 
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (ExportMetricsServiceRequest,
-                                                                          ExportMetricsServiceResponse)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 
 MODES = ("raw", "endless", "not_protobuf", "mid_reply", "good")
 

@@ -6,7 +6,7 @@ kernel would give it. Values are fixed per (device, counter), so a test can find
 import os
 from typing import Dict, Tuple
 
-from otel_efa.simulator import Simulator
+from otel_efa.tools.simulator import Simulator
 
 PROFILE = "p4d.24xlarge"
 

@@ -12,9 +12,9 @@ from typing import Dict, List, Tuple
 
 import promql_checks
 
-from otel_efa.alarms import prometheus_rules
-from otel_efa.dashboards import grafana
-from otel_efa.promql import DEVICE
+from otel_efa.artifacts.alarms import prometheus_rules
+from otel_efa.artifacts.dashboards import grafana
+from otel_efa.artifacts.promql import DEVICE
 
 
 def poll(check, what: str, timeout: float = 30.0, every: float = 0.2):

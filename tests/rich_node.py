@@ -12,9 +12,9 @@ from typing import Dict, Optional
 from opentelemetry.sdk.resources import Resource
 
 from otel_efa import catalog
-from otel_efa.collector import Collector
-from otel_efa.instruments import EfaInstrumentor
-from otel_efa.sysfs import SysfsReader
+from otel_efa.node.sysfs import SysfsReader
+from otel_efa.pipeline.collector import Collector
+from otel_efa.pipeline.instruments import EfaInstrumentor
 
 PROFILE = "trn1.32xlarge"  # every catalog counter exists on it
 HUGE = 2 ** 64 - 1

@@ -1,4 +1,4 @@
-"""``otel-efa doctor``'s ADOT version check and otel_efa.adot_version, on a directory root laid out as ADOT's
+"""``otel-efa doctor``'s ADOT version check and otel_efa.tools.adot_version, on a directory root laid out as ADOT's
 package leaves it (bin/VERSION) or as the package manager records it. Stand-ins: the package itself (a
 VERSION file, or the rpm stand-in of tests/adot_stand_ins.py; no ADOT is installable here)."""
 import os
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from adot_stand_ins import install_package_managers, make_package
-from otel_efa import adot_version, doctor
+
 from otel_efa import config as config_module
+from otel_efa.tools import adot_version, doctor
 
 
 @pytest.mark.parametrize("text, expected", [

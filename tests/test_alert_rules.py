@@ -12,9 +12,9 @@ from typing import Dict, List, Tuple
 
 import yaml
 
-from otel_efa.alarms import prometheus_rules
-from otel_efa.instance_types import INSTANCE_TYPES
-from otel_efa.promql import counter, name
+from otel_efa.artifacts.alarms import prometheus_rules
+from otel_efa.artifacts.promql import counter, name
+from otel_efa.node.instance_types import INSTANCE_TYPES
 
 COMMITTED = Path(__file__).resolve().parent.parent / "alerts" / "efa-alerts.rules.yml"
 LINK_100G = INSTANCE_TYPES["p5.48xlarge"].device_bytes_per_second

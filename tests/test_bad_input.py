@@ -6,11 +6,10 @@ import shutil
 import tempfile
 
 import pytest
-
-from otel_efa.simulator import Simulator
-from otel_efa.sysfs import SysfsReader
-
 from conftest import port_key
+
+from otel_efa.node.sysfs import SysfsReader
+from otel_efa.tools.simulator import Simulator
 
 REASON_KEY = "otel_efa_read_errors"
 

@@ -2,7 +2,12 @@
 import re
 
 from otel_efa import catalog
-from otel_efa.simulator.tree import BASE_PORT_COUNTERS, DEVICE_COUNTER_NAMES, RDMA_WRITE_COUNTERS, RETRANS_COUNTERS
+from otel_efa.tools.simulator.tree import (
+    BASE_PORT_COUNTERS,
+    DEVICE_COUNTER_NAMES,
+    RDMA_WRITE_COUNTERS,
+    RETRANS_COUNTERS,
+)
 
 
 def test_every_kernel_port_counter_has_an_upstream_name():

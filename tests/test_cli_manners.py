@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent

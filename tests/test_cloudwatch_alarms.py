@@ -12,16 +12,15 @@ import sys
 from datetime import datetime, timezone
 
 import boto3
+import cloudwatch_math as cwm
 import pytest
+from aws_peers import cloudwatch, config_with, moto, node, proxy  # noqa: F401
 from botocore.validate import validate_parameters
+from conftest import free_port
 from moto.server import ThreadedMotoServer
 
 from otel_efa import catalog
-from otel_efa.alarms import cloudwatch_alarms
-
-import cloudwatch_math as cwm
-from aws_peers import cloudwatch, config_with, moto, node, proxy  # noqa: F401
-from conftest import free_port
+from otel_efa.artifacts.alarms import cloudwatch_alarms
 
 REGION = "us-east-1"
 INSTANCES = ("i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2")

@@ -5,17 +5,16 @@ import json
 import os
 import re
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
-from datetime import datetime, timezone
-
-import pytest
-
 import cloudwatch_math as cwm
+import pytest
 from aws_peers import REGION, cloudwatch, config_with, moto, node, proxy  # noqa: F401
+
 from otel_efa.cli import main
-from otel_efa.cloudwatch import cost
-from otel_efa.instance_types import INSTANCE_TYPES
+from otel_efa.node.instance_types import INSTANCE_TYPES
+from otel_efa.tools import cost
 
 HOOK = Path(__file__).resolve().parent.parent / "parallelcluster" / "headnode-create-dashboard.sh"
 SEARCH = re.compile(r"SEARCH\('\{([^}]*)\} ([^']*)', '(\w+)', (\d+)\)")

@@ -13,13 +13,11 @@ import sys
 import time
 
 import pytest
+from aws_peers import NAMESPACE, SEED_NAMES, cloudwatch, config_with, moto, node, proxy, statistics  # noqa: F401
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from aws_peers import (NAMESPACE, SEED_NAMES, cloudwatch, config_with, moto, node,  # noqa: F401
-                       proxy, statistics)
-from otel_efa.instruments import EfaInstrumentor
-
+from otel_efa.pipeline.instruments import EfaInstrumentor
 
 
 def test_the_seeds_queries_return_the_simulated_rate(proxy, moto, node):

@@ -5,11 +5,11 @@ in the last test, from a stand-in squeue (Slurm cannot run here).
 """
 import time
 
-from opentelemetry.sdk.resources import Resource
-
 from aws_peers import NAMESPACE, cloudwatch, moto, node, proxy, statistics  # noqa: F401
-from otel_efa.config import CloudWatchConfig, Config, SlurmConfig
+from opentelemetry.sdk.resources import Resource
 from test_slurm import NODE, squeue  # noqa: F401
+
+from otel_efa.config import CloudWatchConfig, Config, SlurmConfig
 
 INSTANCE = "i-0000000000000j0b5"
 

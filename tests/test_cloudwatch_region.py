@@ -7,16 +7,16 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from opentelemetry.sdk.resources import Resource
-
 from aws_peers import FAKE_CREDENTIALS
 from conftest import free_port
+from opentelemetry.sdk.resources import Resource
+
 from otel_efa.cli import main
 from otel_efa.cloudwatch.session import resolve_region
 from otel_efa.config import Config, ConfigError
 from otel_efa.exporters.cloudwatch import CloudWatchExporter
-from otel_efa.imds import ImdsClient
-from otel_efa.resource import build_resource
+from otel_efa.node.imds import ImdsClient
+from otel_efa.node.resource import build_resource
 
 TOKEN = "token-123"
 IDENTITY = {"instanceId": "i-0imds0000000001", "instanceType": "p5en.48xlarge", "region": "eu-north-1",

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from otel_efa import catalog, cli, collector_config
-from otel_efa.catalog import Kind
-
 from fake_imds import FakeImds
+
+from otel_efa import catalog, cli
+from otel_efa.artifacts import collector_config
+from otel_efa.catalog import Kind
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "otel-config"

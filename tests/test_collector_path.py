@@ -16,7 +16,7 @@ from collector_process import versions
 from netns import isolated_network
 
 from otel_efa import catalog
-from otel_efa.alarms import cloudwatch_alarms
+from otel_efa.artifacts.alarms import cloudwatch_alarms
 
 pytestmark = pytest.mark.collector
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from aws_peers import aws_environment, moto  # noqa: F401
+
 from otel_efa.cli import main
 
 SOURCE = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def test_upload_creates_the_bucket_and_lands_every_file_intact(s3, capsys):
         assert hashlib.sha256(body[name]).hexdigest() == digest
     with zipfile.ZipFile(BytesIO(body[wheels[0]])) as wheel:
         names = wheel.namelist()
-    assert "otel_efa/exporters/cloudwatch.py" in names and "otel_efa/cloudwatch/dashboard.py" in names
+    assert "otel_efa/exporters/cloudwatch.py" in names and "otel_efa/artifacts/dashboards/cloudwatch.py" in names
 
 
 def test_upload_without_a_source_tree_says_so(s3, tmp_path, capsys):

@@ -1,7 +1,7 @@
 """The README's metric table is generated from the catalog; this keeps the two from drifting."""
 from pathlib import Path
 
-from otel_efa.docs import README_END, README_START, readme_block
+from otel_efa.artifacts.docs import README_END, README_START, readme_block
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

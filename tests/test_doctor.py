@@ -20,14 +20,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
-
 from conftest import free_port, wait_for
+from moto.server import ThreadedMotoServer
 from node_stand_ins import install_systemctl, run_as_nobody
-from otel_efa import doctor
-from otel_efa.simulator import Simulator
 
-
+from otel_efa.tools import doctor
+from otel_efa.tools.simulator import Simulator
 
 RECEIVER = """
 import sys

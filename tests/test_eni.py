@@ -3,18 +3,18 @@ import time
 import urllib.request
 
 import pytest
+from conftest import free_port
 from fake_imds import FakeImds
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
 
-from otel_efa.attribution import Attribution
-from otel_efa.collector import Collector
 from otel_efa.config import Config, PrometheusConfig
-from otel_efa.eni import EniResolver, mac_from_link_local
-from otel_efa.imds import ImdsClient
-from otel_efa.simulator.tree import link_local_from_mac
-from otel_efa.sysfs import SysfsReader
-from conftest import free_port
+from otel_efa.node.attribution import Attribution
+from otel_efa.node.eni import EniResolver, mac_from_link_local
+from otel_efa.node.imds import ImdsClient
+from otel_efa.node.sysfs import SysfsReader
+from otel_efa.pipeline.collector import Collector
+from otel_efa.tools.simulator.tree import link_local_from_mac
 
 
 def _eni(index: int) -> str:

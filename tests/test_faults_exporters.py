@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
-
-from aws_peers import (FaultProxy, SEED_NAMES, cloudwatch, moto, proxy,  # noqa: F401
-                       statistics)
 from agent_process import AgentProcess
+from aws_peers import SEED_NAMES, FaultProxy, cloudwatch, moto, proxy, statistics  # noqa: F401
 from conftest import wait_for
-from otel_efa import catalog
-from otel_efa.agent import SHUTDOWN_BUDGET_S
 from otlp_receiver import GrpcReceiver, points
+
+from otel_efa import catalog
+from otel_efa.pipeline.agent import SHUTDOWN_BUDGET_S
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = "p4d.24xlarge"  # four devices: one log line each per interval

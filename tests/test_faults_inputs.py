@@ -22,17 +22,16 @@ import urllib.request
 from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 import pytest
+from conftest import free_port, wait_for
 from opentelemetry.sdk.resources import Resource
+from otlp_receiver import GrpcReceiver, points
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_server import PrometheusServer
 
 from otel_efa import catalog
 from otel_efa.config import Config, OtlpConfig, PrometheusConfig
-from otel_efa.instance_types import INSTANCE_TYPES
-from otel_efa.simulator import Simulator
-
-from conftest import free_port, wait_for
-from otlp_receiver import GrpcReceiver, points
-from prometheus_server import PrometheusServer
+from otel_efa.node.instance_types import INSTANCE_TYPES
+from otel_efa.tools.simulator import Simulator
 
 PROFILE = "p4d.24xlarge"  # 4 devices at 100 Gb/s
 INTERVAL = 0.3
@@ -429,7 +428,7 @@ def _agent_as_nobody(root: str, prometheus_port: int, log_fd: int) -> int:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
         logging.getLogger().handlers = [handler]
         logging.getLogger().setLevel(logging.INFO)
-        from otel_efa.agent import Agent
+        from otel_efa.pipeline.agent import Agent
 
         config = Config(interval=INTERVAL, sysfs=root, instance_type=PROFILE, exporters=["prometheus"],
                         prometheus=PrometheusConfig(f"127.0.0.1:{prometheus_port}"))

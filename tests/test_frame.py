@@ -5,10 +5,10 @@ import logging
 from opentelemetry.sdk.metrics import MeterProvider
 
 from otel_efa import catalog
-from otel_efa.collector import Collector
-from otel_efa.frame import FrameSource
-from otel_efa.instruments import EfaInstrumentor
-from otel_efa.sysfs import SysfsReader
+from otel_efa.node.sysfs import SysfsReader
+from otel_efa.pipeline.collector import Collector
+from otel_efa.pipeline.frame import FrameSource
+from otel_efa.pipeline.instruments import EfaInstrumentor
 
 
 def _instrumented(simulator):

@@ -25,16 +25,27 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-
 from odd_files import ODD_KINDS, replace_with_odd_file
+
 from otel_efa import cli
-from otel_efa.catalog import NOT_COUNTERS, is_device_counter
 from otel_efa import config as config_module
+from otel_efa.catalog import NOT_COUNTERS, is_device_counter
 from otel_efa.config import ConfigError
-from otel_efa.rates import RateTracker, rate
-from otel_efa.simulator import Simulator
-from otel_efa.sysfs import (NOT_AVAILABLE, PARSE, READ_SIZE, U64_MAX, CounterValueError, SysfsReader,
-                            parse_counter, parse_numa_node, parse_rate_gbps, parse_state, read_u64s)
+from otel_efa.node.sysfs import (
+    NOT_AVAILABLE,
+    PARSE,
+    READ_SIZE,
+    U64_MAX,
+    CounterValueError,
+    SysfsReader,
+    parse_counter,
+    parse_numa_node,
+    parse_rate_gbps,
+    parse_state,
+    read_u64s,
+)
+from otel_efa.pipeline.rates import RateTracker, rate
+from otel_efa.tools.simulator import Simulator
 
 EXPLORE = bool(os.environ.get("FUZZ_EXPLORE"))
 
@@ -227,7 +238,7 @@ def test_attribute_files_with_any_content(attribute_tree, contents):
     function's NUMA node...): discovery and collection do not fail, every counter still reads its
     true value, and what reaches the metrics is sane (link speed positive and finite or absent,
     the port up only when its state says ACTIVE, a NUMA node that is a small number or None)."""
-    from otel_efa.collector import Collector
+    from otel_efa.pipeline.collector import Collector
 
     simulator = attribute_tree
     device = simulator.devices[0].name
@@ -341,12 +352,12 @@ def test_any_counter_and_device_name_through_instruments_and_both_encoders(names
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.resources import Resource
 
-    from otel_efa.collector import Collector
     from otel_efa.exporters.otlp_encoder import OtlpEncoder
     from otel_efa.exporters.prometheus_text import PrometheusRenderer
-    from otel_efa.frame import FrameSource
-    from otel_efa.instruments import EfaInstrumentor
     from otel_efa.names import escape
+    from otel_efa.pipeline.collector import Collector
+    from otel_efa.pipeline.frame import FrameSource
+    from otel_efa.pipeline.instruments import EfaInstrumentor
 
     root = tempfile.mkdtemp(dir=names_scratch)
     simulator = Simulator("p4d.24xlarge", root, devices=len(devices))
@@ -892,7 +903,7 @@ def test_any_kind_of_file_anywhere_in_a_device_neither_hangs_nor_crashes_collect
     a FIFO would hang it), raise nothing, and the other devices read their true values."""
     import threading
 
-    from otel_efa.collector import Collector
+    from otel_efa.pipeline.collector import Collector
 
     simulator = Simulator("p4d.24xlarge", str(tmp_path_factory.mktemp("hostile")))
     sockets: list = []

@@ -22,19 +22,18 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import promql_checks
 import pytest
 import yaml
-
-from otel_efa import catalog
-from otel_efa.alarms import prometheus_rules
-from otel_efa.dashboards import grafana
-from otel_efa.instance_types import INSTANCE_TYPES
-from otel_efa.promql import DEVICE
-from otel_efa.simulator import Simulator
-
-import promql_checks
 from conftest import free_port
 from dcgm_stand_in import DEFAULT_FIELDS, DcgmExporterStandIn
+
+from otel_efa import catalog
+from otel_efa.artifacts.alarms import prometheus_rules
+from otel_efa.artifacts.dashboards import grafana
+from otel_efa.artifacts.promql import DEVICE
+from otel_efa.node.instance_types import INSTANCE_TYPES
+from otel_efa.tools.simulator import Simulator
 
 COMMITTED = Path(__file__).resolve().parent.parent / "dashboards" / "grafana-efa.json"
 RATE_WINDOW_S = 20  # what $__rate_interval becomes; long enough that a 0.15 s read lag stays under 1 %

@@ -21,17 +21,17 @@ import sys
 from pathlib import Path
 from typing import List
 
-import pytest
-import yaml
-
 import path_checks
 import promql_checks
+import pytest
+import yaml
 from dcgm_stand_in import DcgmExporterStandIn
 from netns import isolated_network
 from node_exporter_server import NodeExporter
-from otel_efa.alarms import prometheus_rules
-from otel_efa.dashboards import grafana
 from prometheus_server import PrometheusServer
+
+from otel_efa.artifacts.alarms import prometheus_rules
+from otel_efa.artifacts.dashboards import grafana
 
 pytestmark = pytest.mark.collector
 
@@ -100,7 +100,7 @@ class HeadNode:
 
 @pytest.fixture(scope="module")
 def head_node(tmp_path_factory):
-    from otel_efa.simulator import Simulator
+    from otel_efa.tools.simulator import Simulator
 
     base = tmp_path_factory.mktemp("head-node")
     (base / "sys").mkdir()

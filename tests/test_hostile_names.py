@@ -12,15 +12,14 @@ import urllib.request
 from typing import Dict
 
 import pytest
-
-from otel_efa import catalog
-from otel_efa.names import escape, unescape
-
 from agent_process import AgentProcess
 from conftest import free_port
 from hostile_names import DEVICE_COUNTERS, PORT_COUNTERS, hostile_node
 from otlp_receiver import GrpcReceiver, points
 from prometheus_server import PrometheusServer
+
+from otel_efa import catalog
+from otel_efa.names import escape, unescape
 
 HEX8 = "[0-9a-f]{8}"
 # kernel name -> the OTel name it must arrive under (a regex: a mapped name ends in 8 hex digits)
@@ -192,10 +191,10 @@ def test_log_line_and_cloudwatch_dimensions_of_hostile_device_names(tmp_path):
     CloudWatch device dimension is printable ASCII (PutMetricData refuses anything else) that reads back
     to the device's name."""
     from otel_efa.cloudwatch.metrics import samples
-    from otel_efa.collector import Collector
     from otel_efa.exporters.logline import format_lines
     from otel_efa.names import cloudwatch_value
-    from otel_efa.sysfs import SysfsReader
+    from otel_efa.node.sysfs import SysfsReader
+    from otel_efa.pipeline.collector import Collector
 
     sim, devices = hostile_node(str(tmp_path))
     collector = Collector(SysfsReader(sim.root), "p4d.24xlarge")

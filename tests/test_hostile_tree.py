@@ -1,6 +1,6 @@
 """A counter tree that is not the kernel's: odd file kinds, other RDMA devices, an untrusted owner.
 
-The simulator (otel_efa/simulator) is the hardware; the odd files are made for real (mkfifo, a bound
+The simulator (otel_efa/tools/simulator) is the hardware; the odd files are made for real (mkfifo, a bound
 Unix socket, directories, symlink loops) and the agent runs as a real process where it matters.
 """
 import logging
@@ -10,16 +10,14 @@ import sys
 import urllib.request
 
 import pytest
-
+from agent_process import AgentProcess
+from conftest import free_port, port_key
 from odd_files import ODD_KINDS, replace_with_odd_file
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_efa import catalog
-from otel_efa.collector import Collector
-from otel_efa.sysfs import SysfsReader
-
-from agent_process import AgentProcess
-from conftest import free_port, port_key
+from otel_efa.node.sysfs import SysfsReader
+from otel_efa.pipeline.collector import Collector
 
 PROFILE = "p4d.24xlarge"  # 4 devices
 
@@ -144,7 +142,7 @@ def test_other_rdma_devices_are_not_efa(make_simulator, make_pipeline, caplog, f
         snapshot = pipeline.collector.collect()
     assert [d.name for d in snapshot.devices] == [d.name for d in sim.devices]
     assert len([r for r in caplog.records if "ignored" in r.getMessage() and foreign["name"] in r.getMessage()]) == 1
-    from otel_efa.topology import read_topology
+    from otel_efa.node.topology import read_topology
     assert foreign["name"] not in read_topology(sim.root)
 
 

@@ -14,10 +14,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from adot_stand_ins import CTL, VERSION_FILE, install_package_managers, make_package, package_files
 from node_stand_ins import install_systemctl, systemctl_calls
-from otel_efa import adot_version
+
+from otel_efa.tools import adot_version
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "adot" / "install-adot.sh"
@@ -89,7 +89,7 @@ def _in_order(output: str, expected):
 
 
 def test_releases_table_and_python_agree_on_the_minimum_and_the_default():
-    """adot-releases.txt is the shell's source; otel_efa.adot_version must say the same."""
+    """adot-releases.txt is the shell's source; otel_efa.tools.adot_version must say the same."""
     settings = dict(line.split()[:2] for line in RELEASES.read_text().splitlines()
                     if line.split()[:1] in (["minimum"], ["default"]))
     assert adot_version.parse(settings["minimum"]) == adot_version.MINIMUM == (0, 42, 0)

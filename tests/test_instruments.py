@@ -1,10 +1,9 @@
 """What the OTel instruments carry, checked against the simulator's ground truth."""
+from conftest import port_key
 from opentelemetry.sdk.metrics.export import Gauge, Sum
 
 from otel_efa import catalog
-from otel_efa.sysfs import U64_MAX
-
-from conftest import port_key
+from otel_efa.node.sysfs import U64_MAX
 
 
 def test_totals_equal_ground_truth_exactly_up_to_u64_max(make_simulator, make_pipeline):
@@ -75,7 +74,7 @@ def test_rates_link_speed_and_utilization(make_simulator, make_pipeline):
 
 
 def test_old_kernel_rate_file_is_corrected_by_the_instance_type(make_simulator, make_pipeline):
-    from otel_efa.simulator import OLD_KERNEL
+    from otel_efa.tools.simulator import OLD_KERNEL
 
     sim = make_simulator("p5en.48xlarge", flavour=OLD_KERNEL)  # rate file says 100 Gb/sec
     device = sim.devices[0].name
@@ -103,10 +102,10 @@ def test_hostile_counter_and_device_names_become_valid_instruments(tmp_path, mak
     series reaches the SDK under a valid, unique name, and the SDK's own OTLP encoding succeeds."""
     import os
 
+    from hostile_names import DEVICE_COUNTERS, PORT_COUNTERS, hostile_node
     from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
     from opentelemetry.metrics._internal.instrument import _name_regex
 
-    from hostile_names import DEVICE_COUNTERS, PORT_COUNTERS, hostile_node
     from otel_efa.names import escape
 
     sim, devices = hostile_node(str(tmp_path))

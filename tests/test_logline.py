@@ -4,10 +4,10 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from otel_efa.collector import Collector
 from otel_efa.config import Config
 from otel_efa.exporters.logline import LogLineExporter
-from otel_efa.sysfs import SysfsReader
+from otel_efa.node.sysfs import SysfsReader
+from otel_efa.pipeline.collector import Collector
 
 WALL = datetime(2026, 11, 28, 12, 0, 0, 250000, tzinfo=timezone.utc).timestamp()
 

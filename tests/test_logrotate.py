@@ -6,6 +6,7 @@ from pathlib import Path
 
 from conftest import wait_for
 from node_stand_ins import REPO
+
 from otel_efa.config import Config
 
 INSTALLED_LOG = "/var/log/efa_monitor.log"

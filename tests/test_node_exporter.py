@@ -7,11 +7,10 @@ and that what it exports is the simulator's ground truth, before and after the c
 import os
 
 import pytest
-
-from otel_efa.simulator.tree import IB_PORT_COUNTERS, IB_WORD_BYTES
-
 from conftest import free_port
 from node_exporter_server import NodeExporter, samples
+
+from otel_efa.tools.simulator.tree import IB_PORT_COUNTERS, IB_WORD_BYTES
 
 # node_exporter's metric for each mirrored IB file (the data counters it multiplies back to octets).
 EXPORTED = {

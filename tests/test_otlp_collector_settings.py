@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
-
 from collector_process import CollectorProcess, versions
 from conftest import wait_for
 from netns import isolated_network

@@ -13,15 +13,14 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from otlp_receiver import GrpcReceiver, HttpReceiver
+from rich_node import HUGE, ODD_TEXT, PROFILE, RESOURCE, RichNode
 
 from otel_efa import __version__
 from otel_efa.config import Config, OtlpConfig
 from otel_efa.exporters.otlp import OtlpExporter
 from otel_efa.exporters.otlp_encoder import OtlpEncoder
-from otel_efa.frame import FrameSource
-
-from otlp_receiver import GrpcReceiver, HttpReceiver
-from rich_node import HUGE, ODD_TEXT, PROFILE, RESOURCE, RichNode
+from otel_efa.pipeline.frame import FrameSource
 
 
 def _decoded(request):

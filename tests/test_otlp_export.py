@@ -3,17 +3,16 @@ import logging
 import time
 
 import pytest
-
-from otel_efa import catalog
-from otel_efa.rails import rail_balance
-from otel_efa.topology import info_attributes, read_topology
-from otel_efa.catalog import Kind, Scope
-from otel_efa.config import Config, ConfigError, OtlpConfig
-from otel_efa.instance_types import INSTANCE_TYPES
-
 from conftest import free_port, wait_for
 from fake_imds import FakeImds
 from otlp_receiver import GrpcReceiver, HttpReceiver, points, resource_attributes
+
+from otel_efa import catalog
+from otel_efa.catalog import Kind, Scope
+from otel_efa.config import Config, ConfigError, OtlpConfig
+from otel_efa.node.instance_types import INSTANCE_TYPES
+from otel_efa.node.topology import info_attributes, read_topology
+from otel_efa.pipeline.rails import rail_balance
 
 PROFILE = "trn1.32xlarge"  # every catalog counter exists on it (RDMA write, retransmit group)
 CUMULATIVE = 2  # AggregationTemporality.CUMULATIVE in the OTLP protocol

@@ -10,11 +10,11 @@ exact totals.
 import os
 
 import pytest
-
 from agent_process import AgentProcess, rss_kb
 from garbage_collector import GarbageCollector
-from otel_efa import catalog
 from otlp_receiver import points
+
+from otel_efa import catalog
 
 PROFILE = "p4d.24xlarge"
 KERNEL_NAME = {spec.name: spec.kernel_name for spec in catalog.PORT_COUNTERS}

@@ -10,10 +10,10 @@ import subprocess
 import sys
 import time
 
-from otel_efa import catalog
-
 from agent_process import rss_kb
 from otlp_receiver import GrpcReceiver, points
+
+from otel_efa import catalog
 
 PROFILE = "p5.48xlarge"  # 32 devices: the biggest export, so a queue would show in RSS
 OUTAGE_S = 30.0

@@ -6,11 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from tls_certs import make_pki
 
 from otel_efa.config import ConfigError, OtlpConfig
 from otel_efa.otlp_settings import default_endpoint, receiver_endpoint, resolve_settings
-
-from tls_certs import make_pki
 
 GENERAL = "OTEL_EXPORTER_OTLP_"
 METRICS = "OTEL_EXPORTER_OTLP_METRICS_"

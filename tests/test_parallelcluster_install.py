@@ -1,6 +1,6 @@
 """The compute node OnNodeConfigured script, run for real against a fake root (never the host's /).
 
-Real: bash, the bundle built by ``otel_efa.deploy.build_bundle`` (the wheel from this checkout and its
+Real: bash, the bundle built by ``otel_efa.tools.deploy.build_bundle`` (the wheel from this checkout and its
 SHA256SUMS), the real adot/install-adot.sh called by the node script, the node's Python (this interpreter)
 building the venv, pip installing the agent wheel, systemd-sysusers --root creating the user,
 install/sed/awk/sha256sum, curl (on file://), shellcheck, envsubst. Stand-ins, at the AWS boundary only
@@ -24,13 +24,14 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
-
 from adot_stand_ins import VERSION_FILE, install_package_managers, make_package, package_files
 from conftest import free_port
+from moto.server import ThreadedMotoServer
 from node_stand_ins import REPO, FakeImds, install_systemctl, systemctl_calls, tree_state
-from otel_efa import __version__, adot_version, config, deploy
-from otel_efa.simulator import Simulator
+
+from otel_efa import __version__, config
+from otel_efa.tools import adot_version, deploy
+from otel_efa.tools.simulator import Simulator
 
 SCRIPT = REPO / "parallelcluster" / "compute-node-efa-monitor.sh"
 TEMPLATE = REPO / "parallelcluster" / "cluster-config.yaml.template"

@@ -7,14 +7,13 @@ import threading
 import time
 
 import pytest
+from conftest import free_port
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_server import PrometheusServer
 
 from otel_efa import catalog
 from otel_efa.config import Config, PrometheusConfig
-from otel_efa.sysfs import SysfsReader
-
-from conftest import free_port
-from prometheus_server import PrometheusServer
+from otel_efa.node.sysfs import SysfsReader
 
 RX_BYTES = catalog.BY_NAME["efa_rx_bytes"].prometheus_name
 TX_PKTS = catalog.BY_NAME["efa_tx_pkts"].prometheus_name
@@ -25,8 +24,9 @@ FAST_INTERVAL = 2.0
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     """Both agents, their simulators, and one Prometheus scraping them; yields once data is in."""
-    from otel_efa.simulator import Simulator
     from conftest import RunningAgent
+
+    from otel_efa.tools.simulator import Simulator
 
     reads = {}
     real_read = SysfsReader.read

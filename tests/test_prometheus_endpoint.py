@@ -14,10 +14,7 @@ import subprocess
 import sys
 
 import pytest
-
-from agent_process import agent_environment
-
-from agent_process import AgentProcess
+from agent_process import AgentProcess, agent_environment
 from conftest import free_port
 from raw_http import connect, exchange, wait_for_eof
 

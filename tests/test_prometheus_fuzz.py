@@ -12,11 +12,10 @@ import socket
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from agent_process import AgentProcess
 from conftest import free_port
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 HANG_S = 5.0 + 2.0 + 5.0  # read timeout + linger after a refusal + slack on a busy 2-core machine
 

@@ -16,14 +16,13 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from rich_node import HUGE, ODD_TEXT, PROFILE, RESOURCE, RichNode
 
 from otel_efa import __version__, catalog
 from otel_efa.config import Config, PrometheusConfig
 from otel_efa.exporters.prometheus import PrometheusExporter
 from otel_efa.exporters.prometheus_text import CONTENT_TYPE, PrometheusRenderer
-from otel_efa.frame import FrameSource
-
-from rich_node import HUGE, ODD_TEXT, PROFILE, RESOURCE, RichNode
+from otel_efa.pipeline.frame import FrameSource
 
 SCOPE_LABELS = {"otel_scope_name": "otel_efa", "otel_scope_version": __version__, "otel_scope_schema_url": ""}
 
@@ -166,13 +165,13 @@ def test_hostile_names_give_a_valid_page_with_unique_names(tmp_path, caplog):
     ``a.b`` and ``a_b``, ``port_up`` and the gauge efa_port_up), devices with quotes, newlines and bytes
     that are not UTF-8, resource attributes that give one label: the page parses, every name is unique,
     each rename is logged once, and a name once given stays."""
+    from hostile_names import PORT_COUNTERS, hostile_node
     from opentelemetry.sdk.resources import Resource
 
-    from hostile_names import PORT_COUNTERS, hostile_node
-    from otel_efa.collector import Collector
-    from otel_efa.instruments import EfaInstrumentor
     from otel_efa.names import escape
-    from otel_efa.sysfs import SysfsReader
+    from otel_efa.node.sysfs import SysfsReader
+    from otel_efa.pipeline.collector import Collector
+    from otel_efa.pipeline.instruments import EfaInstrumentor
 
     sim, devices = hostile_node(str(tmp_path))
     collector = Collector(SysfsReader(sim.root), "p4d.24xlarge")

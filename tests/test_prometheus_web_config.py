@@ -13,10 +13,7 @@ import sys
 
 import bcrypt
 import pytest
-
-from agent_process import agent_environment
-
-from agent_process import AgentProcess
+from agent_process import AgentProcess, agent_environment
 from conftest import free_port, wait_for
 from prometheus_server import PrometheusServer
 from raw_http import connect, wait_for_eof

@@ -3,12 +3,12 @@ rules with: pure functions on hand-written PromQL and Grafana JSON, then on what
 tested against a real Prometheus in tests/test_head_node_path.py."""
 import re
 
+import promql_checks
 import pytest
 
-import promql_checks
 from otel_efa import catalog
-from otel_efa.alarms import prometheus_rules
-from otel_efa.dashboards import grafana
+from otel_efa.artifacts.alarms import prometheus_rules
+from otel_efa.artifacts.dashboards import grafana
 
 
 @pytest.mark.parametrize("expr, names", [

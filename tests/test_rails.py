@@ -7,11 +7,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
 
-from otel_efa.collector import Collector
 from otel_efa.config import Config, PrometheusConfig
-from otel_efa.instruments import EfaInstrumentor
-from otel_efa.rails import IDLE_FRACTION
-from otel_efa.sysfs import SysfsReader
+from otel_efa.node.sysfs import SysfsReader
+from otel_efa.pipeline.collector import Collector
+from otel_efa.pipeline.instruments import EfaInstrumentor
+from otel_efa.pipeline.rails import IDLE_FRACTION
 
 
 def _truth(simulator):

@@ -3,10 +3,9 @@ import random
 import time
 
 import pytest
-
-from otel_efa.rates import RateTracker, rate
-
 from conftest import port_key
+
+from otel_efa.pipeline.rates import RateTracker, rate
 
 
 def test_rate_tracker_rules():

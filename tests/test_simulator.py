@@ -4,8 +4,8 @@ import os
 import pytest
 
 from otel_efa.cli import main
-from otel_efa.instance_types import INSTANCE_TYPES
-from otel_efa.sysfs import SysfsReader
+from otel_efa.node.instance_types import INSTANCE_TYPES
+from otel_efa.node.sysfs import SysfsReader
 
 
 @pytest.mark.parametrize("profile", sorted(INSTANCE_TYPES))

@@ -13,7 +13,7 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
 
 from otel_efa.config import Config, ConfigError, PrometheusConfig, SlurmConfig, load
-from otel_efa.slurm import SlurmJobs, parse_job_ids
+from otel_efa.node.slurm import SlurmJobs, parse_job_ids
 
 NODE = "queue-st-p5-1"
 

@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 
-from otel_efa.stop_flag import StopFlag
+from otel_efa.pipeline.stop_flag import StopFlag
 
 
 def test_wait_times_out_unset_and_returns_at_once_when_set():

@@ -4,10 +4,9 @@ import os
 import pytest
 
 from otel_efa import catalog
-from otel_efa.simulator import OLD_KERNEL
-from otel_efa.simulator.tree import RDMA_WRITE_COUNTERS, RETRANS_COUNTERS
-from otel_efa.sysfs import (U64_MAX, CounterValueError, SysfsReader, parse_counter, parse_rate_gbps,
-                            parse_state)
+from otel_efa.node.sysfs import U64_MAX, CounterValueError, SysfsReader, parse_counter, parse_rate_gbps, parse_state
+from otel_efa.tools.simulator import OLD_KERNEL
+from otel_efa.tools.simulator.tree import RDMA_WRITE_COUNTERS, RETRANS_COUNTERS
 
 
 @pytest.mark.parametrize("data,value", [(b"0\n", 0), (b"42\n", 42), (b"18446744073709551615\n", U64_MAX),

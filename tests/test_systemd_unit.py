@@ -7,9 +7,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from otel_efa.simulator import Simulator
-
 from node_stand_ins import NOBODY, REPO, run_as_nobody
+
+from otel_efa.tools.simulator import Simulator
 
 UNIT = REPO / "systemd" / "efa-monitor.service"
 MAX_EXPOSURE = 2.0
@@ -71,7 +71,7 @@ def test_unit_keeps_what_the_agent_needs():
 
 
 def _read_tree(root: str):
-    from otel_efa.sysfs import SysfsReader
+    from otel_efa.node.sysfs import SysfsReader
 
     probe = os.path.join(root, "probe")
     try:

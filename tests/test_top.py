@@ -15,8 +15,8 @@ from typing import Dict, List
 
 import pytest
 
-from otel_efa.instance_types import INSTANCE_TYPES
-from otel_efa.simulator.engine import PACKET_BYTES
+from otel_efa.node.instance_types import INSTANCE_TYPES
+from otel_efa.tools.simulator.engine import PACKET_BYTES
 
 PROFILE = "p5.48xlarge"
 NODE_GBPS = 1600.0  # 50 Gb/s per device in each direction

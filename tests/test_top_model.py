@@ -3,13 +3,12 @@
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_efa.collector import Collector
-from otel_efa.instance_types import INSTANCE_TYPES
-from otel_efa.instruments import EfaInstrumentor
-from otel_efa.sysfs import SysfsReader
-from otel_efa.sysfs import natural_key
-from otel_efa.top.model import TopModel
-from otel_efa.top.view import screen_lines
+from otel_efa.node.instance_types import INSTANCE_TYPES
+from otel_efa.node.sysfs import SysfsReader, natural_key
+from otel_efa.pipeline.collector import Collector
+from otel_efa.pipeline.instruments import EfaInstrumentor
+from otel_efa.tools.top.model import TopModel
+from otel_efa.tools.top.view import screen_lines
 
 
 def _collect(simulator, collector, model, at):

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from otel_efa import topology
 from otel_efa.cli import main
+from otel_efa.node import topology
 
 
 def _check_against_declared(simulator):

@@ -6,12 +6,19 @@ for exactly the (metric, dimensions) combinations the exporter sends and the cos
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
-from ..catalog import (CLOUDWATCH_CLUSTER_DIMENSION, CLOUDWATCH_DEVICE_DIMENSION, CLOUDWATCH_DIMENSION,
-                       CLOUDWATCH_DIMENSION_SETS, CLOUDWATCH_HEALTH_METRICS, CLOUDWATCH_JOB_DIMENSION,
-                       CLOUDWATCH_METRICS, CloudWatchSpec)
-from ..config import CloudWatchConfig
-from ..names import cloudwatch_value
-from ..snapshot import DeviceSnapshot, Snapshot
+from otel_efa.catalog import (
+    CLOUDWATCH_CLUSTER_DIMENSION,
+    CLOUDWATCH_DEVICE_DIMENSION,
+    CLOUDWATCH_DIMENSION,
+    CLOUDWATCH_DIMENSION_SETS,
+    CLOUDWATCH_HEALTH_METRICS,
+    CLOUDWATCH_JOB_DIMENSION,
+    CLOUDWATCH_METRICS,
+    CloudWatchSpec,
+)
+from otel_efa.config import CloudWatchConfig
+from otel_efa.names import cloudwatch_value
+from otel_efa.pipeline.snapshot import DeviceSnapshot, Snapshot
 
 Dimensions = Tuple[Tuple[str, str], ...]
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 from urllib.parse import quote
 
-from .metrics import Dimensions, Sample
+from otel_efa.cloudwatch.metrics import Dimensions, Sample
 
 MAX_DATUMS_PER_CALL = 1000
 MAX_BYTES_PER_CALL = 1_000_000  # "1 MB"; the decimal reading is the safe one

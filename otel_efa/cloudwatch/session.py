@@ -10,9 +10,9 @@ from typing import Any, Mapping, Optional
 
 from opentelemetry.sdk.resources import Resource
 
-from .. import __version__
-from ..config import ConfigError
-from ..imds import ImdsClient
+from otel_efa import __version__
+from otel_efa.config import ConfigError
+from otel_efa.node.imds import ImdsClient
 
 
 def resolve_region(configured: Optional[str], resource: Optional[Resource] = None,

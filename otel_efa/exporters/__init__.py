@@ -1,4 +1,4 @@
-"""Exporters: each takes the shared Snapshot after a collection (and its frame, see otel_efa/frame.py).
+"""Exporters: each takes the shared Snapshot after a collection (and its frame, see otel_efa/pipeline/frame.py).
 
 An exporter never reads sysfs and never blocks the collection loop: one that talks to a network does
 its sending on its own thread.
@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
 from opentelemetry.sdk.resources import Resource
 
-from ..config import Config
-from ..snapshot import Snapshot
-from ..stats import AgentStats
+from otel_efa.config import Config
+from otel_efa.pipeline.snapshot import Snapshot
+from otel_efa.pipeline.stats import AgentStats
 
 if TYPE_CHECKING:
-    from ..frame import FrameSource
+    from otel_efa.pipeline.frame import FrameSource
 
 
 class Exporter:

@@ -21,11 +21,11 @@ from typing import Any, Deque, List, Optional
 
 from opentelemetry.sdk.resources import Resource
 
-from ..cloudwatch import metrics, packing, session
-from ..config import Config
-from ..snapshot import Snapshot
-from ..stats import AgentStats
-from . import Exporter
+from otel_efa.cloudwatch import metrics, packing, session
+from otel_efa.config import Config
+from otel_efa.exporters import Exporter
+from otel_efa.pipeline.snapshot import Snapshot
+from otel_efa.pipeline.stats import AgentStats
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from typing import List, Optional
 
 from opentelemetry.sdk.resources import Resource
 
-from .. import instance_types
-from ..config import Config
-from ..snapshot import Snapshot
-from ..names import escape  # a device name is any bytes; stdout takes UTF-8 text
-from . import Exporter
+from otel_efa.config import Config
+from otel_efa.exporters import Exporter
+from otel_efa.names import escape  # a device name is any bytes; stdout takes UTF-8 text
+from otel_efa.node import instance_types
+from otel_efa.pipeline.snapshot import Snapshot
 
 HEADER = f"{'DEVICE':<14}{'PORT':>5} {'STATE':<7}{'RX Gbps':>10}{'TX Gbps':>10}{'RX kpps':>10}{'TX kpps':>10}" \
          f"{'RETRANS':>10}{'DROPS':>8}"

@@ -19,11 +19,11 @@ from typing import List, Optional, TextIO
 
 from opentelemetry.sdk.resources import Resource
 
-from ..catalog import LOG_ERROR_FIELDS
-from ..names import escape
-from ..config import Config
-from ..snapshot import DeviceSnapshot, Snapshot
-from . import Exporter
+from otel_efa.catalog import LOG_ERROR_FIELDS
+from otel_efa.config import Config
+from otel_efa.exporters import Exporter
+from otel_efa.names import escape
+from otel_efa.pipeline.snapshot import DeviceSnapshot, Snapshot
 
 log = logging.getLogger(__name__)
 

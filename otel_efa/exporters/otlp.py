@@ -24,12 +24,12 @@ from typing import Mapping, Optional
 
 from opentelemetry.sdk.resources import Resource
 
-from .. import __version__
-from ..config import Config
-from ..otlp_settings import OtlpSettings, resolve_settings
-from . import Exporter
-from .otlp_encoder import OtlpEncoder
-from .otlp_transport import ExportFailed, GrpcSender, HttpSender, problem, short
+from otel_efa import __version__
+from otel_efa.config import Config
+from otel_efa.exporters import Exporter
+from otel_efa.exporters.otlp_encoder import OtlpEncoder
+from otel_efa.exporters.otlp_transport import ExportFailed, GrpcSender, HttpSender, problem, short
+from otel_efa.otlp_settings import OtlpSettings, resolve_settings
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,13 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import (AnyValue, ArrayValue, InstrumentationScope, KeyValue,
-                                                      KeyValueList)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMessage
 from opentelemetry.sdk.resources import Resource
 
-from ..catalog import Kind, MetricSpec
-from ..frame import Frame
+from otel_efa.catalog import Kind, MetricSpec
+from otel_efa.pipeline.frame import Frame
 
 INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
 

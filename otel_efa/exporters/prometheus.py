@@ -1,6 +1,6 @@
 """The Prometheus endpoint, default 0.0.0.0:9464, path /metrics (text format 0.0.4, gzip when asked).
 
-A scrape serves the frame of the last Snapshot (otel_efa/frame.py) rendered by prometheus_text.py, and
+A scrape serves the frame of the last Snapshot (otel_efa/pipeline/frame.py) rendered by prometheus_text.py, and
 the rendering happens at most once per Snapshot: scrapes in between get the cached bytes, so scraping
 more often than the collection interval costs neither sysfs reads nor rendering. This replaces
 opentelemetry-exporter-prometheus, whose scrape ran the SDK's collect and translated its result through
@@ -26,13 +26,13 @@ from typing import List, NamedTuple, Optional, Tuple
 
 from opentelemetry.sdk.resources import Resource
 
-from .. import __version__
-from ..config import Config, ConfigError, parse_host_port
-from ..frame import Frame
-from . import Exporter
-from .http_server import HttpServer, Request, Response, accepts_coding, listen
-from .prometheus_text import CONTENT_TYPE, PrometheusRenderer
-from .web_config import WebConfig
+from otel_efa import __version__
+from otel_efa.config import Config, ConfigError, parse_host_port
+from otel_efa.exporters import Exporter
+from otel_efa.exporters.http_server import HttpServer, Request, Response, accepts_coding, listen
+from otel_efa.exporters.prometheus_text import CONTENT_TYPE, PrometheusRenderer
+from otel_efa.exporters.web_config import WebConfig
+from otel_efa.pipeline.frame import Frame
 
 log = logging.getLogger(__name__)
 METRICS_PATHS = ("/metrics", "/")
@@ -52,11 +52,11 @@ class PrometheusExporter(Exporter):
         self.host, self.port = parse_host_port(config.prometheus.address)
         self._web = WebConfig()
         if config.prometheus.web_config_file:
-            from . import web_config
+            from otel_efa.exporters import web_config
             self._web = web_config.load(config.prometheus.web_config_file)
         self._auth = None
         if self._web.users:
-            from .basic_auth import BasicAuth  # bcrypt only when there are users
+            from otel_efa.exporters.basic_auth import BasicAuth  # bcrypt only when there are users
             self._auth = BasicAuth(self._web.users)
         try:
             self._socket = listen(self.host, self.port)
@@ -98,7 +98,7 @@ class PrometheusExporter(Exporter):
     async def _handle(self, request: Request) -> Response:
         extra: List[Tuple[str, str]] = list(self._web.headers)
         if self._auth is not None:
-            from .basic_auth import Busy
+            from otel_efa.exporters.basic_auth import Busy
             try:
                 allowed = await self._auth.allows(request.headers.get("authorization"))
             except Busy:

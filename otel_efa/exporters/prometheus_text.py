@@ -25,9 +25,9 @@ import logging
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
-from .. import names
-from ..catalog import Kind, MetricSpec, prometheus_name
-from ..frame import Frame
+from otel_efa import names
+from otel_efa.catalog import Kind, MetricSpec, prometheus_name
+from otel_efa.pipeline.frame import Frame
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..config import ConfigError
+from otel_efa.config import ConfigError
 
 KEY = "prometheus.web_config_file"
 

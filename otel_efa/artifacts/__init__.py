@@ -1,0 +1,1 @@
+"""What is generated from the catalog: dashboards, alarms, collector configs, docs tables."""

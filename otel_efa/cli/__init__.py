@@ -1,0 +1,222 @@
+"""The ``otel-efa`` command. Subcommands import what they need only when chosen."""
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from otel_efa import __version__
+from otel_efa.cli.types import non_negative, seconds, sysfs_root
+from otel_efa.config import EXPORTERS, ConfigError, one_line
+
+EXIT_CONFIG = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad flags already; keep its message to one line (it quotes unrecognized
+    arguments as they are, line breaks included)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def _add_run(subparsers) -> None:
+    p = subparsers.add_parser("run", help="collect EFA counters and export them")
+    p.add_argument("--config", help="YAML file (default /etc/otel-efa/config.yaml if present)")
+    source = p.add_mutually_exclusive_group()  # a simulated node writes its own tree
+    source.add_argument("--sysfs", help="sysfs root (default /sys)")
+    source.add_argument("--simulate", metavar="PROFILE", help="run on a simulated node, e.g. p5en.48xlarge")
+    p.add_argument("--allow-untrusted-sysfs", action="store_true", default=None,
+                   help="read a sysfs tree not owned by root or world-writable (test and copied trees)")
+    p.add_argument("--instance-type", help="override the instance type IMDS reports")
+    p.add_argument("--interval", type=float, metavar="SECONDS", help="collection interval (default 60)")
+    p.add_argument("--exporters", metavar="LIST", help=f"comma list of {','.join(EXPORTERS)}")
+    p.add_argument("--prometheus-address", metavar="HOST:PORT", help="default 0.0.0.0:9464")
+    p.add_argument("--web-config-file", metavar="PATH",
+                   help="TLS and basic auth for the Prometheus endpoint (exporter-toolkit's web config format)")
+    p.add_argument("--log-file", metavar="PATH", help="where the human log line goes (default stdout)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--count", type=int, metavar="N", help="exit 0 after N collections and a final flush")
+    p.set_defaults(handler=_run)
+
+
+def _load_config(args):
+    from otel_efa import config
+
+    flags = {
+        "sysfs": args.sysfs, "simulate": args.simulate, "allow_untrusted_sysfs": args.allow_untrusted_sysfs,
+        "instance_type": args.instance_type,
+        "interval": args.interval, "exporters": args.exporters, "log_file": args.log_file,
+        "log_level": args.log_level, "count": args.count,
+        "prometheus.address": args.prometheus_address, "prometheus.web_config_file": args.web_config_file,
+    }
+    return config.load(args.config, flags=flags, check_paths=True)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _run(args) -> int:
+    from otel_efa.pipeline.agent import Agent, install_signal_handlers
+
+    config = _load_config(args)
+    _setup_logging(config.log_level)
+    agent = Agent(config)
+    install_signal_handlers(agent)
+    return agent.run()
+
+
+def _add_simulate(subparsers) -> None:
+    from otel_efa.node.instance_types import INSTANCE_TYPES
+    from otel_efa.tools.simulator import PATTERNS
+
+    p = subparsers.add_parser("simulate", help="write a simulated EFA sysfs tree and advance its counters")
+    p.add_argument("profile", choices=sorted(INSTANCE_TYPES), metavar="PROFILE",
+                   help=f"one of {', '.join(INSTANCE_TYPES)}")
+    p.add_argument("--root", required=True, help="directory to write the tree under (use as --sysfs)")
+    p.add_argument("--gbps", type=non_negative, help="node throughput per direction (default 40%% of line rate)")
+    p.add_argument("--pattern", choices=PATTERNS, default="steady")
+    p.add_argument("--interval", type=seconds, default=0.05, metavar="SECONDS", help="update period")
+    p.add_argument("--kernel", choices=("new", "old"), default="new",
+                   help="old: device counters under the port, no retrans group, constant rate file")
+    p.add_argument("--device-names", choices=("rdmap", "efa"), default="rdmap")
+    p.add_argument("--infiniband-counters", action="store_true",
+                   help="also write classic InfiniBand ports/1/counters (what node_exporter reads)")
+    p.add_argument("--devices", type=int, metavar="N", help="only the profile's first N EFA devices")
+    p.add_argument("--once", action="store_true", help="write the tree and exit")
+    p.set_defaults(handler=_simulate)
+
+
+def _simulate(args) -> int:
+    import signal
+    import threading
+
+    from otel_efa.node.instance_types import INSTANCE_TYPES
+    from otel_efa.tools.simulator import NEW_KERNEL, OLD_KERNEL, Simulator
+
+    if not args.root.strip():  # the tree would go under / (root + "/class/infiniband")
+        raise ConfigError("--root", "must not be empty")
+    if os.path.exists(args.root) and not os.path.isdir(args.root):
+        raise ConfigError("--root", f"{args.root} is not a directory")
+    most = INSTANCE_TYPES[args.profile].efa_devices
+    if args.devices is not None and not 1 <= args.devices <= most:
+        raise ConfigError("--devices", f"{args.profile} has {most} EFA devices; choose 1 to {most}")
+    flavour = OLD_KERNEL if args.kernel == "old" else NEW_KERNEL
+    try:
+        simulator = Simulator(args.profile, args.root, gbps=args.gbps, pattern=args.pattern, flavour=flavour,
+                              name_style=args.device_names, infiniband_counters=args.infiniband_counters,
+                              devices=args.devices)
+    except OSError as e:  # a root we may not write, or a file where a directory of the tree goes
+        raise ConfigError("--root", f"cannot write the tree under {args.root}: {e.strerror or e}") from None
+    with simulator:
+        print(f"{args.profile}: {len(simulator.devices)} EFA devices under {args.root}/class/infiniband",
+              flush=True)
+        if args.once:
+            return 0
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        simulator.run(args.interval, stop)
+    return 0
+
+
+def _add_snapshot(subparsers) -> None:
+    p = subparsers.add_parser("snapshot", help="read every device, port and counter once and print them")
+    p.add_argument("--sysfs", default="/sys", type=sysfs_root, help="sysfs root (default /sys)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_snapshot)
+
+
+def _snapshot(args) -> int:
+    from otel_efa.node.sysfs import SysfsReader
+    from otel_efa.tools.snapshot_report import as_dict, as_text
+
+    with SysfsReader(args.sysfs) as reader:
+        reading = reader.read()
+    if args.json:
+        json.dump(as_dict(reading), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(as_text(reading))
+    return 0 if reading.devices else 1
+
+
+def _add_metrics(subparsers) -> None:
+    p = subparsers.add_parser("metrics", help="print the metric catalog")
+    p.add_argument("--markdown", action="store_true", help="as the README's markdown table")
+    p.set_defaults(handler=_metrics)
+
+
+def _metrics(args) -> int:
+    from otel_efa import catalog
+    from otel_efa.artifacts.docs import metric_table
+
+    if args.markdown:
+        sys.stdout.write(metric_table())
+    else:
+        for m in catalog.METRICS:
+            sys.stdout.write(f"{m.name:<36}{m.kind.value:<9}{m.unit:<6}{m.description}\n")
+    return 0
+
+
+# Subcommands that live in their own modules, each exposing add_parser(subparsers).
+COMMAND_MODULES = ("otel_efa.tools.top", "otel_efa.tools.topology_report", "otel_efa.artifacts.dashboards",
+                   "otel_efa.artifacts.alarms", "otel_efa.tools.cost", "otel_efa.artifacts.collector_config",
+                   "otel_efa.tools.deploy", "otel_efa.tools.doctor")
+COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="otel-efa", description="AWS EFA network counters as OpenTelemetry metrics")
+    parser.add_argument("--version", action="version", version=f"otel-efa {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers.required = True
+    for add in COMMANDS:
+        add(subparsers)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(subparsers)
+    return parser
+
+
+def _aws_problem(error: Exception) -> Optional[int]:
+    """The exit status for an AWS error botocore raised (2: no profile, credentials or region; 1: the rest),
+    or None when ``error`` is no AWS error. botocore is looked up, never imported: commands without AWS
+    start without it."""
+    exceptions = sys.modules.get("botocore.exceptions")
+    if exceptions is None or not isinstance(error, (exceptions.BotoCoreError, exceptions.ClientError)):
+        return None
+    setup = (exceptions.ProfileNotFound, exceptions.NoCredentialsError, exceptions.PartialCredentialsError,
+             exceptions.NoRegionError)
+    return EXIT_CONFIG if isinstance(error, setup) else 1
+
+
+def _quiet_stdout() -> None:
+    """Whoever read standard output is gone (``| head``): point it at /dev/null so that the interpreter's
+    final flush does not fail again (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        status = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handling below
+        return status
+    except ConfigError as e:
+        sys.stderr.write(f"otel-efa: {e}\n")
+        return EXIT_CONFIG
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
+    except Exception as e:
+        status = _aws_problem(e)
+        if status is None:
+            raise  # a bug: its traceback is the report
+        sys.stderr.write(f"otel-efa: AWS: {one_line(str(e))}\n")
+        return status

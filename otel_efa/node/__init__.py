@@ -1,0 +1,1 @@
+"""What the node is: its EFA devices in sysfs, their PCI neighbours, ENIs, IMDS identity, Slurm jobs."""

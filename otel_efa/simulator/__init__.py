@@ -1,4 +1,0 @@
-"""A kernel-faithful simulated EFA node: how a laptop and every test see the hardware."""
-from .engine import NEW_KERNEL, OLD_KERNEL, PATTERNS, KernelFlavour, RunningSimulator, Simulator
-
-__all__ = ["Simulator", "RunningSimulator", "PATTERNS", "NEW_KERNEL", "OLD_KERNEL", "KernelFlavour"]

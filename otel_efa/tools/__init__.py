@@ -1,0 +1,1 @@
+"""Commands around the agent: doctor, top, the simulator, deploy, cost, snapshot, topology."""
