@@ -18,7 +18,7 @@ def _check_against_declared(simulator):
         assert device.pci_address == truth.pci_address, name
         assert device.numa_node == truth.numa_node, name
         assert device.local_cpus == truth.local_cpulist, name
-        assert device.affinity == topology.PCIE_SWITCH, name
+        assert device.affinity == truth.affinity, name
         assert device.switch == truth.switch, name
         assert tuple(g.pci_address for g in device.gpus) == truth.gpus, name
         assert tuple(n.pci_address for n in device.neuron_devices) == truth.neuron_devices, name
@@ -40,22 +40,31 @@ def test_p5_every_device_finds_its_gpu_and_numa_node(make_simulator):
     assert {d.numa_node for d in declared.values()} == {0, 1}
 
 
-def test_p4d_two_gpus_per_device(make_simulator):
+def test_p4d_devices_share_no_switch_with_their_gpus(make_simulator):
+    """On p4d each EFA device sits on one bus with two GPUs, straight under a host bridge (aws-ofi-nccl's
+    capture): no PCIe switch is shared, so the GPUs near a device are those of its NUMA node."""
     simulator = make_simulator("p4d.24xlarge")
-    found, _ = _check_against_declared(simulator)
-    assert sorted(g.index for d in found.values() for g in d.gpus) == list(range(8))
-    assert all(len(d.gpus) == 2 for d in found.values())
+    found, declared = _check_against_declared(simulator)
+    assert all(d.affinity == topology.NUMA_NODE and d.switch is None for d in found.values())
+    for device in found.values():
+        assert len(device.gpus) == 4 and {g.numa_node for g in device.gpus} == {device.numa_node}
+    assert sorted({g.index for d in found.values() for g in d.gpus}) == list(range(8))
 
 
-@pytest.mark.parametrize("profile", ["p5en.48xlarge", "trn1.32xlarge", "trn2.48xlarge"])
-def test_other_profiles_match_their_declared_layout(make_simulator, profile):
+# (profile, EFA devices, GPUs or Neuron devices behind each device's switch, switches)
+LAYOUTS = [("p5en.48xlarge", 16, 2, 4), ("p6-b200.48xlarge", 8, 2, 4), ("trn1.32xlarge", 8, 2, 8),
+           ("trn1n.32xlarge", 16, 2, 8), ("trn2.48xlarge", 16, 2, 8)]
+
+
+@pytest.mark.parametrize("profile,devices,near,switches", LAYOUTS, ids=[layout[0] for layout in LAYOUTS])
+def test_other_profiles_match_their_declared_layout(make_simulator, profile, devices, near, switches):
     simulator = make_simulator(profile)
     found, declared = _check_against_declared(simulator)
-    if profile.startswith("trn"):
-        assert all(d.neuron_devices and not d.gpus for d in found.values())
-    else:  # p5en: 16 EFA devices, two per GPU
-        assert sorted(len(d.gpus) for d in found.values()) == [1] * 16
-        assert len({d.gpus[0].pci_address for d in found.values()}) == 8
+    assert len(found) == devices
+    for device in found.values():
+        accelerators = device.neuron_devices if profile.startswith("trn") else device.gpus
+        assert len(accelerators) == near and not (device.gpus and device.neuron_devices)
+    assert len({d.switch for d in found.values()}) == switches
 
 
 def test_falls_back_to_the_numa_node_when_the_switch_has_no_gpu(make_simulator):
@@ -147,7 +156,7 @@ def test_agent_exports_efa_device_info(make_simulator, run_agent, pci_links):
             assert labels["aws_efa_numa_node"] == str(truth.numa_node)
             assert labels["aws_efa_local_cpus"] == truth.local_cpulist
             assert labels["aws_efa_gpu_pci_addresses"] == ",".join(truth.gpus)
-            assert labels["aws_efa_affinity"] == "pcie_switch"
+            assert labels["aws_efa_affinity"] == truth.affinity
         else:
             assert labels["aws_efa_pci_address"] == labels["aws_efa_numa_node"] == "unknown"
             assert labels["aws_efa_affinity"] == "unknown"

@@ -21,7 +21,6 @@ from otel_efa.tools.simulator.tree import (
     OLD_KERNEL,
     KernelFlavour,
     SimDevice,
-    efa_buses,
     lay_out_device,
     plan_devices,
 )
@@ -64,8 +63,9 @@ class Simulator:
 
     ``gbps`` is the node's throughput in each direction, spread evenly over the devices (default: 40 %
     of their line rate). :meth:`set_device_level` scales one device (0 makes an idle rail).
-    The PCIe tree puts GPUs or Neuron devices behind the EFA devices' switches (:meth:`declared_topology`
-    is the ground truth); ``pci_links=False`` leaves out the PCI tree and the ``device`` links.
+    Devices are named and placed as on a real node of the profile (:mod:`.layouts`). The PCIe tree puts
+    GPUs or Neuron devices beside the EFA devices (:meth:`declared_topology` is the ground truth);
+    ``pci_links=False`` leaves out the PCI tree and the ``device`` links.
     ``devices`` keeps only the profile's first N EFA devices (same names, PCI places and speed), so the
     agent's cost can be measured against the number of devices on one device kind.
     """
@@ -89,7 +89,8 @@ class Simulator:
         self.infiniband_counters = infiniband_counters
         self.devices = plan_devices(root, self.profile, flavour, name_style)[:devices]
         self.gbps = len(self.devices) * self.profile.gbps_per_device * 0.4 if gbps is None else float(gbps)
-        self._pci_plan = pci.plan(profile, efa_buses(self.profile.efa_devices))
+        self._pci_plan = pci.plan(profile)
+        self.layout = self._pci_plan.layout  # names, places and the sources behind them
         self._by_name = {d.name: d for d in self.devices}
         self._levels = {d.name: 1.0 for d in self.devices}
         self._values: Dict[Tuple[str, str], int] = {}

@@ -3,10 +3,11 @@
 Everything the kernel shows and the agent reads is here: device and port ``hw_counters`` (with
 ``lifespan``), port ``state``/``phys_state``/``rate``/``link_layer``/``gids/0``, ``node_guid``,
 ``fw_ver``, and ``device`` as a symlink into a PCI tree (``vendor`` 0x1d0f, ``numa_node``,
-``local_cpulist``) where each EFA device shares a PCIe switch with its GPUs or Neuron devices
-(:mod:`.pci`). ``pci_links=False`` lays out a tree without any of that, as in some containers. Counter groups follow the kernel: rdma_write_* only on devices with RDMA write,
-the retrans/remote group only on newer kernels; an older kernel lists the device counters under the
-port and reports a constant ``100 Gb/sec (4X EDR)`` rate.
+``local_cpulist``) beside the node's GPUs or Neuron devices (:mod:`.pci`); devices are named after their
+PCI addresses as on the real instance type (:mod:`.layouts`). ``pci_links=False`` lays out a tree without
+any of that, as in some containers. Counter groups follow the kernel: rdma_write_* only on devices with
+RDMA write, the retrans/remote group only on newer kernels; an older kernel lists the device counters
+under the port and reports a constant ``100 Gb/sec (4X EDR)`` rate.
 """
 import os
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Dict, List, Tuple
 
 from otel_efa.catalog import DEVICE_COUNTERS
 from otel_efa.node.instance_types import InstanceType
-from otel_efa.tools.simulator import pci
+from otel_efa.tools.simulator import layouts, pci
 
 BASE_PORT_COUNTERS = ("tx_bytes", "tx_pkts", "rx_bytes", "rx_pkts", "rx_drops", "send_bytes", "send_wrs",
                       "recv_bytes", "recv_wrs", "rdma_read_wrs", "rdma_read_bytes", "rdma_read_wr_err",
@@ -22,7 +23,7 @@ BASE_PORT_COUNTERS = ("tx_bytes", "tx_pkts", "rx_bytes", "rx_pkts", "rx_drops", 
 RDMA_WRITE_COUNTERS = ("rdma_write_wrs", "rdma_write_bytes", "rdma_write_wr_err", "rdma_write_recv_bytes")
 RETRANS_COUNTERS = ("retrans_bytes", "retrans_pkts", "retrans_timeout_events", "unresponsive_remote_events",
                     "impaired_remote_conn_events")
-DEVICE_COUNTER_NAMES = tuple(spec.kernel_name for spec in DEVICE_COUNTERS)
+DEVICE_COUNTER_NAMES = tuple(spec.kernel_name for spec in DEVICE_COUNTERS if spec.kernel_name)
 
 # The classic InfiniBand port counters (``ports/<n>/counters/``, the PMA counters of IB HCAs such as
 # mlx5) that node_exporter's infiniband collector reads. EFA has none of them; the simulator writes them
@@ -89,20 +90,11 @@ class SimDevice:
         return os.path.join(self.path, "ports", "1", "counters")
 
 
-def device_names(count: int, style: str = "rdmap") -> List[str]:
-    """rdma-core's udev names (``rdmap<bus>s0``, by PCI address) or the kernel's ``efa_N``."""
+def device_names(pci_plan: pci.PciPlan, style: str = "rdmap") -> List[str]:
+    """rdma-core's udev names (``rdmap<bus>s<slot>``, from the PCI address) or the kernel's own ``efa_N``."""
     if style == "efa":
-        return [f"efa_{i}" for i in range(count)]
-    return [f"rdmap{_bus(i, count)}s0" for i in range(count)]
-
-
-def efa_buses(count: int) -> List[int]:
-    return [_bus(i, count) for i in range(count)]
-
-
-def _bus(index: int, count: int) -> int:
-    # Spread devices over the PCI bus range like real p5 hosts (e.g. rdmap79s0 ... rdmap201s0).
-    return 16 + index * (224 // max(count, 1))
+        return [f"efa_{i}" for i in range(len(pci_plan.efa_paths))]
+    return [layouts.device_name(endpoint) for endpoint in pci_plan.layout.efa_devices]
 
 
 def _rate_text(gbps: int, flavour: KernelFlavour) -> str:
@@ -144,8 +136,8 @@ def plan_devices(root: str, profile: InstanceType, flavour: KernelFlavour = NEW_
     port_counters = BASE_PORT_COUNTERS + (RDMA_WRITE_COUNTERS if profile.has_rdma_write else ())
     port_counters += RETRANS_COUNTERS if flavour.retrans_counters else ()
     devices = []
-    pci_plan = pci.plan(profile.name, efa_buses(profile.efa_devices))
-    for index, name in enumerate(device_names(profile.efa_devices, name_style)):
+    pci_plan = pci.plan(profile.name)
+    for index, name in enumerate(device_names(pci_plan, name_style)):
         declared = pci_plan.declared[index]
         devices.append(SimDevice(
             name=name,
@@ -159,16 +151,6 @@ def plan_devices(root: str, profile: InstanceType, flavour: KernelFlavour = NEW_
             pci_path=pci_plan.efa_paths[index],
         ))
     return devices
-
-
-def lay_out(root: str, profile: InstanceType, devices: List[SimDevice], flavour: KernelFlavour,
-            initial: Dict[Tuple[str, str], int], pci_links: bool = True,
-            infiniband_counters: bool = False) -> None:
-    """Write the whole tree. ``initial`` maps (device, counter) to its starting value."""
-    if pci_links:
-        pci.lay_out(root, pci.plan(profile.name, efa_buses(profile.efa_devices)))
-    for device in devices:
-        lay_out_device(root, profile, device, flavour, initial, pci_links, infiniband_counters)
 
 
 def ib_values(efa_values: Dict[str, int]) -> Dict[str, int]:
@@ -186,8 +168,8 @@ def lay_out_device(root: str, profile: InstanceType, device: SimDevice, flavour:
     os.makedirs(device.path, exist_ok=True)
     if pci_links:
         pci.write_function(root, pci.PciFunction(
-            device.pci_address, device.pci_path, pci.AMAZON,
-            "0xefa1" if profile.has_rdma_write else "0xefa0", pci.CLASS_ETHERNET, device.numa_node))
+            device.pci_address, device.pci_path, pci.AMAZON, layouts.LAYOUTS[profile.name].efa_device_id,
+            pci.CLASS_ETHERNET, device.numa_node))
         link = os.path.join(device.path, "device")
         if not os.path.islink(link):
             os.symlink(os.path.relpath(pci_function_dir(root, device), device.path), link)
