@@ -1,4 +1,4 @@
-"""The simulator names and places EFA devices as real nodes do.
+"""The simulator names and places EFA devices as real nodes do, and starts counters where days of use leave them.
 
 Stand-in: the simulator is the EC2 hardware boundary. The expected names and PCI addresses below are the
 public listings cited in otel_efa/simulator/layouts.py, written out here as the specification.
@@ -11,6 +11,7 @@ from otel_efa.node import efa_devices, topology
 from otel_efa.node.instance_types import INSTANCE_TYPES
 from otel_efa.node.sysfs import SysfsReader
 from otel_efa.tools.simulator import layouts
+from otel_efa.tools.simulator.traffic import DEFAULT_UPTIME_S, PACKET_BYTES, PER_SECOND
 
 
 def _p5_listing():
@@ -76,3 +77,49 @@ def test_the_kernels_own_names_sit_at_the_same_addresses(make_simulator):
     assert [d.name for d in numbered.devices] == [f"efa_{i}" for i in range(16)]
     assert [_linked_address(numbered, d.name) for d in numbered.devices] == \
         [_linked_address(named, d.name) for d in named.devices]
+
+
+@pytest.mark.parametrize("profile", sorted(INSTANCE_TYPES))
+def test_counters_start_at_a_plausible_lifetime(make_simulator, profile):
+    simulator = make_simulator(profile)
+    line_rate = INSTANCE_TYPES[profile].device_bytes_per_second
+    starts = set()
+    for device in simulator.devices:
+        value = {name: simulator.value(device.name, name) for name in device.port_counters + device.device_counters}
+        for direction in ("tx", "rx"):
+            carried = value[f"{direction}_bytes"]
+            # days of traffic at a share of line rate: far more than a fresh node, less than full speed
+            assert 0.05 * line_rate * DEFAULT_UPTIME_S < carried < line_rate * DEFAULT_UPTIME_S
+            assert carried / value[f"{direction}_pkts"] == pytest.approx(PACKET_BYTES, rel=1e-6)
+        assert value["rdma_read_bytes"] < value["rx_bytes"] and value["send_bytes"] < value["tx_bytes"]
+        assert value["send_bytes"] / value["send_wrs"] == pytest.approx(4096, rel=1e-6)
+        if "rdma_write_bytes" in value:
+            assert value["rdma_write_bytes"] < value["tx_bytes"]
+        assert value["retrans_pkts"] / value["tx_pkts"] < 0.001  # healthy: far below 0.1 %
+        assert value["retrans_pkts"] > 0 and value["retrans_bytes"] / value["retrans_pkts"] == \
+            pytest.approx(PACKET_BYTES, rel=1e-3)
+        for name, rate in PER_SECOND.items():
+            assert value[name] == int(rate * DEFAULT_UPTIME_S)
+        errors = [n for n in value if n.endswith(("_err", "_drops", "_events")) or n.startswith("no_completion")]
+        assert errors and all(value[n] == 0 for n in errors), {n: value[n] for n in errors}
+        starts.add(value["tx_bytes"])
+        with open(simulator.path_of(device.name, "tx_bytes")) as f:
+            assert int(f.read()) == value["tx_bytes"]
+    assert len(starts) > 1 or len(simulator.devices) == 1  # devices differ, as on a real node
+
+
+def test_uptime_zero_starts_a_fresh_node(make_simulator):
+    simulator = make_simulator("p4d.24xlarge", uptime=0)
+    assert not any(simulator.values().values())
+
+
+def test_healthy_retransmits_stay_far_below_a_tenth_of_a_percent(make_simulator):
+    clock = [0.0]
+    simulator = make_simulator("p5.48xlarge", clock=lambda: clock[0])
+    device = simulator.devices[0].name
+    before = {name: simulator.value(device, name) for name in ("tx_pkts", "retrans_pkts")}
+    clock[0] = 600.0
+    simulator.advance()
+    sent = simulator.value(device, "tx_pkts") - before["tx_pkts"]
+    retransmitted = simulator.value(device, "retrans_pkts") - before["retrans_pkts"]
+    assert sent > 0 and 0 < retransmitted / sent < 0.001

@@ -14,6 +14,15 @@ from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from otel_efa.node.instance_types import INSTANCE_TYPES, InstanceType
 from otel_efa.tools.simulator import pci
+from otel_efa.tools.simulator.traffic import (
+    DEFAULT_UPTIME_S,
+    PACKET_BYTES,
+    PATTERNS,
+    PER_SECOND,
+    TRAFFIC_SHARES,
+    active_seconds,
+    lifetime_values,
+)
 from otel_efa.tools.simulator.tree import (
     IB_MIRRORS,
     IB_SOURCES,
@@ -24,32 +33,6 @@ from otel_efa.tools.simulator.tree import (
     lay_out_device,
     plan_devices,
 )
-
-PATTERNS = ("idle", "steady", "bursty")
-PACKET_BYTES = 8192  # SRD packets carry up to ~8 KiB
-BURST_PERIOD_S = 2.0
-BURST_DUTY = 0.6
-
-# Per-counter rate as a multiple of the device's bytes/s in each direction ("tx" or "rx"), or per second.
-_TRAFFIC_SHARES: Dict[str, Tuple[str, float]] = {
-    "tx_bytes": ("tx", 1.0),
-    "rx_bytes": ("rx", 1.0),
-    "tx_pkts": ("tx", 1.0 / PACKET_BYTES),
-    "rx_pkts": ("rx", 1.0 / PACKET_BYTES),
-    "send_bytes": ("tx", 0.02),
-    "send_wrs": ("tx", 0.02 / 4096),
-    "recv_bytes": ("rx", 0.02),
-    "recv_wrs": ("rx", 0.02 / 4096),
-    "rdma_read_bytes": ("rx", 0.3),
-    "rdma_read_wrs": ("rx", 0.3 / 65536),
-    "rdma_read_resp_bytes": ("tx", 0.3),
-    "rdma_write_bytes": ("tx", 0.6),
-    "rdma_write_wrs": ("tx", 0.6 / 65536),
-    "rdma_write_recv_bytes": ("rx", 0.6),
-    "retrans_pkts": ("tx", 1e-5 / PACKET_BYTES),
-    "retrans_bytes": ("tx", 1e-5),
-}
-_PER_SECOND: Dict[str, float] = {"keep_alive_rcvd": 1.0, "submitted_cmds": 2.0, "completed_cmds": 2.0}
 
 
 @dataclass
@@ -63,7 +46,8 @@ class Simulator:
 
     ``gbps`` is the node's throughput in each direction, spread evenly over the devices (default: 40 %
     of their line rate). :meth:`set_device_level` scales one device (0 makes an idle rail).
-    Devices are named and placed as on a real node of the profile (:mod:`.layouts`). The PCIe tree puts
+    Devices are named and placed as on a real node of the profile (:mod:`.layouts`); counters start where
+    ``uptime`` seconds of use left them (0 starts a fresh node at 0; :mod:`.traffic`). The PCIe tree puts
     GPUs or Neuron devices beside the EFA devices (:meth:`declared_topology` is the ground truth);
     ``pci_links=False`` leaves out the PCI tree and the ``device`` links.
     ``devices`` keeps only the profile's first N EFA devices (same names, PCI places and speed), so the
@@ -72,7 +56,7 @@ class Simulator:
 
     def __init__(self, profile: str, root: str, gbps: Optional[float] = None, pattern: str = "steady",
                  flavour: KernelFlavour = NEW_KERNEL, name_style: str = "rdmap",
-                 clock: Callable[[], float] = time.monotonic, initial_value: int = 1_000_000,
+                 clock: Callable[[], float] = time.monotonic, uptime: float = DEFAULT_UPTIME_S,
                  pci_links: bool = True, infiniband_counters: bool = False, devices: Optional[int] = None):
         if profile not in INSTANCE_TYPES:
             raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(INSTANCE_TYPES)}")
@@ -100,8 +84,10 @@ class Simulator:
         self._files: Dict[Tuple[str, str], _File] = {}
         self._lock = threading.RLock()
         for device in self.devices:
-            for name in device.port_counters + device.device_counters:
-                self._values[(device.name, name)] = initial_value if name in _TRAFFIC_SHARES else 0
+            names = device.port_counters + device.device_counters
+            start = lifetime_values(device.index, self.profile.device_bytes_per_second, names, uptime)
+            for name in names:
+                self._values[(device.name, name)] = start[name]
                 self._carry[(device.name, name)] = 0.0
         self._time = clock()
         if pci_links:
@@ -140,30 +126,16 @@ class Simulator:
     def expected_rate(self, device: str, counter: str) -> float:
         """The mean per-second rate of ``counter`` under the current traffic (0 when idle)."""
         if self.pattern == "idle":
-            return _PER_SECOND.get(counter, 0.0)
-        if counter in _PER_SECOND:
-            return _PER_SECOND[counter]
-        share = _TRAFFIC_SHARES.get(counter)
+            return PER_SECOND.get(counter, 0.0)
+        if counter in PER_SECOND:
+            return PER_SECOND[counter]
+        share = TRAFFIC_SHARES.get(counter)
         return self.device_bytes_per_second(device) * share[1] if share else 0.0
 
     # --- traffic ------------------------------------------------------------------------------
     def set_device_level(self, device: str, level: float) -> None:
         with self._lock:
             self._levels[device] = level
-
-    def _active_seconds(self, start: float, end: float) -> float:
-        """Seconds of traffic in [start, end], scaled so the mean equals the configured rate."""
-        if self.pattern == "idle":
-            return 0.0
-        if self.pattern == "steady":
-            return end - start
-        on = BURST_PERIOD_S * BURST_DUTY
-
-        def on_time_until(t: float) -> float:
-            periods, phase = divmod(t, BURST_PERIOD_S)
-            return periods * on + min(phase, on)
-
-        return (on_time_until(end) - on_time_until(start)) / BURST_DUTY
 
     def advance(self, now: Optional[float] = None) -> None:
         """Advance every counter to time ``now`` (default: the clock) and write what changed."""
@@ -172,17 +144,17 @@ class Simulator:
             elapsed = now - self._time
             if elapsed <= 0:
                 return
-            active = self._active_seconds(self._time, now)
+            active = active_seconds(self.pattern, self._time, now)
             self._time = now
             for device in self.devices:
                 if device.name in self._removed:
                     continue
                 bytes_per_second = self.device_bytes_per_second(device.name)
                 for name in device.port_counters + device.device_counters:
-                    if name in _PER_SECOND:
-                        amount = _PER_SECOND[name] * elapsed
-                    elif name in _TRAFFIC_SHARES:
-                        amount = _TRAFFIC_SHARES[name][1] * bytes_per_second * active
+                    if name in PER_SECOND:
+                        amount = PER_SECOND[name] * elapsed
+                    elif name in TRAFFIC_SHARES:
+                        amount = TRAFFIC_SHARES[name][1] * bytes_per_second * active
                     else:
                         continue
                     self._add(device, name, amount)
@@ -388,4 +360,4 @@ class RunningSimulator:
         self.stop()
 
 
-__all__ = ["Simulator", "RunningSimulator", "PATTERNS", "NEW_KERNEL", "OLD_KERNEL", "KernelFlavour"]
+__all__ = ["Simulator", "RunningSimulator", "PATTERNS", "PACKET_BYTES", "NEW_KERNEL", "OLD_KERNEL", "KernelFlavour"]
