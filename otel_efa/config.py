@@ -184,6 +184,9 @@ class Config:
     interval: float = 60.0  # seconds between collections (the seed's COLLECTION_INTERVAL)
     sysfs: str = "/sys"
     simulate: Optional[str] = None  # an instance profile: run on a simulated node
+    # Faults on the simulated node, each KIND[:DEVICE][@SECONDS] (otel_efa/simulator/faults.py), e.g.
+    # retransmit-storm:rdmap79s0@60: what alerts and dashboards show when hardware misbehaves.
+    simulate_faults: List[str] = field(default_factory=list)
     # Read a counter tree not owned by root or world-writable (a test or copied tree); see sysfs_trust.py.
     allow_untrusted_sysfs: bool = False
     instance_type: Optional[str] = None  # overrides what IMDS says (link speed, expected devices)
@@ -219,6 +222,13 @@ class Config:
                                   f"{', '.join(INSTANCE_TYPES)}")
             if self.sysfs != Config.sysfs:
                 raise ConfigError("simulate", "cannot be used with sysfs (a simulated node writes its own tree)")
+        if self.simulate_faults:
+            from otel_efa.tools.simulator.faults import check_specs
+            if self.simulate is None:
+                raise ConfigError("simulate_faults", "needs simulate: faults go on a simulated node")
+            problem = check_specs(self.simulate, self.simulate_faults)
+            if problem:
+                raise ConfigError("simulate_faults", problem)
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):

@@ -23,11 +23,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_run(subparsers) -> None:
+    from otel_efa.tools.simulator.faults import FAULT_KINDS
+    from otel_efa.tools.simulator.faults import argument as fault_argument
+
     p = subparsers.add_parser("run", help="collect EFA counters and export them")
     p.add_argument("--config", help="YAML file (default /etc/otel-efa/config.yaml if present)")
     source = p.add_mutually_exclusive_group()  # a simulated node writes its own tree
     source.add_argument("--sysfs", help="sysfs root (default /sys)")
     source.add_argument("--simulate", metavar="PROFILE", help="run on a simulated node, e.g. p5en.48xlarge")
+    p.add_argument("--fault", action="append", type=fault_argument, metavar="KIND[:DEVICE][@SECONDS]",
+                   help=f"with --simulate: a fault on the simulated node ({', '.join(FAULT_KINDS)}), on DEVICE "
+                        "(default the first) after SECONDS (default 0); repeatable")
     p.add_argument("--allow-untrusted-sysfs", action="store_true", default=None,
                    help="read a sysfs tree not owned by root or world-writable (test and copied trees)")
     p.add_argument("--instance-type", help="override the instance type IMDS reports")
@@ -46,7 +52,8 @@ def _load_config(args):
     from otel_efa import config
 
     flags = {
-        "sysfs": args.sysfs, "simulate": args.simulate, "allow_untrusted_sysfs": args.allow_untrusted_sysfs,
+        "sysfs": args.sysfs, "simulate": args.simulate, "simulate_faults": args.fault,
+        "allow_untrusted_sysfs": args.allow_untrusted_sysfs,
         "instance_type": args.instance_type,
         "interval": args.interval, "exporters": args.exporters, "log_file": args.log_file,
         "log_level": args.log_level, "count": args.count,
@@ -63,6 +70,8 @@ def _setup_logging(level: str) -> None:
 def _run(args) -> int:
     from otel_efa.pipeline.agent import Agent, install_signal_handlers
 
+    if args.fault and args.simulate:  # name the flag; a profile from the config file is checked there
+        _check_faults(args.simulate, args.fault)
     config = _load_config(args)
     _setup_logging(config.log_level)
     agent = Agent(config)
@@ -70,9 +79,21 @@ def _run(args) -> int:
     return agent.run()
 
 
+def _check_faults(profile: str, faults: List[str], **node) -> None:
+    """ConfigError naming ``--fault`` when one of ``faults`` cannot go on a simulated ``profile`` node."""
+    from otel_efa.node.instance_types import INSTANCE_TYPES
+    from otel_efa.tools.simulator.faults import check_specs
+
+    if profile in INSTANCE_TYPES:  # an unknown profile is reported as such, by its own flag
+        problem = check_specs(profile, faults, **node)
+        if problem:
+            raise ConfigError("--fault", problem)
+
+
 def _add_simulate(subparsers) -> None:
     from otel_efa.node.instance_types import INSTANCE_TYPES
-    from otel_efa.tools.simulator import PATTERNS
+    from otel_efa.tools.simulator import FAULT_KINDS, PATTERNS
+    from otel_efa.tools.simulator.faults import argument as fault_argument
 
     p = subparsers.add_parser("simulate", help="write a simulated EFA sysfs tree and advance its counters")
     p.add_argument("profile", choices=sorted(INSTANCE_TYPES), metavar="PROFILE",
@@ -87,6 +108,9 @@ def _add_simulate(subparsers) -> None:
     p.add_argument("--infiniband-counters", action="store_true",
                    help="also write classic InfiniBand ports/1/counters (what node_exporter reads)")
     p.add_argument("--devices", type=int, metavar="N", help="only the profile's first N EFA devices")
+    p.add_argument("--fault", action="append", type=fault_argument, metavar="KIND[:DEVICE][@SECONDS]",
+                   help=f"a fault on the node ({', '.join(FAULT_KINDS)}), on DEVICE (default the first) after "
+                        "SECONDS (default 0); repeatable")
     p.add_argument("--once", action="store_true", help="write the tree and exit")
     p.set_defaults(handler=_simulate)
 
@@ -106,15 +130,18 @@ def _simulate(args) -> int:
     if args.devices is not None and not 1 <= args.devices <= most:
         raise ConfigError("--devices", f"{args.profile} has {most} EFA devices; choose 1 to {most}")
     flavour = OLD_KERNEL if args.kernel == "old" else NEW_KERNEL
+    faults = args.fault or []
+    _check_faults(args.profile, faults, retrans_counters=flavour.retrans_counters, name_style=args.device_names,
+                  devices=args.devices)
     try:
         simulator = Simulator(args.profile, args.root, gbps=args.gbps, pattern=args.pattern, flavour=flavour,
                               name_style=args.device_names, infiniband_counters=args.infiniband_counters,
-                              devices=args.devices)
+                              devices=args.devices, faults=faults)
     except OSError as e:  # a root we may not write, or a file where a directory of the tree goes
         raise ConfigError("--root", f"cannot write the tree under {args.root}: {e.strerror or e}") from None
     with simulator:
-        print(f"{args.profile}: {len(simulator.devices)} EFA devices under {args.root}/class/infiniband",
-              flush=True)
+        print(f"{args.profile}: {len(simulator.devices)} EFA devices under {args.root}/class/infiniband"
+              + (f"; faults: {', '.join(faults)}" if faults else ""), flush=True)
         if args.once:
             return 0
         stop = threading.Event()

@@ -73,8 +73,10 @@ class Agent:
         from otel_efa.tools.simulator import Simulator
 
         self._simulation_dir = tempfile.TemporaryDirectory(prefix="otel-efa-sim-")
-        self._simulator = Simulator(self.config.simulate, self._simulation_dir.name)
-        log.info("simulating a %s node under %s", self.config.simulate, self._simulation_dir.name)
+        self._simulator = Simulator(self.config.simulate, self._simulation_dir.name,
+                                    faults=self.config.simulate_faults)
+        log.info("simulating a %s node under %s%s", self.config.simulate, self._simulation_dir.name,
+                 "; faults: " + ", ".join(self.config.simulate_faults) if self.config.simulate_faults else "")
         return self._simulation_dir.name
 
     def _instance_type(self, resource: Resource) -> Optional[str]:

@@ -40,6 +40,20 @@ TRAFFIC_SHARES: Dict[str, Tuple[str, float]] = {
 # Counters that move by the second whatever the traffic: admin queue keep-alives and commands.
 PER_SECOND: Dict[str, float] = {"keep_alive_rcvd": 1.0, "submitted_cmds": 2.0, "completed_cmds": 2.0}
 
+# A retransmit storm (a congested or flapping path): 3 % of the packets sent again, timeouts and
+# unresponsive or impaired remotes counted every second. The per-second rates replace 0, the shares
+# replace the healthy ones.
+STORM_RETRANSMIT_SHARE = 0.03
+STORM_SHARES: Dict[str, Tuple[str, float]] = {
+    "retrans_pkts": ("tx", STORM_RETRANSMIT_SHARE / PACKET_BYTES),
+    "retrans_bytes": ("tx", STORM_RETRANSMIT_SHARE),
+}
+STORM_PER_SECOND: Dict[str, float] = {"retrans_timeout_events": 20.0, "unresponsive_remote_events": 2.0,
+                                      "impaired_remote_conn_events": 0.5}
+STORM_TRAFFIC_SHARES = {**TRAFFIC_SHARES, **STORM_SHARES}
+STORM_ALL_PER_SECOND = {**PER_SECOND, **STORM_PER_SECOND}
+
+
 def active_seconds(pattern: str, start: float, end: float) -> float:
     """Seconds of traffic in [start, end], scaled so the mean equals the configured rate."""
     if pattern == "idle":

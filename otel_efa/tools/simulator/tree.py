@@ -197,3 +197,22 @@ def lay_out_device(root: str, profile: InstanceType, device: SimDevice, flavour:
         efa_values = {name: value for (owner, name), value in initial.items() if owner == device.name}
         for name, value in ib_values(efa_values).items():
             _write(os.path.join(device.ib_counter_dir, name), f"{value}\n")
+
+
+def lay_out_foreign_device(root: str, name: str, vendor: str, pci_address: str, pci_function: bool) -> str:
+    """A non-EFA RDMA device's class directory (two counters, a port state) and, with ``pci_function``, its
+    PCI function of ``vendor``; returns the class directory."""
+    path = os.path.join(root, "class", "infiniband", name)
+    for counter in ("rx_bytes", "tx_bytes"):
+        os.makedirs(os.path.join(path, "ports", "1", "hw_counters"), exist_ok=True)
+        with open(os.path.join(path, "ports", "1", "hw_counters", counter), "w") as f:
+            f.write("42\n")
+    with open(os.path.join(path, "ports", "1", "state"), "w") as f:
+        f.write("4: ACTIVE\n")
+    if pci_function:
+        function = os.path.join(root, "devices", "pci0000:e0", pci_address)
+        os.makedirs(function, exist_ok=True)
+        with open(os.path.join(function, "vendor"), "w") as f:
+            f.write(vendor + "\n")
+        os.symlink(os.path.relpath(function, path), os.path.join(path, "device"))
+    return path
