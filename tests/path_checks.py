@@ -104,19 +104,20 @@ def assert_alerts_quiet_then_firing_on_each_fault(node, window: str, cluster: st
     def expect(alert: str, timeout: float = 30, **labels: str) -> None:
         _expect(node, window, alert, cluster, instance, timeout, **labels)
 
-    sim.set_port_state(down, "1: DOWN")
+    # The simulator's own faults (otel-efa run --simulate ... --fault KIND:DEVICE), one at a time.
+    sim.inject(f"port-down:{down}")
     expect("EfaPortDown", **{DEVICE: down})
+    sim.port_up(down)  # a down port carries nothing either: back up, so the next alert has one series
 
-    sim.set_device_level(slow, 0.05)
+    sim.inject(f"idle-rail:{slow}")
     expect("EfaDeviceImbalance", **{DEVICE: slow})
 
-    for alert, kernel_name, _ in prometheus_rules.SRD_EVENTS:
-        sim.set_value(events, kernel_name, sim.value(events, kernel_name) + 1)
+    sim.inject(f"retransmit-storm:{events}")
+    for alert, _, _ in prometheus_rules.SRD_EVENTS:
         expect(alert, **{DEVICE: events})
-    sim.set_value(events, "retrans_pkts", sim.value(events, "retrans_pkts") + 50_000_000)
     expect("EfaRetransmitRatioHigh", **{DEVICE: events})
 
-    sim.remove_device(gone)
+    sim.inject(f"device-missing:{gone}")
     expect("EfaDevicesMissing")
 
     assert not _firing(node, window, "EfaAgentDown") and not _firing(node, window, "EfaAgentAbsent")

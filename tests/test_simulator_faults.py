@@ -93,6 +93,14 @@ def test_device_missing_leaves_discovery(node):
     assert n.collector.instance_type.efa_devices == 32  # what EfaDevicesMissing compares against
 
 
+def test_a_fault_on_a_device_already_gone_changes_nothing(node):
+    n = node(faults=["device-missing:rdmap82s0", "port-down:rdmap82s0@5", "counter-reset:rdmap82s0@5"])
+    truth = n.simulator.values()
+    snapshot = n.step()  # both later faults fall due inside this interval
+    assert "rdmap82s0" not in [d.name for d in snapshot.devices]
+    assert all(n.simulator.value(d, c) == v for (d, c), v in truth.items() if d == "rdmap82s0")
+
+
 def test_idle_rail_and_counter_reset(node):
     n = node(profile="p4d.24xlarge", faults=["idle-rail:rdmap32s27", "counter-reset:rdmap144s27"])
     assert n.simulator.value("rdmap144s27", "tx_bytes") < n.simulator.value("rdmap16s27", "tx_bytes") // 1000

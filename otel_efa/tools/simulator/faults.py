@@ -76,6 +76,8 @@ def resolve(fault: Fault, device_names: Sequence[str], retrans_counters: bool = 
 def apply(simulator, fault: Fault) -> None:
     """Put a resolved fault on ``simulator`` now."""
     device = fault.device or simulator.devices[0].name
+    if device not in simulator.device_names:  # gone already (an earlier device-missing): nothing left to break
+        return
     if fault.kind == PORT_DOWN:
         simulator.port_down(device)
     elif fault.kind == RETRANSMIT_STORM:
