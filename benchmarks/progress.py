@@ -37,7 +37,11 @@ def line(what: str, done: float, total: float, elapsed: float, left: Optional[fl
 
 
 class Progress:
-    """``update(done, total)`` as work advances; ``finish()`` once, before the results are printed."""
+    """``update(done, total)`` as work advances; ``finish()`` once, before the results are printed.
+
+    The time left is extrapolated from the pace since the last ``update`` with nothing done yet (so that
+    start-up before the measured work does not count as its pace), unless ``left`` is given.
+    """
 
     def __init__(self, what: str, unit: str = "", stream: Optional[TextIO] = None, every: float = 10.0,
                  clock: Callable[[], float] = time.monotonic):
@@ -46,16 +50,18 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.every = every
         self.clock = clock
-        self.started = clock()
+        self.started = self._counting_since = clock()
         self._last_written: Optional[float] = None
         self._redraw = self.stream.isatty()
         self._drawn = False
 
     def update(self, done: float, total: float, left: Optional[float] = None, note: str = "") -> None:
         now = self.clock()
+        if done == 0:
+            self._counting_since = now
         if not self._redraw and self._last_written is not None and now - self._last_written < self.every:
             return
-        text = line(self.what, done, total, now - self.started, left, self.unit, note)
+        text = line(self.what, done, total, now - self._counting_since, left, self.unit, note)
         if self._redraw:
             self.stream.write("\r\x1b[K" + text)
             self._drawn = True

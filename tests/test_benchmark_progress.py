@@ -41,3 +41,15 @@ def test_a_log_gets_a_line_at_most_every_interval_a_terminal_one_line_redrawn():
     drawn.update(2, 2)
     drawn.finish()
     assert terminal.getvalue().count("\n") == 1 and terminal.getvalue().count("\r\x1b[K") == 3
+
+
+def test_start_up_before_the_work_is_not_its_pace():
+    now = [0.0]
+    log = io.StringIO()
+    shown = progress.Progress("bench", stream=log, every=0, clock=lambda: now[0])
+    shown.update(0, 4, note="starting")
+    now[0] = 100.0  # start-up took 100 s
+    shown.update(0, 4, note="measuring")
+    now[0] = 110.0
+    shown.update(1, 4)
+    assert log.getvalue().splitlines()[-1] == "bench: 25% (1/4), about 30 s left"
