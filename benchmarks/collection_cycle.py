@@ -145,6 +145,10 @@ def main() -> None:
     parser.add_argument("--profile", default="p5.48xlarge")
     parser.add_argument("--cycles", type=int, default=500)
     args = parser.parse_args()
+    from progress import Progress  # benchmarks/, this script's directory
+
+    progress = Progress("collection_cycle", unit="steps")
+    progress.update(0, 3, note="collection cycles and the pread floor")
     with tempfile.TemporaryDirectory() as root, Simulator(args.profile, root) as sim:
         collector = Collector(SysfsReader(root), args.profile)
         collector.collect()
@@ -161,11 +165,14 @@ def main() -> None:
         EfaInstrumentor(collector).instrument(provider)
 
         floor_us, cycle_us = _median_us(floor, collector.collect, cycles=args.cycles)
+        progress.update(1, 3, note="the OTel callback pass")
         otel_us, = _median_us(memory_reader.get_metrics_data, cycles=max(50, args.cycles // 5))
         provider.shutdown()
+        progress.update(2, 3, note="the export paths, SDK and fast")
         points, rounds, prometheus_sdk, prometheus_fast, otlp_sdk, otlp_fast, full = export_paths(
             collector, args.cycles)
         collector.reader.close()
+    progress.finish()
     print(f"profile                      {args.profile} ({len(sim.devices)} devices, {len(fds)} files)")
     print(f"collection cycle (median)    {cycle_us:8.1f} us   (median of {args.cycles})")
     print(f"bare os.pread floor          {floor_us:8.1f} us   (same files, same run)")

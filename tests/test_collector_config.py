@@ -53,7 +53,7 @@ def _collector_regex(pattern: str) -> "re.Pattern":
 def test_committed_files_are_what_the_generator_makes():
     generated = collector_config.files()
     committed = {p.name: p.read_text() for p in CONFIG_DIR.iterdir()}
-    assert committed == generated, "run: otel-efa collector-config adot --write otel-config"
+    assert committed == generated, "run: otel-efa collector-config --write otel-config"
 
 
 def test_one_file_per_monitoring_mode():

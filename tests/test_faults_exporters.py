@@ -33,7 +33,7 @@ from otel_efa.pipeline.agent import SHUTDOWN_BUDGET_S
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = "p4d.24xlarge"  # four devices: one log line each per interval
 INTERVAL = "0.5"
-STAMP = re.compile(r"^(\S+) (\S+): RX=(\d+\.\d\d) Mbps, TX=(\d+\.\d\d) Mbps")
+STAMP = re.compile(r"^(\S+) (\S+): RX=(\d+\.\d\d|-) Mbps, TX=(\d+\.\d\d|-) Mbps")
 KERNEL_NAME = {spec.name: spec.kernel_name for spec in catalog.PORT_COUNTERS}
 RATE_METRICS = [s.name for s in catalog.CLOUDWATCH_METRICS if s.statistic == "rate"]
 TOTAL_METRICS = [s.name for s in catalog.CLOUDWATCH_METRICS if s.statistic == "total"]
@@ -77,13 +77,16 @@ def receiver():
 
 # --- what arrived ------------------------------------------------------------------------------
 def intervals(log_file: Path) -> List[Tuple[str, List[str]]]:
-    """The log file's intervals in order: (timestamp, lines). One collection stamps its lines alike."""
+    """The log file's intervals with a rate, in order: (timestamp, lines). One collection stamps its lines
+    alike; the first collection's lines (``RX=- Mbps``: no rate yet) are left out."""
     found: List[Tuple[str, List[str]]] = []
     if not log_file.exists():
         return found
     for line in log_file.read_text().splitlines():
         match = STAMP.match(line)
         assert match, f"unexpected log line {line!r}"
+        if match.group(3) == "-":
+            continue
         if not found or found[-1][0] != match.group(1):
             found.append((match.group(1), []))
         found[-1][1].append(line)

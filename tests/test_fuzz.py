@@ -832,7 +832,7 @@ def argvs(draw):
 @given(argvs())
 @example((["simulate"], ["p4d.24xlarge", "--root", "", "--once"]))  # an empty root wrote the tree under /
 @example((["simulate"], ["p4d.24xlarge", "--root", "FILE", "--gbps", "nan"]))
-@example((["collector-config"], ["adot", "--write", "FILE"]))
+@example((["collector-config"], ["--write", "FILE"]))
 @example((["cost"], ["--nodes", "1", "--instance-type", "p4d.24xlarge", "--job-hours", "inf"]))
 @example((["doctor"], ["--timeout", "0"]))
 @example((["run"], ["--simulate", "p4d.24xlarge", "--sysfs", "sub/dir"]))

@@ -38,7 +38,10 @@ def test_count_exits_zero_after_n_collections(tmp_path):
     log = tmp_path / "log"
     process = _start("--interval", "0.2", "--count", "5", "--exporters", "log", "--log-file", str(log))
     assert process.wait(30) == 0
-    assert len(log.read_text().splitlines()) == 4 * 4  # collections 2..5 have a rate, 4 devices
+    lines = log.read_text().splitlines()
+    assert len(lines) == 5 * 4  # every collection writes a line per device (4 devices)
+    assert all(line.endswith(": RX=- Mbps, TX=- Mbps") for line in lines[:4])  # no rate yet
+    assert not any("RX=-" in line for line in lines[4:])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -114,11 +114,10 @@ def test_missed_intervals_counts_the_intervals_a_suspended_agent_skipped(tmp_pat
 def test_shortened_soak_holds_the_bounds_of_the_ten_minute_one(capsys):
     settings = soak.Settings(interval=0.25, duration=45, warmup=15, scrape_every=3, sample_every=1,
                              tolerated_misses=1)
-    lines = []
-    report = soak.run_soak(settings, show=lines.append)
+    report = soak.run_soak(settings)
     summary = soak.summary(report)
     with capsys.disabled():
-        print("\n" + "\n".join(lines) + "\n" + summary)
+        print("\n" + soak.table(report) + "\n" + summary)
     assert report.failures() == [], summary
     # The exporters were busy throughout: OTLP carried the last collections and CloudWatch every rate.
     final = report.scrapes[-1].collections

@@ -6,6 +6,10 @@
 The error fields (cumulative, named as in CloudWatch) are added when either is non-zero, so the seed's
 ``grep -E "rx_errors|tx_discards"`` finds them. The file is reopened when logrotate moves it away.
 
+Every collection writes its lines, the first one too: a rate the interval cannot give yet (the first
+reading, a counter reset) is written ``-``, as in ``rdmap0s6: RX=- Mbps, TX=- Mbps``, so that ``otel-efa
+run --count N`` writes N intervals' lines.
+
 A log that cannot be written (disk full, read-only file system) costs the log lines of those intervals
 and nothing else: one error when it starts, one warning with the count of lost intervals when writing
 works again, and collection and the other exporters go on. The measurements themselves are cumulative
@@ -28,18 +32,16 @@ from otel_efa.pipeline.snapshot import DeviceSnapshot, Snapshot
 log = logging.getLogger(__name__)
 
 
-def mbps(bytes_per_second: float) -> str:
-    return f"{bytes_per_second * 8 / 1e6:.2f}"
+def mbps(bytes_per_second: Optional[float]) -> str:
+    return "-" if bytes_per_second is None else f"{bytes_per_second * 8 / 1e6:.2f}"
 
 
-def device_line(device: DeviceSnapshot) -> Optional[str]:
-    """``rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps`` (plus error fields), or None before a rate exists.
+def device_line(device: DeviceSnapshot) -> str:
+    """``rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps`` (plus error fields); ``-`` for a rate not known yet.
 
     The device name is escaped as on every exporter (otel_efa/names.py): a newline or a byte that is
     not UTF-8 in it would otherwise split the line or fail the write."""
     rx, tx = device.rate("rx_bytes"), device.rate("tx_bytes")
-    if rx is None or tx is None:
-        return None
     line = f"{escape(device.name)}: RX={mbps(rx)} Mbps, TX={mbps(tx)} Mbps"
     errors = [(spec.name, sum(device.total(k) or 0 for k in spec.kernel_names)) for spec in LOG_ERROR_FIELDS]
     if any(value for _, value in errors):
@@ -49,7 +51,7 @@ def device_line(device: DeviceSnapshot) -> Optional[str]:
 
 def format_lines(snapshot: Snapshot) -> List[str]:
     stamp = datetime.fromtimestamp(snapshot.wall_time, timezone.utc).isoformat(timespec="milliseconds")
-    return [f"{stamp} {line}" for line in map(device_line, snapshot.devices) if line is not None]
+    return [f"{stamp} {device_line(device)}" for device in snapshot.devices]
 
 
 class ReopeningFile:

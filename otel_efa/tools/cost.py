@@ -285,7 +285,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--nodes", type=at_least_one, required=True, help="compute nodes publishing")
     p.add_argument("--instance-type", required=True, choices=sorted(INSTANCE_TYPES), metavar="TYPE",
                    help=f"one of {', '.join(INSTANCE_TYPES)}")
-    p.add_argument("--config", help="the agent's YAML file (interval, cloudwatch.*)")
+    p.add_argument("--config", metavar="PATH",
+                   help="the agent's YAML file, for interval and cloudwatch.* (default: the agent's defaults, not "
+                        "this machine's config file)")
     p.add_argument("--jobs-per-node", type=non_negative, default=DEFAULT_JOBS_PER_NODE, metavar="N",
                    help=f"Slurm jobs per node per month, priced when dimension set 'job' is on "
                         f"(default {DEFAULT_JOBS_PER_NODE})")

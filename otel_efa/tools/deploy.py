@@ -115,8 +115,8 @@ def add_parser(subparsers) -> None:
     actions = p.add_subparsers(dest="deploy_action", metavar="ACTION")
     actions.required = True
     up = actions.add_parser("upload", help="build the node bundle and upload it to S3")
-    up.add_argument("--bucket", required=True)
-    up.add_argument("--region", required=True)
+    up.add_argument("--bucket", required=True, help="S3 bucket the compute nodes fetch the bundle from")
+    up.add_argument("--region", required=True, help="the bucket's AWS region")
     up.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default {DEFAULT_PREFIX})")
     up.add_argument("--source", help="the otel-efa source tree (default: the checkout this runs from)")
     up.set_defaults(handler=_upload)

@@ -341,7 +341,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--sysfs", help="sysfs root (default /sys)")
     p.add_argument("--service", default="efa-monitor", help="systemd service name (default efa-monitor)")
     p.add_argument("--pid", type=at_least_one, help="the agent's process id (default: the service's main PID)")
-    p.add_argument("--timeout", type=seconds, default=3.0, metavar="SECONDS", help="per network check")
+    p.add_argument("--timeout", type=seconds, default=3.0, metavar="SECONDS",
+                   help="seconds per network check (default %(default)g)")
     p.add_argument("--root", default="/", help="where installed software such as ADOT is looked for (default /)")
     p.set_defaults(handler=_doctor)
 

@@ -171,11 +171,14 @@ def build(config: Config, cluster_name: str, region: str, instance_type: Optiona
 def add_parser(kinds) -> None:
     """``otel-efa dashboard cloudwatch``: one kind of the ``dashboard`` group (otel_efa/artifacts/dashboards)."""
     cw = kinds.add_parser("cloudwatch", help="create or update ParallelCluster-<cluster>-EFA")
-    cw.add_argument("--cluster-name", required=True)
-    cw.add_argument("--region", required=True)
+    cw.add_argument("--cluster-name", required=True, metavar="NAME",
+                    help="ParallelCluster cluster name: the dashboard is ParallelCluster-NAME-EFA")
+    cw.add_argument("--region", required=True, help="AWS region of the cluster and its metrics")
     cw.add_argument("--instance-type", choices=sorted(INSTANCE_TYPES), metavar="TYPE",
-                    help="the compute nodes' type, to mark its EFA line rate")
-    cw.add_argument("--config", help="the agent's YAML file (namespace, dimension sets, health events)")
+                    help="the compute nodes' type, to mark its EFA line rate (default: no line rate marked)")
+    cw.add_argument("--config", metavar="PATH",
+                    help="the agent's YAML file, for namespace, dimension sets and health events (default: the "
+                         "agent's defaults, not this machine's config file)")
     cw.add_argument("--dry-run", action="store_true", help="print the dashboard JSON, create nothing")
     cw.set_defaults(handler=_dashboard)
 

@@ -18,17 +18,20 @@ def add_parser(subparsers) -> None:
     from otel_efa.tools.simulator.faults import argument as fault_argument
 
     p = subparsers.add_parser("top", help="live per-device EFA throughput, utilization and errors")
-    p.add_argument("--sysfs", help="sysfs root (default /sys)")
-    p.add_argument("--interval", type=seconds, default=1.0, metavar="SECONDS", help="refresh period (default 1)")
+    p.add_argument("--sysfs", metavar="PATH", help="sysfs root (default /sys)")
+    p.add_argument("--interval", type=seconds, default=1.0, metavar="SECONDS",
+                   help="seconds between refreshes (default %(default)g)")
     p.add_argument("--simulate", metavar="PROFILE", choices=sorted(INSTANCE_TYPES),
-                   help="show a simulated node, e.g. p5.48xlarge")
+                   help="show a simulated node of this type, e.g. p5.48xlarge (default: the real node)")
     p.add_argument("--fault", action="append", type=fault_argument, metavar="KIND[:DEVICE][@SECONDS]",
                    help=f"with --simulate: a fault on the simulated node ({', '.join(FAULT_KINDS)}), on DEVICE "
-                        "(default the first) after SECONDS (default 0); repeatable")
+                        "(default the first) after SECONDS (default 0); repeatable (default: none)")
     p.add_argument("--instance-type", choices=sorted(INSTANCE_TYPES), metavar="TYPE",
                    help="line rate and expected devices of this type (default: from IMDS)")
-    p.add_argument("--count", type=at_least_one, metavar="N", help="exit after N refreshes")
-    p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
+    p.add_argument("--count", type=at_least_one, metavar="N",
+                   help="exit after N refreshes (default: until q or Ctrl-C)")
+    p.add_argument("--plain", action="store_true",
+                   help="plain lines even on a terminal (default: plain only when not a terminal)")
     p.set_defaults(handler=_top)
 
 
