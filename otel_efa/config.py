@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 DEFAULT_CONFIG_FILE = "/etc/otel-efa/config.yaml"
 ENV_PREFIX = "OTEL_EFA_"
-EXPORTERS = ("otlp", "prometheus", "cloudwatch", "log", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_FILE_BYTES = 1024 * 1024  # a config is a few hundred bytes; this refuses /dev/zero's kin and 10 MB values
 MAX_VALUE_CHARS = 4096  # a path, a URL, a header list: longer is a mistake (or an attack), refused
@@ -203,11 +202,14 @@ class Config:
     def validate(self) -> None:
         if not 0 < self.interval <= MAX_INTERVAL_S:
             raise ConfigError("interval", f"must be above 0 and at most {MAX_INTERVAL_S:.0f} seconds (a day)")
+        from otel_efa.exporters.registry import names as exporter_names
+
+        known = exporter_names()  # the built-ins and any plugin installed (otel_efa/exporters/registry.py)
         if not self.exporters:
-            raise ConfigError("exporters", f"must name at least one exporter: {', '.join(EXPORTERS)}")
-        unknown = [e for e in self.exporters if e not in EXPORTERS]
+            raise ConfigError("exporters", f"must name at least one exporter: {', '.join(known)}")
+        unknown = [e for e in self.exporters if e not in known]
         if unknown:
-            raise ConfigError("exporters", f"unknown exporter {quote(unknown[0])}; choose from {', '.join(EXPORTERS)}")
+            raise ConfigError("exporters", f"unknown exporter {quote(unknown[0])}; choose from {', '.join(known)}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         if self.count is not None and self.count < 1:
@@ -431,3 +433,13 @@ def _source_of(key: str, path: Optional[str], environ: Mapping[str, str], flags)
     if env_name(key) in environ:
         return env_name(key)
     return path or "defaults"
+
+
+def __getattr__(name: str) -> Any:
+    """``EXPORTERS``: the names of the exporters installed (the registry's, plugins included), looked up
+    when asked for rather than on import."""
+    if name == "EXPORTERS":
+        from otel_efa.exporters.registry import names
+
+        return names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,12 +3,10 @@ import sys
 from datetime import datetime, timezone
 from typing import List, Optional
 
-from opentelemetry.sdk.resources import Resource
-
-from otel_efa.config import Config
 from otel_efa.exporters import Exporter
 from otel_efa.names import escape  # a device name is any bytes; stdout takes UTF-8 text
 from otel_efa.node import instance_types
+from otel_efa.pipeline.interval import Interval
 from otel_efa.pipeline.snapshot import Snapshot
 
 HEADER = f"{'DEVICE':<14}{'PORT':>5} {'STATE':<7}{'RX Gbps':>10}{'TX Gbps':>10}{'RX kpps':>10}{'TX kpps':>10}" \
@@ -44,9 +42,6 @@ def render(snapshot: Snapshot) -> List[str]:
 class ConsoleExporter(Exporter):
     name = "console"
 
-    def __init__(self, config: Config, resource: Resource):
-        pass
-
-    def export(self, snapshot: Snapshot) -> None:
-        sys.stdout.write("\n".join(render(snapshot)) + "\n\n")
+    def export(self, interval: Interval) -> None:
+        sys.stdout.write("\n".join(render(interval.snapshot)) + "\n\n")
         sys.stdout.flush()
