@@ -122,6 +122,8 @@ class Agent:
         failing = set()
         while not self._stop.is_set():
             snapshot = self.collector.collect()
+            if self.attribution is not None and self.attribution.place(snapshot):  # a device not placed yet
+                self.instrumentor.forget_attributes()
             collected = self.instrumentor.interval(snapshot)  # built once, shared by every exporter
             for exporter in self.exporters:
                 try:
