@@ -17,11 +17,13 @@ from otel_efa import catalog
 from otel_efa.config import Config
 from otel_efa.node.eni import EniResolver, mac_from_link_local
 from otel_efa.node.imds import ImdsClient
+from otel_efa.node.pci import PciFunction
 from otel_efa.node.slurm import SlurmJobs
 from otel_efa.node.topology import info_attributes, topologies
 from otel_efa.pipeline.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
+_UNPLACED = object()
 
 
 class Attribution:
@@ -40,6 +42,7 @@ class Attribution:
         self._macs: Dict[str, str] = {}  # device -> MAC, from its port's gids/0
         self._device_extra: Dict[str, Dict[str, str]] = {}
         self._info: Dict[str, Dict[str, str]] = {}
+        self._placed: Dict[str, Optional[PciFunction]] = {}  # device -> the PCI identity it was placed from
         self._jobs: Tuple[str, ...] = ()
         self._jobs_due = 0.0
         self._stop = threading.Event()
@@ -89,11 +92,14 @@ class Attribution:
         return changed
 
     def place(self, snapshot: Snapshot) -> bool:
-        """The topology of the snapshot's devices, worked out again when one we have not placed shows up
-        (and the accelerators looked up again then); True when the device_info attributes changed. Called by
-        the collection loop: PCI identities come with the devices, only the accelerators are read here."""
-        if all(device.name in self._info for device in snapshot.devices):
+        """The topology of the snapshot's devices, worked out again when a device shows up that we have not
+        placed, or with another PCI identity (rediscovered); the accelerators are looked up again then. True
+        when the device_info attributes changed. Called by the collection loop: PCI identities come with the
+        devices (read once at discovery), only the accelerators are read here."""
+        placed = self._placed
+        if all(placed.get(device.name, _UNPLACED) is device.info.pci for device in snapshot.devices):
             return False
+        self._placed = {device.name: device.info.pci for device in snapshot.devices}
         found = topologies(self.sysfs_root, {device.name: device.info.pci for device in snapshot.devices})
         info = {name: info_attributes(t) for name, t in found.items()}
         if info == self._info:
