@@ -107,8 +107,10 @@ class OtlpConfig:
         if self.compression not in (None,) + self.COMPRESSIONS:
             raise ConfigError("otlp.compression", f"must be gzip or none, got {quote(self.compression)}")
         if self.endpoint is not None and "://" not in self.endpoint:
+            from otel_efa.otlp_settings import default_endpoint  # the defaults' one place
+
             raise ConfigError("otlp.endpoint",
-                              f"must be a URL such as http://127.0.0.1:4317, got {quote(self.endpoint)}")
+                              f"must be a URL such as {default_endpoint()}, got {quote(self.endpoint)}")
         if self.headers is not None:
             for item in filter(None, (part.strip() for part in self.headers.split(","))):
                 if "=" not in item or not item.split("=", 1)[0].strip():
