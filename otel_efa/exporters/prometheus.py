@@ -3,11 +3,10 @@
 A scrape serves the last Interval pushed (otel_efa/pipeline/interval.py) rendered by prometheus_text.py, and
 the rendering happens at most once per Interval: scrapes in between get the cached bytes, so scraping
 more often than the collection interval costs neither sysfs reads nor rendering. Before the first
-collection the page has ``target_info`` only. This replaces
-opentelemetry-exporter-prometheus, whose scrape ran the SDK's collect and translated its result through
-prometheus_client on every request (25-37 ms of CPU per scrape of a p5.48xlarge, against ~2 ms for a
-frame and its render here: benchmarks/collection_cycle.py); the names, labels and HELP text are the same
-(tests/test_prometheus_text.py).
+collection the page has ``target_info`` only. This replaces opentelemetry-exporter-prometheus, whose
+scrape ran the SDK's collect and translated its result through prometheus_client on every request
+(25-37 ms of CPU per scrape of a p5.48xlarge, against ~2 ms for an Interval and its render here:
+benchmarks/collection_cycle.py); the names, labels and HELP text are the same (tests/test_prometheus_text.py).
 
 Prometheus stores float64, so totals above 2**53 lose their last digits there (OTLP carries them exactly).
 
