@@ -256,7 +256,7 @@ if [ "$NEEDS_ADOT" = yes ]; then
         bash "$BUNDLE/adot/install-adot.sh" --mode amp --region "$REGION" --amp-url "$AMP_URL" \
             --cluster-name "$CLUSTER_NAME" --config-dir "$BUNDLE/otel-config" --root "${ROOT:-/}" || exit $?
     else
-        log "warning: no adot/install-adot.sh in the bundle; OTLP exports wait for a collector on localhost:4317"
+        log "warning: no adot/install-adot.sh in the bundle; OTLP exports wait for a collector on 127.0.0.1:4317"
     fi
 fi
 

@@ -94,7 +94,7 @@ def run_agent() -> Iterator:
 
 
 class Pipeline:
-    """Collector + instruments + an in-memory OTel reader: what every exporter is fed, inspectable.
+    """Collector + instrumentor + an in-memory OTel reader: the Interval every exporter is fed, inspectable.
 
     ``points()`` returns {(metric name, frozenset of attributes): value} for the last collection.
     """
@@ -110,13 +110,13 @@ class Pipeline:
         self.collector = Collector(SysfsReader(root), instance_type)
         self.reader = InMemoryMetricReader()
         self.provider = MeterProvider(metric_readers=[self.reader])
-        self.instrumentor = EfaInstrumentor(self.collector)
+        self.instrumentor = EfaInstrumentor()
         self.instrumentor.instrument(self.provider)
         self.metrics = {}
 
     def collect(self):
         snapshot = self.collector.collect()
-        self.instrumentor.register_new_counters(snapshot)
+        self.instrumentor.interval(snapshot)  # as the agent loop does: the instruments serve it
         self.metrics = {}
         points = {}
         data = self.reader.get_metrics_data()

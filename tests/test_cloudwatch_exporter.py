@@ -17,8 +17,6 @@ from aws_peers import NAMESPACE, SEED_NAMES, cloudwatch, config_with, moto, node
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from otel_efa.pipeline.instruments import EfaInstrumentor
-
 
 def test_the_seeds_queries_return_the_simulated_rate(proxy, moto, node):
     """list-metrics and get-metric-statistics with exactly the seed's parameters."""
@@ -165,8 +163,7 @@ def test_an_outage_longer_than_the_buffer_drops_the_oldest_and_counts_them(proxy
     instance_id = "i-0outage000000001"
     n = node(config_with(batch_size=1, max_attempts=1, buffer_minutes=5), instance_id)
     reader = InMemoryMetricReader()
-    instrumentor = EfaInstrumentor(n.collector, stats=n.exporter.stats)
-    instrumentor.instrument(MeterProvider(metric_readers=[reader]))
+    n.instrumentor.instrument(MeterProvider(metric_readers=[reader]))
     proxy.outage = True
     for _ in range(10):
         n.step(60)
@@ -181,6 +178,7 @@ def test_an_outage_longer_than_the_buffer_drops_the_oldest_and_counts_them(proxy
     expected_dropped = sum(per_snapshot[id(s)] for s in lost)
     assert len(kept) == 6 and expected_dropped == 20
     assert n.exporter.stats.dropped_datapoints == expected_dropped
+    n.instrumentor.interval(n.snapshots[-1])  # the next Interval carries the count, to the instruments too
     dropped_metric = [p.value for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
                       for m in sm.metrics if m.name == "otel_efa_dropped_datapoints" for p in m.data.data_points]
     assert dropped_metric == [expected_dropped]

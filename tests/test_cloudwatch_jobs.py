@@ -22,8 +22,7 @@ def _config() -> Config:
 
 def test_job_series_follow_the_running_jobs(moto, proxy, node):
     jobs = [("1234",)]
-    n = node(_config(), INSTANCE)
-    n.exporter.attach_jobs(lambda: jobs[0])
+    n = node(_config(), INSTANCE, jobs=lambda: jobs[0])
     n.step(60)
     n.step(60)  # minute 2: job 1234
     jobs[0] = ()

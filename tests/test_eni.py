@@ -51,7 +51,7 @@ def test_mac_round_trips_through_the_kernels_link_local_address():
 def _attribution(simulator, **kwargs):
     config = Config(sysfs=simulator.root, interval=0.1)
     attribution = Attribution(config, simulator.root, **kwargs)
-    attribution.refresh_topology()  # as start() does
+    attribution.place(_snapshot(simulator))  # as the agent loop does
     return attribution
 
 

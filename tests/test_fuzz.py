@@ -356,7 +356,6 @@ def test_any_counter_and_device_name_through_instruments_and_both_encoders(names
     from otel_efa.exporters.prometheus_text import PrometheusRenderer
     from otel_efa.names import escape
     from otel_efa.pipeline.collector import Collector
-    from otel_efa.pipeline.frame import FrameSource
     from otel_efa.pipeline.instruments import EfaInstrumentor
 
     root = tempfile.mkdtemp(dir=names_scratch)
@@ -374,13 +373,12 @@ def test_any_counter_and_device_name_through_instruments_and_both_encoders(names
     provider = MeterProvider()
     try:
         collector = Collector(reader, "p4d.24xlarge")
-        instrumentor = EfaInstrumentor(collector)
+        instrumentor = EfaInstrumentor()
         instrumentor.instrument(provider)
-        instrumentor.register_new_counters(collector.collect())
+        frame = instrumentor.interval(collector.collect())
         names = [spec.name for spec, _ in instrumentor.series]
         assert all(_name_regex.fullmatch(n) for n in names)
         assert len({n.lower() for n in names}) == len(names)
-        frame = FrameSource(instrumentor).current()
         resource = Resource({"service.name": "otel-efa", "host.id": "i-1", "host_id": "x"})
         request = OtlpEncoder(resource, "otel_efa", "0").encode(frame)
         request.SerializeToString()

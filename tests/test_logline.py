@@ -4,10 +4,14 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from opentelemetry.sdk.resources import Resource
+
 from otel_efa.config import Config
+from otel_efa.exporters import ExporterContext
 from otel_efa.exporters.logline import LogLineExporter
 from otel_efa.node.sysfs import SysfsReader
 from otel_efa.pipeline.collector import Collector
+from otel_efa.pipeline.instruments import EfaInstrumentor
 
 WALL = datetime(2026, 11, 28, 12, 0, 0, 250000, tzinfo=timezone.utc).timestamp()
 
@@ -26,8 +30,8 @@ def test_line_format_byte_for_byte(make_simulator, tmp_path):
     sim = make_simulator("p4d.24xlarge", gbps=10)
     snapshot, before = _two_collections(sim, 2.0)
     log_file = tmp_path / "efa_monitor.log"
-    exporter = LogLineExporter(Config(log_file=str(log_file)), None)
-    exporter.export(snapshot)
+    exporter = LogLineExporter(ExporterContext(Config(log_file=str(log_file)), Resource.get_empty()))
+    exporter.export(EfaInstrumentor().interval(snapshot))
     expected = []
     for device in sim.device_names:
         rx = (sim.value(device, "rx_bytes") - before[(device, "rx_bytes")]) / 2.0 * 8 / 1e6
@@ -45,7 +49,8 @@ def test_error_fields_appear_when_non_zero(make_simulator, tmp_path):
     sim.set_value(noisy, "rdma_read_wr_err", 1)
     snapshot, _ = _two_collections(sim, 1.0)
     log_file = tmp_path / "efa_monitor.log"
-    LogLineExporter(Config(log_file=str(log_file)), None).export(snapshot)
+    LogLineExporter(ExporterContext(Config(log_file=str(log_file)), Resource.get_empty())).export(
+        EfaInstrumentor().interval(snapshot))
     lines = log_file.read_text().splitlines()
     assert len(lines) == 16
     assert lines[0].endswith(" rx_errors=3 tx_discards=3")

@@ -42,13 +42,14 @@ class _Node:
         self.collector = Collector(self.reader_, profile, clock=lambda: self.now)
         self.metrics = InMemoryMetricReader()
         provider = MeterProvider(metric_readers=[self.metrics])
-        EfaInstrumentor(self.collector).instrument(provider)
-        self.collector.collect()
+        self.instrumentor = EfaInstrumentor()
+        self.instrumentor.instrument(provider)
+        self.instrumentor.interval(self.collector.collect())
 
     def interval(self, seconds=10.0):
         self.now += seconds
         self.simulator.advance(self.now)
-        self.collector.collect()
+        self.instrumentor.interval(self.collector.collect())
         return _gauges(self.metrics)
 
     def close(self):

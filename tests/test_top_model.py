@@ -84,6 +84,7 @@ def test_expected_devices_gauge_comes_from_the_instance_type(make_simulator):
         with SysfsReader(simulator.root) as sysfs:
             collector = Collector(sysfs, instance_type)
             reader = InMemoryMetricReader()
-            EfaInstrumentor(collector).instrument(MeterProvider(metric_readers=[reader]))
-            collector.collect()
+            instrumentor = EfaInstrumentor()
+            instrumentor.instrument(MeterProvider(metric_readers=[reader]))
+            instrumentor.interval(collector.collect())
             assert _exported(reader, "efa_expected_devices") == expected

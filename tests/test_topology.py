@@ -160,3 +160,47 @@ def test_agent_exports_efa_device_info(make_simulator, run_agent, pci_links):
         else:
             assert labels["aws_efa_pci_address"] == labels["aws_efa_numa_node"] == "unknown"
             assert labels["aws_efa_affinity"] == "unknown"
+
+
+def test_a_device_s_pci_identity_is_read_once_per_discovery_and_placed_from_it(make_simulator):
+    """The sysfs reader reads a device's PCI function when it discovers the device; later reads hand on the
+    same identity, the attribution places devices from it, and only a new discovery reads it again."""
+    from otel_efa.config import Config
+    from otel_efa.node.attribution import Attribution
+    from otel_efa.node.sysfs import SysfsReader
+    from otel_efa.pipeline.collector import Collector
+
+    simulator = make_simulator("p5.48xlarge")
+    first_device = simulator.devices[0].name
+    with SysfsReader(simulator.root) as reader:
+        collector = Collector(reader, "p5.48xlarge")
+        snapshot = collector.collect()
+        functions = {d.name: d.info.pci for d in snapshot.devices}
+        assert None not in functions.values()
+        assert topology.topologies(simulator.root, functions) == topology.read_topology(simulator.root)
+        attribution = Attribution(Config(sysfs=simulator.root), simulator.root)
+        assert attribution.place(snapshot) is True  # placed from the reader's identities
+        assert attribution.device_info(first_device) == topology.info_attributes(
+            topology.read_topology(simulator.root)[first_device])
+        assert attribution.place(collector.collect()) is False  # nothing new to place
+
+        numa_file = os.path.join(functions[first_device].path, "numa_node")
+        moved = 1 - functions[first_device].numa_node
+
+        def move_numa_node() -> None:
+            os.chmod(numa_file, 0o644)
+            with open(numa_file, "w") as f:
+                f.write(f"{moved}\n")
+
+        move_numa_node()
+        again = collector.collect().device(first_device)
+        assert again.info.pci is functions[first_device]  # not read again while the device exists
+
+        simulator.remove_device(first_device)
+        assert collector.collect().device(first_device) is None
+        simulator.restore_device(first_device)  # (writes the function's files anew)
+        move_numa_node()
+        rediscovered = collector.collect()
+        assert rediscovered.device(first_device).info.numa_node == moved  # read again at its discovery
+        assert attribution.place(rediscovered) is True  # a device not placed: placed anew, from it
+        assert attribution.device_info(first_device)["aws.efa.numa_node"] == str(moved)

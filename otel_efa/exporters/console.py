@@ -8,11 +8,9 @@ import sys
 from datetime import datetime, timezone
 from typing import List, Optional
 
-from opentelemetry.sdk.resources import Resource
-
-from otel_efa.config import Config
-from otel_efa.exporters import Exporter
+from otel_efa.exporters import Exporter, ExporterContext
 from otel_efa.node import instance_types
+from otel_efa.pipeline.interval import Interval
 from otel_efa.pipeline.snapshot import Snapshot
 from otel_efa.tools.top.model import TopModel
 from otel_efa.tools.top.view import MAX_WIDTH, device_count, instance_type_name, node_line, table_lines
@@ -39,9 +37,10 @@ class ConsoleTable:
 class ConsoleExporter(Exporter):
     name = "console"
 
-    def __init__(self, config: Config, resource: Resource):
+    def __init__(self, context: ExporterContext):
+        super().__init__(context)
         self.table = ConsoleTable()
 
-    def export(self, snapshot: Snapshot) -> None:
-        sys.stdout.write("\n".join(self.table.render(snapshot)) + "\n\n")
+    def export(self, interval: Interval) -> None:
+        sys.stdout.write("\n".join(self.table.render(interval.snapshot)) + "\n\n")
         sys.stdout.flush()

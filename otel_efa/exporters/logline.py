@@ -21,12 +21,10 @@ import sys
 from datetime import datetime, timezone
 from typing import List, Optional, TextIO
 
-from opentelemetry.sdk.resources import Resource
-
 from otel_efa.catalog import LOG_ERROR_FIELDS
-from otel_efa.config import Config
-from otel_efa.exporters import Exporter
+from otel_efa.exporters import Exporter, ExporterContext
 from otel_efa.names import escape
+from otel_efa.pipeline.interval import Interval
 from otel_efa.pipeline.snapshot import DeviceSnapshot, Snapshot
 
 log = logging.getLogger(__name__)
@@ -113,12 +111,14 @@ def _stdout_to_devnull() -> None:
 class LogLineExporter(Exporter):
     name = "log"
 
-    def __init__(self, config: Config, resource: Resource):
-        self._file = ReopeningFile(config.log_file) if config.log_file else None
+    def __init__(self, context: ExporterContext):
+        super().__init__(context)
+        log_file = context.config.log_file
+        self._file = ReopeningFile(log_file) if log_file else None
         self.unwritten_intervals = 0  # in the current write failure
 
-    def export(self, snapshot: Snapshot) -> None:
-        lines = format_lines(snapshot)
+    def export(self, interval: Interval) -> None:
+        lines = format_lines(interval.snapshot)
         if not lines:
             return
         text = "\n".join(lines) + "\n"

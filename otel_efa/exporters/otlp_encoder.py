@@ -1,4 +1,4 @@
-"""An OTLP ExportMetricsServiceRequest (opentelemetry-proto classes) from a Frame.
+"""An OTLP ExportMetricsServiceRequest (opentelemetry-proto classes) from an Interval.
 
 What the SDK's exporter sends for the same instruments (tests/test_otlp_encoder.py compares the two),
 without its per-point Python: the resource, the scope and every metric's name, unit and description are
@@ -18,7 +18,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMes
 from opentelemetry.sdk.resources import Resource
 
 from otel_efa.catalog import Kind, MetricSpec
-from otel_efa.pipeline.frame import Frame
+from otel_efa.pipeline.interval import Interval
 
 INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
 
@@ -62,7 +62,7 @@ class OtlpEncoder:
         self._sum_points: Dict[int, Tuple[Mapping[str, Any], metrics_pb2.NumberDataPoint]] = {}
         self._gauge_points: Dict[int, Tuple[Mapping[str, Any], metrics_pb2.NumberDataPoint]] = {}
 
-    def encode(self, frame: Frame) -> ExportMetricsServiceRequest:
+    def encode(self, frame: Interval) -> ExportMetricsServiceRequest:
         now = int(frame.snapshot.wall_time * 1e9) if frame.snapshot is not None else time.time_ns()
         request = ExportMetricsServiceRequest()
         resource_metrics = request.resource_metrics.add()

@@ -1,12 +1,12 @@
 """The Prometheus endpoint, default 0.0.0.0:9464, path /metrics (text format 0.0.4, gzip when asked).
 
-A scrape serves the frame of the last Snapshot (otel_efa/pipeline/frame.py) rendered by prometheus_text.py, and
-the rendering happens at most once per Snapshot: scrapes in between get the cached bytes, so scraping
-more often than the collection interval costs neither sysfs reads nor rendering. This replaces
-opentelemetry-exporter-prometheus, whose scrape ran the SDK's collect and translated its result through
-prometheus_client on every request (25-37 ms of CPU per scrape of a p5.48xlarge, against ~2 ms for a
-frame and its render here: benchmarks/collection_cycle.py); the names, labels and HELP text are the same
-(tests/test_prometheus_text.py).
+A scrape serves the last Interval pushed (otel_efa/pipeline/interval.py) rendered by prometheus_text.py, and
+the rendering happens at most once per Interval: scrapes in between get the cached bytes, so scraping
+more often than the collection interval costs neither sysfs reads nor rendering. Before the first
+collection the page has ``target_info`` only. This replaces opentelemetry-exporter-prometheus, whose
+scrape ran the SDK's collect and translated its result through prometheus_client on every request
+(25-37 ms of CPU per scrape of a p5.48xlarge, against ~2 ms for an Interval and its render here:
+benchmarks/collection_cycle.py); the names, labels and HELP text are the same (tests/test_prometheus_text.py).
 
 Prometheus stores float64, so totals above 2**53 lose their last digits there (OTLP carries them exactly).
 
@@ -24,23 +24,26 @@ import socket
 import threading
 from typing import List, NamedTuple, Optional, Tuple
 
-from opentelemetry.sdk.resources import Resource
-
 from otel_efa import __version__
-from otel_efa.config import Config, ConfigError, parse_host_port
-from otel_efa.exporters import Exporter
+from otel_efa.config import ConfigError, parse_host_port
+from otel_efa.exporters import Exporter, ExporterContext
 from otel_efa.exporters.http_server import HttpServer, Request, Response, accepts_coding, listen
 from otel_efa.exporters.prometheus_text import CONTENT_TYPE, PrometheusRenderer
 from otel_efa.exporters.web_config import WebConfig
-from otel_efa.pipeline.frame import Frame
+from otel_efa.pipeline.interval import Interval
+from otel_efa.pipeline.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 METRICS_PATHS = ("/metrics", "/")
 METHODS = ("GET", "HEAD")
 
 
+_NOTHING_YET = Interval(Snapshot(monotonic=0.0, wall_time=0.0, devices=(), read_errors={}, collections=0, duration=0.0),
+                        metrics=(), series_version=0, specs=())
+
+
 class _Page(NamedTuple):
-    frame: Frame
+    interval: Optional[Interval]
     body: bytes
     gzipped: Optional[bytes]
 
@@ -48,7 +51,9 @@ class _Page(NamedTuple):
 class PrometheusExporter(Exporter):
     name = "prometheus"
 
-    def __init__(self, config: Config, resource: Resource):
+    def __init__(self, context: ExporterContext):
+        super().__init__(context)
+        config, resource = context.config, context.resource
         self.host, self.port = parse_host_port(config.prometheus.address)
         self._web = WebConfig()
         if config.prometheus.web_config_file:
@@ -67,10 +72,10 @@ class PrometheusExporter(Exporter):
         self._renderer = PrometheusRenderer(resource.attributes, "otel_efa", __version__)
         self._lock = threading.Lock()
         self._page: Optional[_Page] = None
+        self._interval: Optional[Interval] = None  # the latest pushed; replaced whole, read by the server thread
         self._server: Optional[HttpServer] = None
 
     def start(self) -> None:
-        assert self.frames is not None, "attach_frames() first"
         self._server = HttpServer(self._socket, self._handle, ssl_context=self._web.ssl_context,
                                   name="prometheus-http")
         self._server.start()
@@ -81,19 +86,26 @@ class PrometheusExporter(Exporter):
         if self._auth and not self._web.ssl_context:
             log.warning("Prometheus endpoint: basic auth without TLS sends passwords in the clear")
 
+    def export(self, interval: Interval) -> None:
+        self._interval = interval  # rendered on the first scrape that wants it
+
     def page(self, gzipped: bool) -> bytes:
-        """The exposition of the latest Snapshot: rendered (and compressed) once, then served from cache."""
-        frame = self.frames.current()
+        """The exposition of the latest Interval: rendered (and compressed) once, then served from cache."""
+        interval = self._interval
         page = self._page
-        if page is None or page.frame is not frame or (gzipped and page.gzipped is None):
+        if page is None or page.interval is not interval or (gzipped and page.gzipped is None):
             with self._lock:
                 page = self._page
-                if page is None or page.frame is not frame:
-                    page = _Page(frame, self._renderer.render(frame), None)
+                if page is None or page.interval is not interval:
+                    page = _Page(interval, self._render(interval), None)
                 if gzipped and page.gzipped is None:
                     page = page._replace(gzipped=gzip.compress(page.body, compresslevel=6))
                 self._page = page
         return page.gzipped if gzipped else page.body
+
+    def _render(self, interval: Optional[Interval]) -> bytes:
+        # started, nothing collected yet: target_info (who is there), no samples
+        return self._renderer.render(interval if interval is not None else _NOTHING_YET)
 
     async def _handle(self, request: Request) -> Response:
         extra: List[Tuple[str, str]] = list(self._web.headers)

@@ -1,4 +1,4 @@
-"""Prometheus text exposition (format 0.0.4) of a Frame, with everything but the values cached.
+"""Prometheus text exposition (format 0.0.4) of an Interval, with everything but the values cached.
 
 The output is what opentelemetry-exporter-prometheus 0.66 serves for the same instruments (dashboards,
 alert rules and tests depend on it): names from ``MetricSpec.prometheus_name``, HELP from the description,
@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
 from otel_efa import names
 from otel_efa.catalog import Kind, MetricSpec, prometheus_name
-from otel_efa.pipeline.frame import Frame
+from otel_efa.pipeline.interval import Interval
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def labels_text(labels: Iterable[Tuple[str, Any]]) -> str:
 
 
 class PrometheusRenderer:
-    """Renders frames for one resource and one instrumentation scope. Not thread-safe: one caller at a time."""
+    """Renders intervals for one resource and one instrumentation scope. Not thread-safe: one caller at a time."""
 
     def __init__(self, resource_attributes: Mapping[str, Any], scope_name: str, scope_version: str):
         self._scope = (("otel_scope_name", scope_name), ("otel_scope_schema_url", ""),
@@ -90,14 +90,14 @@ class PrometheusRenderer:
         self._headers: Dict[str, Tuple[str, str]] = {}  # metric name -> (HELP/TYPE lines, sample name)
         self._names = names.UniqueNames(reserved=(TARGET_INFO,))
         self._prometheus_names: Dict[str, str] = {}  # OTel name -> the Prometheus name it was given
-        self._named_series: tuple = ()  # the instrumentor's series the names were given for
+        self._named_specs: tuple = ()  # the registered metrics the names were given for
         # label keys of a metric -> {id(attributes): (attributes, "{labels} ")}; holding the attributes keeps
         # their id from being reused. Rebuilt on every render from the entries used, so stale ones go.
         self._labels: Dict[frozenset, Dict[int, Tuple[Mapping[str, Any], str]]] = {}
 
-    def render(self, frame: Frame) -> bytes:
-        if frame.series is not self._named_series:
-            self._name_series(frame.series)
+    def render(self, frame: Interval) -> bytes:
+        if frame.specs is not self._named_specs:
+            self._name_series(frame.specs)
         out: List[str] = [self._target_info]
         append = out.append
         previous, current = self._labels, {}
@@ -125,9 +125,9 @@ class PrometheusRenderer:
         labels.update(self._scope)
         return labels_text(labels.items())
 
-    def _name_series(self, series) -> None:
+    def _name_series(self, specs) -> None:
         """Give every metric not named yet its Prometheus name; the ones already named keep theirs."""
-        new = [spec for spec, _ in series if spec.name not in self._prometheus_names]
+        new = [spec for spec in specs if spec.name not in self._prometheus_names]
         # of the new, a name that is a Prometheus name already claims first: efa_a_b before efa_a.b
         new.sort(key=lambda spec: names.prometheus_metric_name(spec.name) != spec.name)
         for spec in new:
@@ -138,7 +138,7 @@ class PrometheusRenderer:
                 log.warning("%s is %s on the Prometheus page (%s is another metric's name there)",
                             spec.name, name, spec.prometheus_name)
             self._prometheus_names[spec.name] = name
-        self._named_series = series
+        self._named_specs = specs
 
     def _header(self, spec: MetricSpec) -> Tuple[str, str]:
         header = self._headers.get(spec.name)

@@ -1,4 +1,4 @@
-"""The agent: collect once per interval on a monotonic schedule, hand the Snapshot to every exporter."""
+"""The agent: collect once per interval on a monotonic schedule, build its Interval, hand it to every exporter."""
 import logging
 import os
 import resource as rlimit
@@ -13,15 +13,14 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import DropAggregation, View
 from opentelemetry.sdk.resources import Resource
 
-from otel_efa import exporters as exporter_registry
 from otel_efa.config import Config, ConfigError
+from otel_efa.exporters import Exporter, ExporterContext, registry
 from otel_efa.node.attribution import Attribution
 from otel_efa.node.imds import ImdsClient
 from otel_efa.node.resource import build_resource
 from otel_efa.node.sysfs import SysfsReader
 from otel_efa.node.sysfs_trust import untrusted
 from otel_efa.pipeline.collector import Collector
-from otel_efa.pipeline.frame import FrameSource
 from otel_efa.pipeline.instruments import EfaInstrumentor
 from otel_efa.pipeline.stats import AgentStats
 from otel_efa.pipeline.stop_flag import StopFlag
@@ -49,7 +48,8 @@ def _sdk_self_metrics_views() -> List[View]:
 class Agent:
     def __init__(self, config: Config, resource: Optional[Resource] = None,
                  metric_readers: Sequence[MetricReader] = ()):
-        """``metric_readers``: more OTel readers to attach beside the exporters' (embedding, tests)."""
+        """``metric_readers``: OTel SDK readers to attach beside the exporters (embedding, tests): their
+        instruments serve each Interval the exporters are handed."""
         self.config = config
         self._extra_readers = list(metric_readers)
         self._stop = StopFlag()  # its wait is on the monotonic clock, also on Python 3.9
@@ -58,7 +58,7 @@ class Agent:
         self._simulation = None
         self._simulation_dir: Optional[tempfile.TemporaryDirectory] = None
         self.collector: Optional[Collector] = None
-        self.exporters: List[exporter_registry.Exporter] = []
+        self.exporters: List[Exporter] = []
         self.meter_provider: Optional[MeterProvider] = None
         self.attribution: Optional[Attribution] = None
         self.stats = AgentStats()  # counters about the agent itself, shared with exporters
@@ -93,24 +93,19 @@ class Agent:
         resource = self._resource or build_resource(ImdsClient(), cluster_name=self.config.cluster_name)
         sysfs_root = self._sysfs_root()
         self.collector = Collector(SysfsReader(sysfs_root), self._instance_type(resource))
-        self.exporters = [exporter_registry.create(name, self.config, resource) for name in self.config.exporters]
-        for exporter in self.exporters:
-            exporter.attach_stats(self.stats)
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=self._extra_readers,
-                                            views=_sdk_self_metrics_views())
-        self.attribution = Attribution(self.config, sysfs_root)
-        self.instrumentor = EfaInstrumentor(self.collector, device_attributes=self.attribution.device_attributes,
-                                            node_attributes=self.attribution.node_attributes,
-                                            device_info=self.attribution.device_info, stats=self.stats)
-        self.instrumentor.instrument(self.meter_provider)
-        frames = FrameSource(self.instrumentor)
-        for exporter in self.exporters:
-            exporter.attach_frames(frames)
-        self.attribution.start(lambda: self.collector.latest if self.collector else None,
-                               on_change=self.instrumentor.forget_attributes)
-        attribution = self.attribution
-        for exporter in self.exporters:
-            exporter.attach_jobs(lambda: attribution.job_ids)
+        attribution = self.attribution = Attribution(self.config, sysfs_root)
+        context = ExporterContext(config=self.config, resource=resource, stats=self.stats, clock=time.monotonic,
+                                  jobs=lambda: attribution.job_ids)
+        self.exporters = [registry.create(name, context) for name in self.config.exporters]
+        self.instrumentor = EfaInstrumentor(device_attributes=attribution.device_attributes,
+                                            node_attributes=attribution.node_attributes,
+                                            device_info=attribution.device_info, stats=self.stats)
+        if self._extra_readers:
+            self.meter_provider = MeterProvider(resource=resource, metric_readers=self._extra_readers,
+                                                views=_sdk_self_metrics_views())
+            self.instrumentor.instrument(self.meter_provider)
+        attribution.start(lambda: self.collector.latest if self.collector else None,
+                          on_change=self.instrumentor.forget_attributes)
         for exporter in self.exporters:
             exporter.start()
         if self._simulator is not None:
@@ -129,10 +124,12 @@ class Agent:
         failing = set()
         while not self._stop.is_set():
             snapshot = self.collector.collect()
-            self.instrumentor.register_new_counters(snapshot)
+            if self.attribution is not None and self.attribution.place(snapshot):  # a device not placed yet
+                self.instrumentor.forget_attributes()
+            collected = self.instrumentor.interval(snapshot)  # built once, shared by every exporter
             for exporter in self.exporters:
                 try:
-                    exporter.export(snapshot)
+                    exporter.export(collected)
                     failing.discard(exporter.name)
                 except Exception:  # one exporter's bug must not stop collection or the others
                     if exporter.name not in failing:

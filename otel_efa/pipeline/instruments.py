@@ -1,33 +1,40 @@
-"""OpenTelemetry observable instruments over the collector's latest Snapshot.
+"""Every series the agent exports, defined once, and the OpenTelemetry instruments over them.
 
-Shaped like ``opentelemetry-instrumentation-system-metrics``: an instrumentor takes a MeterProvider and
-registers one callback per instrument. The callbacks never touch sysfs; they serve the Snapshot of the
-last collection, so any number of readers and scrapes cost no extra reads.
+Shaped like ``opentelemetry-instrumentation-system-metrics``: one definition per instrument (its spec and
+a function giving its points). The agent loop hands each collection's Snapshot to
+:meth:`EfaInstrumentor.interval`, which runs every definition once and returns the immutable
+:class:`~otel_efa.pipeline.interval.Interval` every exporter receives. The observable instruments it
+registers on a MeterProvider (:meth:`EfaInstrumentor.instrument`) serve the latest Interval built, so any
+number of readers and scrapes cost no extra reads, see the values the exporters see, and never reach back
+into the Collector.
 """
 import dataclasses
 import logging
-from typing import Callable, Dict, Iterable, Iterator, Optional, Set, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
 from otel_efa import __version__, catalog, names
 from otel_efa.catalog import Kind, MetricSpec
 from otel_efa.node import instance_types
-from otel_efa.pipeline.collector import Collector
+from otel_efa.pipeline.interval import Interval, Point, same_series
 from otel_efa.pipeline.rails import RailBalance, rail_balance
 from otel_efa.pipeline.snapshot import PortSnapshot, Snapshot
 from otel_efa.pipeline.stats import AgentStats
 
 log = logging.getLogger(__name__)
 
-# What every instrument callback is: the SDK calls it with CallbackOptions, the frame with CallbackOptions().
-Callback = Callable[[CallbackOptions], Iterable[Observation]]
+# What defines a series: the points of one metric in a Snapshot, as (attributes, value).
+PointsOf = Callable[[Snapshot], Iterable[Point]]
 # Extra attributes per device (for example aws.efa.eni.id once resolved); empty by default.
 DeviceAttributes = Callable[[str], Dict[str, str]]
 # Extra attributes of node-level metrics (for example slurm.job.id); empty by default.
 NodeAttributes = Callable[[], Dict[str, str]]
 # The efa_device_info attributes of a device (its topology), or None while unknown.
 DeviceInfoAttributes = Callable[[str], Optional[Dict[str, str]]]
+
+NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})  # one object for every point without attributes
 
 
 INT64_MAX = (1 << 63) - 1
@@ -61,32 +68,68 @@ def _no_info(_device: str) -> Optional[Dict[str, str]]:
 
 
 class EfaInstrumentor:
-    def __init__(self, collector: Collector, device_attributes: DeviceAttributes = _no_extra,
+    def __init__(self, device_attributes: DeviceAttributes = _no_extra,
                  node_attributes: NodeAttributes = _no_node_extra, device_info: DeviceInfoAttributes = _no_info,
                  stats: Optional[AgentStats] = None):
-        self.collector = collector
         self.stats = stats or AgentStats()
         self.device_attributes = device_attributes
         self.node_attributes = node_attributes
         self.device_info = device_info
-        self._meter: Optional[Meter] = None
-        self._registered: Set[str] = set()
-        # Every (spec, callback) registered, in order: the fast exporters run the same callbacks
-        # (otel_efa/pipeline/frame.py). A tuple replaced on each registration, so readers never see it change.
-        self.series: Tuple[Tuple[MetricSpec, Callback], ...] = ()
+        self._meters: List[Meter] = []
+        # Every (spec, points) definition, in registration order. Tuples replaced on each registration, so a
+        # reader on another thread never sees one change.
+        self.series: Tuple[Tuple[MetricSpec, PointsOf], ...] = ()
+        self.specs: Tuple[MetricSpec, ...] = ()
         self._seen_device_counters: Set[str] = set()  # kernel names already given an instrument
         self._seen_port_counters: Set[str] = set()
         # Instrument names handed out; case-insensitive, as the API compares them (and the SDK would
         # merge efa_RX_bytes into efa_rx_bytes, callbacks lost).
         self._names = names.UniqueNames(str.lower)
-        self._attribute_cache: Dict[Tuple[str, str], Dict[str, str]] = {}
+        self._attribute_cache: Dict[Tuple[Optional[str], str], Dict[str, str]] = {}
         self._balance: Tuple[Optional[Snapshot], RailBalance] = (None, RailBalance(None, None))
-
-    def instrument(self, meter_provider: MeterProvider) -> None:
-        self._meter = meter_provider.get_meter("otel_efa", __version__)
+        self._failing: Set[str] = set()  # metrics whose definition raised, logged once until it works again
+        self._series_version = 0
+        self.latest: Optional[Interval] = None  # the last Interval built: what the OTel instruments serve
+        self._latest_points: Dict[str, Tuple[Point, ...]] = {}
         for spec in catalog.METRICS:
             self._names.claim(spec.name)
-            self._register(spec, self._callback_for(spec))
+            self._register(spec, self._points_for(spec))
+
+    def instrument(self, meter_provider: MeterProvider) -> None:
+        """One observable instrument per series on ``meter_provider`` (and per series registered later),
+        whose callbacks serve the latest :meth:`interval`: the values every exporter was handed."""
+        meter = meter_provider.get_meter("otel_efa", __version__)
+        self._meters.append(meter)
+        for spec, _ in self.series:
+            self._create_instrument(meter, spec)
+
+    def interval(self, snapshot: Snapshot) -> Interval:
+        """The Interval of ``snapshot``: new counters registered, every series' points taken once.
+
+        Called by the agent loop, one collection at a time; the result is shared read-only by every
+        exporter and by the OTel instruments.
+        """
+        self.register_new_counters(snapshot)
+        found = []
+        for spec, points_of in self.series:
+            try:
+                points = tuple(points_of(snapshot))
+            except Exception:  # as the SDK does: one broken definition loses its metric, not the others
+                if spec.name not in self._failing:
+                    log.exception("observing %s failed; it is left out until it works again", spec.name)
+                    self._failing.add(spec.name)
+                continue
+            self._failing.discard(spec.name)
+            if points:
+                found.append((spec, points))
+        metrics = tuple(found)
+        previous = self.latest
+        if previous is None or previous.specs is not self.specs or not same_series(previous.metrics, metrics):
+            self._series_version += 1
+        interval = Interval(snapshot, metrics, self._series_version, self.specs)
+        self._latest_points = {spec.name: points for spec, points in metrics}
+        self.latest = interval
+        return interval
 
     def register_new_counters(self, snapshot: Snapshot) -> None:
         """Counters the kernel added after the catalog was written appear as ``efa_<name>``.
@@ -108,7 +151,7 @@ class EfaInstrumentor:
             seen.add(kernel_name)
             spec = spec_of(kernel_name)
             if catalog.BY_NAME.get(spec.name) is spec:
-                continue  # a catalog counter: registered by instrument() already
+                continue  # a catalog counter: registered at construction already
             wanted = spec.name
             name = self._names.claim(wanted, limit=names.MAX_INSTRUMENT_NAME)
             if name != wanted:
@@ -117,23 +160,31 @@ class EfaInstrumentor:
                 why = "an instrument has that name" if name != wanted else "not a valid instrument name"
                 log.warning("the %s counter '%s' is exported as %s (%s)", spec.scope.value,
                             names.escape(kernel_name), name, why)
-            self._register(spec, self._callback_for(spec))
+            self._register(spec, self._points_for(spec))
 
     def forget_attributes(self) -> None:
-        """Call when attributes change (an ENI id resolved, a job started), so callbacks pick them up.
+        """Call when attributes change (an ENI id resolved, a job started), so the next interval has them.
 
-        Any thread may call this while a reader runs the callbacks: the cache is replaced, not cleared,
-        and a callback stores into the dictionary it looked up, so nothing stale survives the swap.
+        Any thread may call this while an interval is built: the cache is replaced, not cleared, and a
+        definition stores into the dictionary it looked up, so nothing stale survives the swap. The new
+        mappings are new objects, so the next Interval has a new ``series_version``.
         """
         self._attribute_cache = {}
 
-    def _register(self, spec: MetricSpec, callback: Callback) -> None:
-        assert self._meter is not None, "instrument() first"
-        create = (self._meter.create_observable_counter if spec.kind is Kind.COUNTER
-                  else self._meter.create_observable_gauge)
-        create(spec.name, callbacks=[callback], unit=spec.unit, description=spec.description)
-        self._registered.add(spec.name)
-        self.series = self.series + ((spec, callback),)
+    def _register(self, spec: MetricSpec, points_of: PointsOf) -> None:
+        self.series = self.series + ((spec, points_of),)
+        self.specs = self.specs + (spec,)
+        for meter in self._meters:
+            self._create_instrument(meter, spec)
+
+    def _create_instrument(self, meter: Meter, spec: MetricSpec) -> None:
+        create = meter.create_observable_counter if spec.kind is Kind.COUNTER else meter.create_observable_gauge
+        create(spec.name, callbacks=[self._observer(spec.name)], unit=spec.unit, description=spec.description)
+
+    def _observer(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(value, attributes) for attributes, value in self._latest_points.get(name, ())]
+        return observe
 
     def _port_attributes(self, port: PortSnapshot) -> Dict[str, str]:
         cache = self._attribute_cache
@@ -156,74 +207,69 @@ class EfaInstrumentor:
             cache[key] = attributes
         return attributes
 
-    def _rail_balance(self) -> RailBalance:
+    def _node_attributes(self) -> Dict[str, str]:
+        """Cached like the others: one mapping shared by the node metrics until forget_attributes()."""
+        cache = self._attribute_cache
+        key = (None, "node")
+        attributes = cache.get(key)
+        if attributes is None:
+            attributes = cache[key] = dict(self.node_attributes())
+        return attributes
+
+    def _rail_balance(self, snapshot: Snapshot) -> RailBalance:
         """Computed once per snapshot, whichever node gauge asks first."""
-        snapshot = self.collector.latest
         seen, balance = self._balance
         if snapshot is not seen:
             balance = rail_balance(snapshot)
             self._balance = (snapshot, balance)
         return balance
 
-    def _ports(self) -> Iterator[PortSnapshot]:
-        snapshot = self.collector.latest
-        if snapshot is None:
-            return
-        for device in snapshot.devices:
-            yield from device.ports
-
-    def _callback_for(self, spec: MetricSpec):
+    def _points_for(self, spec: MetricSpec) -> PointsOf:
         value_of = _PORT_GAUGE_VALUES.get(spec.name)
+        kernel_name = spec.kernel_name or ""  # every port and device counter has one
         if spec.scope is catalog.Scope.PORT and spec.kind is Kind.COUNTER:
-            return self._port_counter_observer(spec.kernel_name)
+            return self._port_counter_points(kernel_name)
         if value_of is not None:
-            return self._port_observer(value_of)
+            return self._port_points(value_of)
         if spec.name == "efa_device_info":
-            return self._device_info_observer
+            return self._device_info_points
         if spec.name in catalog.NODE_TOTAL_SOURCES:
-            return self._node_total_observer(catalog.NODE_TOTAL_SOURCES[spec.name].kernel_names)
+            return self._node_total_points(catalog.NODE_TOTAL_SOURCES[spec.name].kernel_names)
         if spec.scope is catalog.Scope.NODE:
-            return self._node_observer(_NODE_VALUES[spec.name])
+            return self._node_points(_NODE_VALUES[spec.name])
         if spec.scope is catalog.Scope.DEVICE:
-            return self._device_counter_observer(spec.kernel_name)
-        return _AGENT_OBSERVERS[spec.name](self)
+            return self._device_counter_points(kernel_name)
+        return _AGENT_POINTS[spec.name](self)
 
-    def _port_observer(self, value_of: Callable[[PortSnapshot], Optional[float]]):
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            for port in self._ports():
+    def _port_points(self, value_of: Callable[[PortSnapshot], Optional[float]]) -> PointsOf:
+        def points(snapshot: Snapshot) -> Iterator[Point]:
+            for port in _ports(snapshot):
                 value = value_of(port)
                 if value is not None:
-                    yield Observation(value, self._port_attributes(port))
-        return observe
+                    yield self._port_attributes(port), value
+        return points
 
-    def _port_counter_observer(self, kernel_name: str):
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            for port in self._ports():
+    def _port_counter_points(self, kernel_name: str) -> PointsOf:
+        def points(snapshot: Snapshot) -> Iterator[Point]:
+            for port in _ports(snapshot):
                 value = port.counters.get(kernel_name)
                 if value is not None:
-                    yield Observation(counter_value(value), self._port_attributes(port))
-        return observe
+                    yield self._port_attributes(port), counter_value(value)
+        return points
 
-    def _device_counter_observer(self, kernel_name: str):
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            snapshot = self.collector.latest
-            if snapshot is None:
-                return
+    def _device_counter_points(self, kernel_name: str) -> PointsOf:
+        def points(snapshot: Snapshot) -> Iterator[Point]:
             for device in snapshot.devices:
                 value = device.counters.get(kernel_name)
                 if value is not None:
-                    yield Observation(counter_value(value), self._device_attributes(device.name))
-        return observe
+                    yield self._device_attributes(device.name), counter_value(value)
+        return points
 
-
-    def _device_info_observer(self, _options: CallbackOptions) -> Iterable[Observation]:
-        snapshot = self.collector.latest
-        if snapshot is None:
-            return
+    def _device_info_points(self, snapshot: Snapshot) -> Iterator[Point]:
         for device in snapshot.devices:
             attributes = self._info_attributes(device.name)
             if attributes is not None:
-                yield Observation(1, attributes)
+                yield attributes, 1
 
     def _info_attributes(self, device: str) -> Optional[Dict[str, str]]:
         """Cached like the others (attribution calls forget_attributes() when a topology changes)."""
@@ -238,22 +284,24 @@ class EfaInstrumentor:
             cache[key] = attributes
         return attributes
 
-    def _node_total_observer(self, kernel_names: Tuple[str, ...]):
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            snapshot = self.collector.latest
-            if snapshot is None:
-                return
+    def _node_total_points(self, kernel_names: Tuple[str, ...]) -> PointsOf:
+        def points(snapshot: Snapshot) -> Iterator[Point]:
             totals = [t for t in (snapshot.total(k) for k in kernel_names) if t is not None]
             if totals:
-                yield Observation(counter_value(sum(totals)), self.node_attributes())
-        return observe
+                yield self._node_attributes(), counter_value(sum(totals))
+        return points
 
-    def _node_observer(self, value_of: Callable[[RailBalance], Optional[float]]):
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            value = value_of(self._rail_balance())
+    def _node_points(self, value_of: Callable[[RailBalance], Optional[float]]) -> PointsOf:
+        def points(snapshot: Snapshot) -> Iterator[Point]:
+            value = value_of(self._rail_balance(snapshot))
             if value is not None:
-                yield Observation(value, self.node_attributes())
-        return observe
+                yield self._node_attributes(), value
+        return points
+
+
+def _ports(snapshot: Snapshot) -> Iterator[PortSnapshot]:
+    for device in snapshot.devices:
+        yield from device.ports
 
 
 _NODE_VALUES: Dict[str, Callable[[RailBalance], Optional[float]]] = {
@@ -279,48 +327,48 @@ _PORT_GAUGE_VALUES: Dict[str, Callable[[PortSnapshot], Optional[float]]] = {
     "efa_tx_utilization_ratio": lambda port: port.utilization("tx_bytes"),
 }
 
-
-def _read_errors(instrumentor: EfaInstrumentor):
-    def observe(_options: CallbackOptions) -> Iterable[Observation]:
-        snapshot = instrumentor.collector.latest
-        if snapshot is not None:
-            for reason, count in snapshot.read_errors.items():
-                yield Observation(count, {catalog.ATTR_REASON: reason})
-    return observe
+_REASON_ATTRIBUTES: Dict[str, Mapping[str, str]] = {}  # reason -> its attributes, one mapping each
 
 
-def _snapshot_field(field: str):
-    def factory(instrumentor: EfaInstrumentor):
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            snapshot = instrumentor.collector.latest
-            if snapshot is not None:
-                yield Observation(getattr(snapshot, field))
-        return observe
+def _read_errors(_instrumentor: EfaInstrumentor) -> PointsOf:
+    def points(snapshot: Snapshot) -> Iterator[Point]:
+        for reason, count in snapshot.read_errors.items():
+            attributes = _REASON_ATTRIBUTES.get(reason)
+            if attributes is None:
+                attributes = _REASON_ATTRIBUTES.setdefault(reason, MappingProxyType({catalog.ATTR_REASON: reason}))
+            yield attributes, count
+    return points
+
+
+def _snapshot_field(field: str) -> Callable[[EfaInstrumentor], PointsOf]:
+    def factory(_instrumentor: EfaInstrumentor) -> PointsOf:
+        def points(snapshot: Snapshot) -> Iterator[Point]:
+            yield NO_ATTRIBUTES, getattr(snapshot, field)
+        return points
     return factory
 
 
-def _dropped_datapoints(instrumentor: EfaInstrumentor):
-    def observe(_options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(instrumentor.stats.dropped_datapoints)
-    return observe
+def _dropped_datapoints(instrumentor: EfaInstrumentor) -> PointsOf:
+    def points(_snapshot: Snapshot) -> Iterator[Point]:
+        yield NO_ATTRIBUTES, instrumentor.stats.dropped_datapoints
+    return points
 
 
-def _missed_intervals(instrumentor: EfaInstrumentor):
-    def observe(_options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(instrumentor.stats.missed_intervals)
-    return observe
+def _missed_intervals(instrumentor: EfaInstrumentor) -> PointsOf:
+    def points(_snapshot: Snapshot) -> Iterator[Point]:
+        yield NO_ATTRIBUTES, instrumentor.stats.missed_intervals
+    return points
 
 
-def _expected_devices(instrumentor: EfaInstrumentor):
-    def observe(_options: CallbackOptions) -> Iterable[Observation]:
-        snapshot = instrumentor.collector.latest
-        known = instance_types.lookup(snapshot.instance_type) if snapshot is not None else None
+def _expected_devices(_instrumentor: EfaInstrumentor) -> PointsOf:
+    def points(snapshot: Snapshot) -> Iterator[Point]:
+        known = instance_types.lookup(snapshot.instance_type)
         if known is not None:
-            yield Observation(known.efa_devices)
-    return observe
+            yield NO_ATTRIBUTES, known.efa_devices
+    return points
 
 
-_AGENT_OBSERVERS = {
+_AGENT_POINTS: Dict[str, Callable[[EfaInstrumentor], PointsOf]] = {
     "otel_efa_read_errors": _read_errors,
     "otel_efa_collections": _snapshot_field("collections"),
     "otel_efa_collection_duration": _snapshot_field("duration"),
