@@ -5,6 +5,7 @@ from typing import List, Optional
 
 from opentelemetry.sdk.resources import Resource
 
+from otel_efa import catalog
 from otel_efa.config import Config
 from otel_efa.exporters import Exporter
 from otel_efa.names import escape  # a device name is any bytes; stdout takes UTF-8 text
@@ -28,16 +29,18 @@ def render(snapshot: Snapshot) -> List[str]:
     known = instance_types.lookup(snapshot.instance_type)
     line_rate = f" of {known.total_gbps} Gbps line rate" if known else ""
     lines = [f"{stamp}  {snapshot.instance_type or 'unknown instance type'}  {len(snapshot.devices)} EFA devices  "
-             f"RX {_gbps(snapshot.rate('rx_bytes'))} Gbps  TX {_gbps(snapshot.rate('tx_bytes'))} Gbps{line_rate}",
+             f"RX {_gbps(snapshot.rate(catalog.RX_BYTES))} Gbps  TX {_gbps(snapshot.rate(catalog.TX_BYTES))} Gbps"
+             f"{line_rate}",
              HEADER]
     for device in snapshot.devices:
         for port in device.ports:
             state = {True: "ACTIVE", False: "DOWN", None: "?"}[port.up]
             lines.append(f"{escape(device.name):<14}{escape(port.port):>5} {state:<7}"
-                         f"{_gbps(port.rates.get('rx_bytes')):>10}"
-                         f"{_gbps(port.rates.get('tx_bytes')):>10}{_kpps(port.rates.get('rx_pkts')):>10}"
-                         f"{_kpps(port.rates.get('tx_pkts')):>10}{port.counters.get('retrans_pkts', '-'):>10}"
-                         f"{port.counters.get('rx_drops', '-'):>8}")
+                         f"{_gbps(port.rates.get(catalog.RX_BYTES)):>10}"
+                         f"{_gbps(port.rates.get(catalog.TX_BYTES)):>10}{_kpps(port.rates.get(catalog.RX_PKTS)):>10}"
+                         f"{_kpps(port.rates.get(catalog.TX_PKTS)):>10}"
+                         f"{port.counters.get(catalog.RETRANS_PKTS, '-'):>10}"
+                         f"{port.counters.get(catalog.RX_DROPS, '-'):>8}")
     return lines
 
 

@@ -19,7 +19,7 @@ from typing import List, Optional, TextIO
 
 from opentelemetry.sdk.resources import Resource
 
-from otel_efa.catalog import LOG_ERROR_FIELDS
+from otel_efa.catalog import LOG_ERROR_FIELDS, RX_BYTES, TX_BYTES
 from otel_efa.config import Config
 from otel_efa.exporters import Exporter
 from otel_efa.names import escape
@@ -37,7 +37,7 @@ def device_line(device: DeviceSnapshot) -> Optional[str]:
 
     The device name is escaped as on every exporter (otel_efa/names.py): a newline or a byte that is
     not UTF-8 in it would otherwise split the line or fail the write."""
-    rx, tx = device.rate("rx_bytes"), device.rate("tx_bytes")
+    rx, tx = device.rate(RX_BYTES), device.rate(TX_BYTES)
     if rx is None or tx is None:
         return None
     line = f"{escape(device.name)}: RX={mbps(rx)} Mbps, TX={mbps(tx)} Mbps"

@@ -14,9 +14,8 @@ from otel_efa.node.sysfs import natural_key
 from otel_efa.pipeline.snapshot import DeviceSnapshot, Snapshot
 
 # Counters that only grow when something goes wrong: drops, work request errors, SRD health events.
-ERROR_PORT_COUNTERS = tuple(k for k in catalog.PORT_COUNTER_BY_KERNEL if k.endswith(("_drops", "_err", "_events")))
-ERROR_DEVICE_COUNTERS = tuple(k for k in catalog.DEVICE_COUNTER_BY_KERNEL
-                              if k.endswith("_err") or k == "no_completion_cmds")
+ERROR_PORT_COUNTERS = catalog.FAULT_PORT_COUNTERS
+ERROR_DEVICE_COUNTERS = catalog.FAULT_DEVICE_COUNTERS
 
 SORT_KEYS = {"n": "name", "r": "rx", "t": "tx", "u": "util", "e": "errors"}
 
@@ -105,9 +104,9 @@ class TopModel:
             rows.append(DeviceRow(
                 name=device.name,
                 up=all(ups) if ups else None,
-                rx=device.rate("rx_bytes"), tx=device.rate("tx_bytes"),
-                rx_pps=device.rate("rx_pkts"), tx_pps=device.rate("tx_pkts"),
-                retrans_pps=device.rate("retrans_pkts"),
+                rx=device.rate(catalog.RX_BYTES), tx=device.rate(catalog.TX_BYTES),
+                rx_pps=device.rate(catalog.RX_PKTS), tx_pps=device.rate(catalog.TX_PKTS),
+                retrans_pps=device.rate(catalog.RETRANS_PKTS),
                 link=sum(links) if links else None,
                 errors=errors_now - baseline,
                 errors_rising=errors_now > previous,
@@ -118,7 +117,7 @@ class TopModel:
         self.totals = NodeTotals(
             devices=len(rows),
             expected_devices=self.instance_type.efa_devices if self.instance_type else None,
-            rx=snapshot.rate("rx_bytes"), tx=snapshot.rate("tx_bytes"),
+            rx=snapshot.rate(catalog.RX_BYTES), tx=snapshot.rate(catalog.TX_BYTES),
             line_rate=line_rate,
         )
 
