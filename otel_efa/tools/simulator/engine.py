@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
+from otel_efa import catalog
 from otel_efa.node.instance_types import INSTANCE_TYPES, InstanceType
 from otel_efa.tools.simulator import pci
 from otel_efa.tools.simulator.tree import (
@@ -33,24 +34,25 @@ BURST_DUTY = 0.6
 
 # Per-counter rate as a multiple of the device's bytes/s in each direction ("tx" or "rx"), or per second.
 _TRAFFIC_SHARES: Dict[str, Tuple[str, float]] = {
-    "tx_bytes": ("tx", 1.0),
-    "rx_bytes": ("rx", 1.0),
-    "tx_pkts": ("tx", 1.0 / PACKET_BYTES),
-    "rx_pkts": ("rx", 1.0 / PACKET_BYTES),
-    "send_bytes": ("tx", 0.02),
-    "send_wrs": ("tx", 0.02 / 4096),
-    "recv_bytes": ("rx", 0.02),
-    "recv_wrs": ("rx", 0.02 / 4096),
-    "rdma_read_bytes": ("rx", 0.3),
-    "rdma_read_wrs": ("rx", 0.3 / 65536),
-    "rdma_read_resp_bytes": ("tx", 0.3),
-    "rdma_write_bytes": ("tx", 0.6),
-    "rdma_write_wrs": ("tx", 0.6 / 65536),
-    "rdma_write_recv_bytes": ("rx", 0.6),
-    "retrans_pkts": ("tx", 1e-5 / PACKET_BYTES),
-    "retrans_bytes": ("tx", 1e-5),
+    catalog.TX_BYTES: ("tx", 1.0),
+    catalog.RX_BYTES: ("rx", 1.0),
+    catalog.TX_PKTS: ("tx", 1.0 / PACKET_BYTES),
+    catalog.RX_PKTS: ("rx", 1.0 / PACKET_BYTES),
+    catalog.SEND_BYTES: ("tx", 0.02),
+    catalog.SEND_WRS: ("tx", 0.02 / 4096),
+    catalog.RECV_BYTES: ("rx", 0.02),
+    catalog.RECV_WRS: ("rx", 0.02 / 4096),
+    catalog.RDMA_READ_BYTES: ("rx", 0.3),
+    catalog.RDMA_READ_WRS: ("rx", 0.3 / 65536),
+    catalog.RDMA_READ_RESP_BYTES: ("tx", 0.3),
+    catalog.RDMA_WRITE_BYTES: ("tx", 0.6),
+    catalog.RDMA_WRITE_WRS: ("tx", 0.6 / 65536),
+    catalog.RDMA_WRITE_RECV_BYTES: ("rx", 0.6),
+    catalog.RETRANS_PKTS: ("tx", 1e-5 / PACKET_BYTES),
+    catalog.RETRANS_BYTES: ("tx", 1e-5),
 }
-_PER_SECOND: Dict[str, float] = {"keep_alive_rcvd": 1.0, "submitted_cmds": 2.0, "completed_cmds": 2.0}
+_PER_SECOND: Dict[str, float] = {catalog.KEEP_ALIVE_RCVD: 1.0, catalog.SUBMITTED_CMDS: 2.0,
+                                 catalog.COMPLETED_CMDS: 2.0}
 
 
 @dataclass
@@ -286,7 +288,7 @@ class Simulator:
         same kind of counter tree, which the agent must ignore; ``pci=False`` leaves out its PCI function
         (a soft-RoCE ``rxe0``). Returns its path. Not ground truth: nothing tracks its counters."""
         path = os.path.join(self.root, "class", "infiniband", name)
-        for counter in ("rx_bytes", "tx_bytes"):
+        for counter in (catalog.RX_BYTES, catalog.TX_BYTES):
             os.makedirs(os.path.join(path, "ports", "1", "hw_counters"), exist_ok=True)
             with open(os.path.join(path, "ports", "1", "hw_counters", counter), "w") as f:
                 f.write("42\n")
