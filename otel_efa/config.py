@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from otel_efa import catalog
+
 DEFAULT_CONFIG_FILE = "/etc/otel-efa/config.yaml"
 ENV_PREFIX = "OTEL_EFA_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -123,20 +125,19 @@ class CloudWatchConfig:
     AWS_DEFAULT_REGION, else IMDS. Every dimension set and health event is a priced metric
     (``otel-efa cost``)."""
 
-    namespace: str = "ParallelCluster/Network"
+    namespace: str = catalog.CLOUDWATCH_NAMESPACE
     region: Optional[str] = None
     batch_size: int = 1  # collection intervals per PutMetricData flush (the seed's BATCH_SIZE)
     buffer_minutes: float = 60.0  # data kept across an outage; older data is dropped and counted
     storage_resolution: int = 60  # 60 (standard) or 1 (high resolution, priced the same per metric)
-    dimension_sets: List[str] = field(default_factory=lambda: ["instance"])  # instance, device, cluster, job
+    # instance, device, cluster, job (catalog.CLOUDWATCH_DIMENSION_SETS)
+    dimension_sets: List[str] = field(default_factory=lambda: list(catalog.CLOUDWATCH_DEFAULT_DIMENSION_SETS))
     cluster_name: Optional[str] = None  # needed by the "cluster" dimension set
     health_events: bool = False  # also publish the SRD health event counters (node totals)
     retry_mode: str = "standard"  # botocore's standard or adaptive retry mode
     max_attempts: int = 5  # per PutMetricData call, first attempt included
 
     def validate(self) -> None:
-        from otel_efa.catalog import CLOUDWATCH_DIMENSION_SETS
-
         if not self.namespace:
             raise ConfigError("cloudwatch.namespace", "must not be empty")
         if self.namespace.startswith("AWS/"):
@@ -148,10 +149,10 @@ class CloudWatchConfig:
                               "must be above 0 and at most 20160 (CloudWatch refuses data older than 2 weeks)")
         if self.storage_resolution not in (1, 60):
             raise ConfigError("cloudwatch.storage_resolution", "must be 1 or 60")
-        unknown = [d for d in self.dimension_sets if d not in CLOUDWATCH_DIMENSION_SETS]
+        unknown = [d for d in self.dimension_sets if d not in catalog.CLOUDWATCH_DIMENSION_SETS]
         if unknown or not self.dimension_sets:
             raise ConfigError("cloudwatch.dimension_sets",
-                              f"choose one or more of {', '.join(CLOUDWATCH_DIMENSION_SETS)}")
+                              f"choose one or more of {', '.join(catalog.CLOUDWATCH_DIMENSION_SETS)}")
         if "cluster" in self.dimension_sets and not self.cluster_name:
             raise ConfigError("cloudwatch.cluster_name", "needed by dimension set 'cluster'")
         if self.retry_mode not in ("standard", "adaptive"):

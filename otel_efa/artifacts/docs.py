@@ -13,7 +13,7 @@ def metric_table() -> str:
         "|---|---|---|---|---|---|",
     ]
     for m in catalog.METRICS:
-        attributes = ", ".join(f"`{a}`" for a in m.attributes) or ("`reason`" if m.name == "otel_efa_read_errors" else "")
+        attributes = ", ".join(f"`{a}`" for a in m.attributes)
         rows.append(f"| `{m.name}` | `{m.prometheus_name}` | {m.kind.value} | `{m.unit}` | {attributes} | {m.source} |")
     rows += [
         "",

@@ -21,7 +21,7 @@ import sys
 from datetime import datetime, timezone
 from typing import List, Optional, TextIO
 
-from otel_efa.catalog import LOG_ERROR_FIELDS
+from otel_efa.catalog import LOG_ERROR_FIELDS, RX_BYTES, TX_BYTES
 from otel_efa.exporters import Exporter, ExporterContext
 from otel_efa.names import escape
 from otel_efa.pipeline.interval import Interval
@@ -39,7 +39,7 @@ def device_line(device: DeviceSnapshot) -> str:
 
     The device name is escaped as on every exporter (otel_efa/names.py): a newline or a byte that is
     not UTF-8 in it would otherwise split the line or fail the write."""
-    rx, tx = device.rate("rx_bytes"), device.rate("tx_bytes")
+    rx, tx = device.rate(RX_BYTES), device.rate(TX_BYTES)
     line = f"{escape(device.name)}: RX={mbps(rx)} Mbps, TX={mbps(tx)} Mbps"
     errors = [(spec.name, sum(device.total(k) or 0 for k in spec.kernel_names)) for spec in LOG_ERROR_FIELDS]
     if any(value for _, value in errors):

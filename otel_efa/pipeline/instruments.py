@@ -231,7 +231,7 @@ class EfaInstrumentor:
             return self._port_counter_points(kernel_name)
         if value_of is not None:
             return self._port_points(value_of)
-        if spec.name == "efa_device_info":
+        if spec.name == catalog.DEVICE_INFO.name:
             return self._device_info_points
         if spec.name in catalog.NODE_TOTAL_SOURCES:
             return self._node_total_points(catalog.NODE_TOTAL_SOURCES[spec.name].kernel_names)
@@ -305,8 +305,8 @@ def _ports(snapshot: Snapshot) -> Iterator[PortSnapshot]:
 
 
 _NODE_VALUES: Dict[str, Callable[[RailBalance], Optional[float]]] = {
-    "efa_node_rail_imbalance_ratio": lambda balance: balance.imbalance,
-    "efa_node_idle_rails": lambda balance: balance.idle_rails,
+    catalog.RAIL_IMBALANCE.name: lambda balance: balance.imbalance,
+    catalog.IDLE_RAILS.name: lambda balance: balance.idle_rails,
 }
 
 
@@ -320,11 +320,11 @@ def _up(port: PortSnapshot) -> Optional[int]:
 
 _PORT_GAUGE_VALUES: Dict[str, Callable[[PortSnapshot], Optional[float]]] = {
     **{name: _rate_value(kernel) for name, kernel in catalog.RATE_SOURCES.items()},
-    "efa_port_up": _up,
-    "efa_port_phys_state": lambda port: port.phys_state,
-    "efa_link_speed": lambda port: port.link_bytes_per_second,
-    "efa_rx_utilization_ratio": lambda port: port.utilization("rx_bytes"),
-    "efa_tx_utilization_ratio": lambda port: port.utilization("tx_bytes"),
+    catalog.PORT_UP.name: _up,
+    catalog.PORT_PHYS_STATE.name: lambda port: port.phys_state,
+    catalog.LINK_SPEED.name: lambda port: port.link_bytes_per_second,
+    catalog.RX_UTILIZATION.name: lambda port: port.utilization(catalog.RX_BYTES),
+    catalog.TX_UTILIZATION.name: lambda port: port.utilization(catalog.TX_BYTES),
 }
 
 _REASON_ATTRIBUTES: Dict[str, Mapping[str, str]] = {}  # reason -> its attributes, one mapping each
@@ -369,10 +369,10 @@ def _expected_devices(_instrumentor: EfaInstrumentor) -> PointsOf:
 
 
 _AGENT_POINTS: Dict[str, Callable[[EfaInstrumentor], PointsOf]] = {
-    "otel_efa_read_errors": _read_errors,
-    "otel_efa_collections": _snapshot_field("collections"),
-    "otel_efa_collection_duration": _snapshot_field("duration"),
-    "otel_efa_dropped_datapoints": _dropped_datapoints,
-    "otel_efa_missed_intervals": _missed_intervals,
-    "efa_expected_devices": _expected_devices,
+    catalog.READ_ERRORS.name: _read_errors,
+    catalog.COLLECTIONS.name: _snapshot_field("collections"),
+    catalog.COLLECTION_DURATION.name: _snapshot_field("duration"),
+    catalog.DROPPED_DATAPOINTS.name: _dropped_datapoints,
+    catalog.MISSED_INTERVALS.name: _missed_intervals,
+    catalog.EXPECTED_DEVICES.name: _expected_devices,
 }

@@ -250,7 +250,8 @@ def direct_report(config: Config, nodes: int, instance: InstanceType, jobs_per_n
                   estimate(config, nodes, instance, jobs_per_node=jobs_per_node, job_hours=job_hours))
     # The quick-start's estimate priced node totals only; show what the per-device dimension changes.
     if "device" in cw.dimension_sets:
-        other = with_dimension_sets(config, [s for s in cw.dimension_sets if s != "device"] or ["instance"])
+        other = with_dimension_sets(config, [s for s in cw.dimension_sets if s != "device"]
+                                    or list(catalog.CLOUDWATCH_DEFAULT_DIMENSION_SETS))
         title = "Without the per-device dimension:"
     else:
         other = with_dimension_sets(config, list(cw.dimension_sets) + ["device"])

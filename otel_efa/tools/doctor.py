@@ -182,7 +182,7 @@ def check_collector(context: Context) -> Result:
 
 def _agent_metric() -> str:
     """A series only otel-efa serves: tells our endpoint from another program on the port."""
-    return next(m for m in catalog.METRICS if m.name == "otel_efa_collections").prometheus_name
+    return catalog.COLLECTIONS.prometheus_name
 
 
 def check_prometheus(context: Context) -> Result:

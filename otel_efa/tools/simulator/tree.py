@@ -13,16 +13,11 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
-from otel_efa.catalog import DEVICE_COUNTERS
+from otel_efa import catalog
+from otel_efa.catalog import BASE_PORT_COUNTERS, DEVICE_COUNTERS, RDMA_WRITE_COUNTERS, RETRANS_COUNTERS
 from otel_efa.node.instance_types import InstanceType
 from otel_efa.tools.simulator import layouts, pci
 
-BASE_PORT_COUNTERS = ("tx_bytes", "tx_pkts", "rx_bytes", "rx_pkts", "rx_drops", "send_bytes", "send_wrs",
-                      "recv_bytes", "recv_wrs", "rdma_read_wrs", "rdma_read_bytes", "rdma_read_wr_err",
-                      "rdma_read_resp_bytes")
-RDMA_WRITE_COUNTERS = ("rdma_write_wrs", "rdma_write_bytes", "rdma_write_wr_err", "rdma_write_recv_bytes")
-RETRANS_COUNTERS = ("retrans_bytes", "retrans_pkts", "retrans_timeout_events", "unresponsive_remote_events",
-                    "impaired_remote_conn_events")
 DEVICE_COUNTER_NAMES = tuple(spec.kernel_name for spec in DEVICE_COUNTERS if spec.kernel_name)
 
 # The classic InfiniBand port counters (``ports/<n>/counters/``, the PMA counters of IB HCAs such as
@@ -39,11 +34,11 @@ IB_PORT_COUNTERS = ("excessive_buffer_overrun_errors", "link_downed", "link_erro
 IB_WORD_BYTES = 4  # port_rcv_data / port_xmit_data count 4-byte words (IBA PortCounters), not octets
 # Which IB counter mirrors which EFA counter, and the divisor (bytes -> words). The rest stay 0.
 IB_MIRRORS: Dict[str, Tuple[Tuple[str, int], ...]] = {
-    "rx_bytes": (("port_rcv_data", IB_WORD_BYTES),),
-    "tx_bytes": (("port_xmit_data", IB_WORD_BYTES),),
-    "rx_pkts": (("port_rcv_packets", 1), ("unicast_rcv_packets", 1)),
-    "tx_pkts": (("port_xmit_packets", 1), ("unicast_xmit_packets", 1)),
-    "rx_drops": (("port_rcv_discards", 1),),
+    catalog.RX_BYTES: (("port_rcv_data", IB_WORD_BYTES),),
+    catalog.TX_BYTES: (("port_xmit_data", IB_WORD_BYTES),),
+    catalog.RX_PKTS: (("port_rcv_packets", 1), ("unicast_rcv_packets", 1)),
+    catalog.TX_PKTS: (("port_xmit_packets", 1), ("unicast_xmit_packets", 1)),
+    catalog.RX_DROPS: (("port_rcv_discards", 1),),
 }
 IB_SOURCES: Dict[str, Tuple[str, int]] = {ib: (efa, divisor) for efa, mirrors in IB_MIRRORS.items()
                                           for ib, divisor in mirrors}

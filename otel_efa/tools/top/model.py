@@ -18,10 +18,9 @@ from otel_efa.pipeline.rates import rate
 from otel_efa.pipeline.snapshot import DeviceSnapshot, Snapshot
 
 # Counters that only grow when something goes wrong: drops, work request errors, SRD health events.
-ERROR_PORT_COUNTERS = tuple(k for k in catalog.PORT_COUNTER_BY_KERNEL if k.endswith(("_drops", "_err", "_events")))
-ERROR_DEVICE_COUNTERS = tuple(k for k in catalog.DEVICE_COUNTER_BY_KERNEL
-                              if k.endswith("_err") or k == "no_completion_cmds")
-DROPS = "rx_drops"  # shown in a column of its own; the other error counters add up to ERR/s
+ERROR_PORT_COUNTERS = catalog.FAULT_PORT_COUNTERS
+ERROR_DEVICE_COUNTERS = catalog.FAULT_DEVICE_COUNTERS
+DROPS = catalog.RX_DROPS  # shown in a column of its own; the other error counters add up to ERR/s
 
 SORT_KEYS = {"n": "name", "r": "rx", "t": "tx", "u": "util", "e": "errors"}
 
@@ -119,9 +118,9 @@ class TopModel:
             rows.append(DeviceRow(
                 name=device.name,
                 up=all(ups) if ups else None,
-                rx=device.rate("rx_bytes"), tx=device.rate("tx_bytes"),
-                rx_pps=device.rate("rx_pkts"), tx_pps=device.rate("tx_pkts"),
-                retrans_pps=device.rate("retrans_pkts"),
+                rx=device.rate(catalog.RX_BYTES), tx=device.rate(catalog.TX_BYTES),
+                rx_pps=device.rate(catalog.RX_PKTS), tx_pps=device.rate(catalog.TX_PKTS),
+                retrans_pps=device.rate(catalog.RETRANS_PKTS),
                 drops_pps=device.rate(DROPS),
                 errors_pps=rate(before, not_drops, snapshot.monotonic - then),
                 link=sum(links) if links else None,
@@ -134,7 +133,7 @@ class TopModel:
         self.totals = NodeTotals(
             devices=len(rows),
             expected_devices=self.instance_type.efa_devices if self.instance_type else None,
-            rx=snapshot.rate("rx_bytes"), tx=snapshot.rate("tx_bytes"),
+            rx=snapshot.rate(catalog.RX_BYTES), tx=snapshot.rate(catalog.TX_BYTES),
             line_rate=line_rate,
         )
 
