@@ -9,6 +9,8 @@ node whose every counter reads 1,000,000. Error and event counters start, and st
 """
 from typing import Dict, Iterable, Tuple
 
+from otel_efa import catalog
+
 PATTERNS = ("idle", "steady", "bursty")
 PACKET_BYTES = 8192  # SRD packets carry up to ~8 KiB
 BURST_PERIOD_S = 2.0
@@ -20,36 +22,36 @@ LIFETIME_UTILIZATION = 0.25  # the mean share of line rate a device carried over
 
 # Per-counter rate as a multiple of the device's bytes/s in each direction ("tx" or "rx").
 TRAFFIC_SHARES: Dict[str, Tuple[str, float]] = {
-    "tx_bytes": ("tx", 1.0),
-    "rx_bytes": ("rx", 1.0),
-    "tx_pkts": ("tx", 1.0 / PACKET_BYTES),
-    "rx_pkts": ("rx", 1.0 / PACKET_BYTES),
-    "send_bytes": ("tx", 0.02),
-    "send_wrs": ("tx", 0.02 / 4096),
-    "recv_bytes": ("rx", 0.02),
-    "recv_wrs": ("rx", 0.02 / 4096),
-    "rdma_read_bytes": ("rx", 0.3),
-    "rdma_read_wrs": ("rx", 0.3 / 65536),
-    "rdma_read_resp_bytes": ("tx", 0.3),
-    "rdma_write_bytes": ("tx", 0.6),
-    "rdma_write_wrs": ("tx", 0.6 / 65536),
-    "rdma_write_recv_bytes": ("rx", 0.6),
-    "retrans_pkts": ("tx", HEALTHY_RETRANSMIT_SHARE / PACKET_BYTES),
-    "retrans_bytes": ("tx", HEALTHY_RETRANSMIT_SHARE),
+    catalog.TX_BYTES: ("tx", 1.0),
+    catalog.RX_BYTES: ("rx", 1.0),
+    catalog.TX_PKTS: ("tx", 1.0 / PACKET_BYTES),
+    catalog.RX_PKTS: ("rx", 1.0 / PACKET_BYTES),
+    catalog.SEND_BYTES: ("tx", 0.02),
+    catalog.SEND_WRS: ("tx", 0.02 / 4096),
+    catalog.RECV_BYTES: ("rx", 0.02),
+    catalog.RECV_WRS: ("rx", 0.02 / 4096),
+    catalog.RDMA_READ_BYTES: ("rx", 0.3),
+    catalog.RDMA_READ_WRS: ("rx", 0.3 / 65536),
+    catalog.RDMA_READ_RESP_BYTES: ("tx", 0.3),
+    catalog.RDMA_WRITE_BYTES: ("tx", 0.6),
+    catalog.RDMA_WRITE_WRS: ("tx", 0.6 / 65536),
+    catalog.RDMA_WRITE_RECV_BYTES: ("rx", 0.6),
+    catalog.RETRANS_PKTS: ("tx", HEALTHY_RETRANSMIT_SHARE / PACKET_BYTES),
+    catalog.RETRANS_BYTES: ("tx", HEALTHY_RETRANSMIT_SHARE),
 }
 # Counters that move by the second whatever the traffic: admin queue keep-alives and commands.
-PER_SECOND: Dict[str, float] = {"keep_alive_rcvd": 1.0, "submitted_cmds": 2.0, "completed_cmds": 2.0}
+PER_SECOND: Dict[str, float] = {catalog.KEEP_ALIVE_RCVD: 1.0, catalog.SUBMITTED_CMDS: 2.0, catalog.COMPLETED_CMDS: 2.0}
 
 # A retransmit storm (a congested or flapping path): 3 % of the packets sent again, timeouts and
 # unresponsive or impaired remotes counted every second. The per-second rates replace 0, the shares
 # replace the healthy ones.
 STORM_RETRANSMIT_SHARE = 0.03
 STORM_SHARES: Dict[str, Tuple[str, float]] = {
-    "retrans_pkts": ("tx", STORM_RETRANSMIT_SHARE / PACKET_BYTES),
-    "retrans_bytes": ("tx", STORM_RETRANSMIT_SHARE),
+    catalog.RETRANS_PKTS: ("tx", STORM_RETRANSMIT_SHARE / PACKET_BYTES),
+    catalog.RETRANS_BYTES: ("tx", STORM_RETRANSMIT_SHARE),
 }
-STORM_PER_SECOND: Dict[str, float] = {"retrans_timeout_events": 20.0, "unresponsive_remote_events": 2.0,
-                                      "impaired_remote_conn_events": 0.5}
+STORM_PER_SECOND: Dict[str, float] = {catalog.RETRANS_TIMEOUT_EVENTS: 20.0, catalog.UNRESPONSIVE_REMOTE_EVENTS: 2.0,
+                                      catalog.IMPAIRED_REMOTE_CONN_EVENTS: 0.5}
 STORM_TRAFFIC_SHARES = {**TRAFFIC_SHARES, **STORM_SHARES}
 STORM_ALL_PER_SECOND = {**PER_SECOND, **STORM_PER_SECOND}
 

@@ -198,7 +198,7 @@ def lay_out_foreign_device(root: str, name: str, vendor: str, pci_address: str, 
     """A non-EFA RDMA device's class directory (two counters, a port state) and, with ``pci_function``, its
     PCI function of ``vendor``; returns the class directory."""
     path = os.path.join(root, "class", "infiniband", name)
-    for counter in ("rx_bytes", "tx_bytes"):
+    for counter in (catalog.RX_BYTES, catalog.TX_BYTES):
         os.makedirs(os.path.join(path, "ports", "1", "hw_counters"), exist_ok=True)
         with open(os.path.join(path, "ports", "1", "hw_counters", counter), "w") as f:
             f.write("42\n")
