@@ -99,7 +99,7 @@ def test_receivers_listen_on_loopback_only_and_scrape_the_node(path):
 
 @pytest.mark.parametrize("path", [p for p in ADOT_FILES if "amp" not in p.name or "both" in p.name],
                          ids=lambda p: p.name)
-def test_cloudwatch_pipeline_makes_the_seeds_six_metrics_from_catalog_metrics(path):
+def test_cloudwatch_pipeline_makes_the_quick_starts_six_metrics_from_catalog_metrics(path):
     config = _load(path)
     transforms = config["processors"]["metricstransform/cloudwatch"]["transforms"]
     by_name = {c.name: c for c in catalog.CLOUDWATCH_METRICS}

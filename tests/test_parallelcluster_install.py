@@ -356,7 +356,7 @@ def test_shell_scripts_are_shellcheck_clean():
     assert done.returncode == 0, done.stdout
 
 
-def test_cluster_config_template_runs_the_script_with_the_seeds_arguments():
+def test_cluster_config_template_runs_the_script_with_the_quick_starts_arguments():
     values = {"S3_BUCKET": "my-bucket", "REGION": "us-east-2", "CLUSTER_NAME": "llm", "KEY_PAIR_NAME": "kp",
               "MONITORING_TYPE": "amp+amg", "OS_TYPE": "alinux2023", "HEAD_NODE_INSTANCE_TYPE": "m5.8xlarge",
               "PUBLIC_SUBNET_ID": "subnet-pub", "PRIVATE_SUBNET_ID": "subnet-priv", "QUEUE_NAME": "gpu",
