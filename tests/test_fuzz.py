@@ -810,7 +810,7 @@ LEAVES = list(_leaves(cli.build_parser()))
 # parsed only here (they loop, or reach IMDS and AWS); test_cli_run_exits_2_with_one_line and
 # tests/test_cli_manners.py run them.
 EXECUTED = {("metrics",), ("dashboard", "grafana"), ("alarms", "prometheus"), ("collector-config",), ("cost",),
-            ("snapshot",), ("topology",), ("simulate",)}
+            ("snapshot",), ("topology",), ("simulate",), ("docs",)}
 NASTY_VALUES = ["nan", "-1", "0", "inf", "-inf", "1e999", "99999999", "", "x" * 5000, "a\nb", "1", "2.5",
                 "p4d.24xlarge", "adot", "both", "log", "--bogus", "-", "sub/dir", "/proc/nope/x", "FILE"]
 

@@ -235,7 +235,7 @@ def _snapshot(args) -> int:
 def _add_metrics(subparsers) -> None:
     p = subparsers.add_parser("metrics", help="print the metric catalog")
     p.add_argument("--markdown", action="store_true",
-                   help="as the documentation's markdown table (default: one plain line per metric)")
+                   help="as the markdown tables of docs/metrics.md (default: one plain line per metric)")
     p.set_defaults(handler=_metrics)
 
 
@@ -254,7 +254,7 @@ def _metrics(args) -> int:
 # Subcommands that live in their own modules, each exposing add_parser(subparsers).
 COMMAND_MODULES = ("otel_efa.tools.top", "otel_efa.tools.topology_report", "otel_efa.artifacts.dashboards",
                    "otel_efa.artifacts.alarms", "otel_efa.tools.cost", "otel_efa.artifacts.collector_config",
-                   "otel_efa.tools.deploy", "otel_efa.tools.doctor")
+                   "otel_efa.tools.deploy", "otel_efa.tools.doctor", "otel_efa.artifacts.docs")
 COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics)
 
 

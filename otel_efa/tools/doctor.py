@@ -133,7 +133,7 @@ def check_service(context: Context) -> Result:
     loaded = context.systemctl("show", "-p", "LoadState", "--value", context.service)
     if loaded is not None and loaded.stdout.strip() == "not-found":
         return Result(FAIL, f"{context.service}.service is not installed",
-                      "run parallelcluster/compute-node-efa-monitor.sh CLUSTER REGION BUCKET (README, 'On the node')")
+                      "run parallelcluster/compute-node-efa-monitor.sh CLUSTER REGION BUCKET (docs/operations.md)")
     return Result(FAIL, f"{context.service} is {state}",
                   f"sudo journalctl -u {context.service} -n 50; sudo systemctl restart {context.service}")
 
