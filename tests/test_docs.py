@@ -56,6 +56,8 @@ def test_configuration_page_maps_run_flags_to_their_keys():
     assert flags["interval"] == "--interval"
     assert flags["prometheus.address"] == "--prometheus-address"
     assert flags["prometheus.web_config_file"] == "--web-config-file"
+    assert flags["simulate_faults"] == "--fault"
+    assert set(flags) <= set(config.KEYS)
     assert "otlp.endpoint" not in flags  # no flag: the file, OTEL_EFA_OTLP_ENDPOINT or the OTLP variables
 
 

@@ -50,25 +50,15 @@ def _default(cls: type, attribute: str) -> Any:
 
 
 def run_flags(parser: Optional[argparse.ArgumentParser] = None) -> Dict[str, str]:
-    """Config key -> the ``otel-efa run`` flag that sets it: a flag's destination is the key with dots as
-    underscores (``--prometheus-address``), or the key's last part when only one key ends so
-    (``--web-config-file``)."""
-    if parser is None:
-        from otel_efa.cli import build_parser
+    """Config key -> the ``otel-efa run`` flag that sets it (``cli.RUN_FLAGS`` names each flag's destination)."""
+    from otel_efa import cli
 
-        parser = build_parser()
+    if parser is None:
+        parser = cli.build_parser()
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    run = subcommands.choices["run"]
-    flags: Dict[str, str] = {}
-    for action in run._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        exact = [k for k in config.KEYS if k.replace(".", "_") == action.dest]
-        leaf = [k for k in config.KEYS if k.rsplit(".", 1)[-1] == action.dest]
-        keys = exact or (leaf if len(leaf) == 1 else [])
-        if keys:
-            flags[keys[0]] = max(action.option_strings, key=len)
-    return flags
+    options = {a.dest: max(a.option_strings, key=len) for a in subcommands.choices["run"]._actions
+               if a.option_strings}
+    return {key: options[destination] for key, destination in cli.RUN_FLAGS.items()}
 
 
 def describe(key: str) -> Tuple[str, str, str]:

@@ -4,7 +4,7 @@ docs/configuration.md from the config schema. tests/test_docs.py keeps the commi
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 from otel_efa.artifacts.metrics_page import metric_table  # noqa: F401  (otel-efa metrics --markdown)
 from otel_efa.config import ConfigError
@@ -33,15 +33,23 @@ def file_name(page: str) -> str:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("docs", help="print a reference page generated from the code (docs/PAGE.md)")
     p.add_argument("page", metavar="PAGE", nargs="?", choices=sorted(PAGES),
-                   help=f"one of {', '.join(sorted(PAGES))}; omit with --write")
-    p.add_argument("--write", metavar="DIR", help="write every page into DIR (as committed in docs/)")
-    p.set_defaults(handler=_handle)
+                   help=f"which page: {', '.join(sorted(PAGES))} (needed unless --write, and refused with it)")
+    p.add_argument("--write", metavar="DIR",
+                   help="write every page into DIR, as committed in docs/ (default: print the one chosen on "
+                        "standard output)")
+    p.set_defaults(handler=_handle, usage_check=_usage_problem)
+
+
+def _usage_problem(args: argparse.Namespace) -> Optional[str]:
+    if args.write is not None and args.page:
+        return f"--write writes every page; drop {args.page!r}"
+    if args.write is None and not args.page:
+        return f"name the page ({' or '.join(sorted(PAGES))}) or give --write DIR"
+    return None
 
 
 def _handle(args: argparse.Namespace) -> int:
-    if args.write:
-        if args.page:
-            raise ConfigError("PAGE", "--write writes every page; give one or the other")
+    if args.write is not None:
         directory = Path(args.write)
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -51,7 +59,5 @@ def _handle(args: argparse.Namespace) -> int:
         except OSError as e:
             raise ConfigError("--write", f"cannot write {e.filename or directory}: {e.strerror or e}") from None
         return 0
-    if not args.page:
-        raise ConfigError("PAGE", f"name a page ({', '.join(sorted(PAGES))}) or give --write DIR")
     sys.stdout.write(PAGES[args.page]())
     return 0

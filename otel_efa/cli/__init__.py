@@ -102,17 +102,19 @@ def _add_run(subparsers) -> None:
     p.set_defaults(handler=_run)
 
 
+# Config key -> the destination of the ``run`` flag that sets it (docs/configuration.md lists them).
+RUN_FLAGS = {
+    "sysfs": "sysfs", "simulate": "simulate", "simulate_faults": "fault",
+    "allow_untrusted_sysfs": "allow_untrusted_sysfs", "instance_type": "instance_type",
+    "interval": "interval", "exporters": "exporters", "log_file": "log_file", "log_level": "log_level",
+    "count": "count", "prometheus.address": "prometheus_address", "prometheus.web_config_file": "web_config_file",
+}
+
+
 def _load_config(args):
     from otel_efa import config
 
-    flags = {
-        "sysfs": args.sysfs, "simulate": args.simulate, "simulate_faults": args.fault,
-        "allow_untrusted_sysfs": args.allow_untrusted_sysfs,
-        "instance_type": args.instance_type,
-        "interval": args.interval, "exporters": args.exporters, "log_file": args.log_file,
-        "log_level": args.log_level, "count": args.count,
-        "prometheus.address": args.prometheus_address, "prometheus.web_config_file": args.web_config_file,
-    }
+    flags = {key: getattr(args, destination) for key, destination in RUN_FLAGS.items()}
     return config.load(args.config, flags=flags, check_paths=True)
 
 
