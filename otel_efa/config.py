@@ -188,13 +188,14 @@ class Config:
     interval: float = 60.0  # seconds between collections (the quick-start's COLLECTION_INTERVAL)
     sysfs: str = "/sys"  # where the kernel's counters are read: /sys, or a copied or simulated tree
     simulate: Optional[str] = None  # an instance profile: run on a simulated node
-    # Faults on the simulated node, each KIND[:DEVICE][@SECONDS] (otel_efa/simulator/faults.py), e.g.
+    # Faults on the simulated node, each KIND[:DEVICE][@SECONDS] (otel_efa/tools/simulator/faults.py), e.g.
     # retransmit-storm:rdmap79s0@60: what alerts and dashboards show when hardware misbehaves.
     simulate_faults: List[str] = field(default_factory=list)
     # Read a counter tree not owned by root or world-writable (a test or copied tree); see otel_efa/node/sysfs_trust.py.
     allow_untrusted_sysfs: bool = False
     instance_type: Optional[str] = None  # overrides what IMDS says (link speed, expected devices)
-    # Where the metrics go: any of otlp, prometheus, cloudwatch, log, console.
+    # Where the metrics go: any of otlp, prometheus, cloudwatch, log, console, or an installed plugin's name
+    # (an entry point of the group otel_efa.exporters).
     exporters: List[str] = field(default_factory=lambda: ["prometheus", "log"])
     log_file: Optional[str] = None  # where the quick-start's human log line goes; null: standard output
     log_level: str = "info"  # of the agent's own messages on standard error: debug, info, warning, error
