@@ -112,7 +112,7 @@ def default_file() -> List[str]:
             _, default, text = describe(key)
             leaf = key.rsplit(".", 1)[-1]
             setting = f"{indent}{leaf}: {default}".ljust(COMMENT_COLUMN - 2)
-            wrapped = textwrap.wrap(text, 110 - COMMENT_COLUMN) or [""]
+            wrapped = textwrap.wrap(text, 110 - COMMENT_COLUMN, break_on_hyphens=False) or [""]
             lines.append(f"{setting}  # {wrapped[0]}".rstrip())
             lines += [" " * COMMENT_COLUMN + f"# {more}" for more in wrapped[1:]]
     return lines
