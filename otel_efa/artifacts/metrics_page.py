@@ -16,8 +16,10 @@ SCOPE_TITLES: Dict[catalog.Scope, str] = {
 
 
 def _attributes(m: catalog.MetricSpec) -> str:
-    names = m.attributes or ((catalog.ATTR_REASON,) if m.name == "otel_efa_read_errors" else ())
-    return ", ".join(f"`{a}`" for a in names)
+    """The metric's own attribute keys, then those the node adds where it knows them."""
+    own = ", ".join(f"`{a}`" for a in m.attributes)
+    known = ", ".join(f"`{a}`" for a in m.context_attributes)
+    return f"{own}; where known: {known}" if known and own else (own or (f"where known: {known}" if known else ""))
 
 
 def _cell(text: str) -> str:
@@ -87,11 +89,18 @@ counter.
 ## Metrics
 """
 
-OUTRO = """
-EFA has no counters named `rx_errors` or `tx_discards` (nor the InfiniBand `counters/port_rcv_data` the
+def _outro() -> str:
+    """The prose after the tables; every metric or CloudWatch name in it comes from the catalog."""
+    rx_errors, tx_discards = (f"`{c.name}`" for c in catalog.CLOUDWATCH_ERRORS)
+    node_totals = " and ".join(f"`{m.name}`" for m in catalog.NODE_TOTALS)
+    port_up = catalog.PORT_UP.name
+    rx_bytes = catalog.PORT_COUNTER_BY_KERNEL[catalog.RX_BYTES].name
+    rx_dropped = catalog.PORT_COUNTER_BY_KERNEL[catalog.RX_DROPS].name
+    return f"""
+EFA has no counters named {rx_errors} or {tx_discards} (nor the InfiniBand `counters/port_rcv_data` the
 original efa_network_monitor.py read, which is why it published nothing): the table above says which kernel
 counters stand in for them. Through the ADOT collector the two error counts travel as the node gauges
-`efa_node_rx_errors` and `efa_node_tx_discards` (the [telemetry path](telemetry-path.md) says why), and land in
+{node_totals} (the [telemetry path](telemetry-path.md) says why), and land in
 CloudWatch under the same names and values as on the direct path.
 
 ## Large counters
@@ -106,9 +115,9 @@ is exact up to 2^53 either way. A counter that wraps past 2^64-1 gives the true 
 Any counter or device name reaches every exporter (`otel_efa/names.py`), whatever bytes the kernel used:
 
 - A new counter keeps `efa_<name>` on OTLP whenever that is a valid OTel instrument name
-  (`^[A-Za-z][A-Za-z0-9_./-]{0,254}$`; `efa_new-counter.x` stays). Any other name has each character outside
+  (`^[A-Za-z][A-Za-z0-9_./-]{{0,254}}$`; `efa_new-counter.x` stays). Any other name has each character outside
   that set replaced by `_` (runs collapsed), cut to 255 characters with `_` and 8 hex digits of the SHA-256 of
-  the (escaped) `efa_<name>` appended: `foo{bar}` is `efa_foo_bar_7b79d59e` on every node. The metric's
+  the (escaped) `efa_<name>` appended: `foo{{bar}}` is `efa_foo_bar_7b79d59e` on every node. The metric's
   description names the file.
 - Device names, and counter names in descriptions, are text: a byte that is not UTF-8 or a control character
   is written `\\xNN`, a backslash `\\\\` (reversible), the same on OTLP, Prometheus, the log line and the
@@ -116,8 +125,8 @@ Any counter or device name reaches every exporter (`otel_efa/names.py`), whateve
   characters as `\\xNN`.
 - Prometheus names and labels are sanitized as opentelemetry-exporter-prometheus does (runs of invalid
   characters become one `_`, a leading digit `_`).
-- A name another metric already has (`port_up` and the gauge `efa_port_up`; `RX_bytes` and `efa_rx_bytes`, as
-  instrument names ignore case; on Prometheus `rx-dropped` and `efa_rx_dropped`, or `a.b` and `a_b`) gets `_`
+- A name another metric already has (`port_up` and the gauge `{port_up}`; `RX_bytes` and `{rx_bytes}`, as
+  instrument names ignore case; on Prometheus `rx-dropped` and `{rx_dropped}`, or `a.b` and `a_b`) gets `_`
   and 8 hex digits of its own name's SHA-256; catalog names always keep theirs. Each mapping is logged once,
   when the counter is first seen. Resource attributes that become the same label on `target_info` (`host.id`
   and `host_id`) share it, values joined by `;` in key order, as the Collector's `prometheusremotewrite` does.
@@ -125,4 +134,4 @@ Any counter or device name reaches every exporter (`otel_efa/names.py`), whateve
 
 
 def page() -> str:
-    return INTRO + "\n" + metric_table() + OUTRO
+    return INTRO + "\n" + metric_table() + _outro()
