@@ -13,7 +13,7 @@ DEB_COMMANDS := prometheus shellcheck logrotate tmux prometheus-node-exporter sy
 PYTHON39 ?= $(firstword $(shell for p in python3.9 $(HOME)/.pyenv/versions/3.9.*/bin/python3.9; do \
   $$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 9))' >/dev/null 2>&1 && echo $$p; done))
 
-.PHONY: demo test test-py39 test-collector deps venv test-venv collector bench soak clean
+.PHONY: demo test test-py39 test-collector deps venv test-venv collector bench soak docs clean
 
 # The test collector (adot/collector/): ADOT's upstream components built at each release in
 # adot/collector/versions, for the end-to-end tests; never shipped to nodes. Needs Go 1.26 or newer.
@@ -80,6 +80,11 @@ bench: deps test-venv
 # exits 1 on RSS growth >= 1 MiB, fd growth or a missed interval. make test runs a 45 s form of it.
 soak: test-venv
 	$(BIN)/python benchmarks/soak.py --minutes 10
+
+# The reference pages generated from the code (docs/metrics.md, docs/configuration.md); tests/test_docs.py
+# fails while a committed page differs from what this writes.
+docs: venv
+	$(BIN)/otel-efa docs --write docs
 
 clean:
 	rm -rf $(VENV) .venv39 demo .pytest_cache build *.egg-info  # build/ holds the test collectors too

@@ -1,6 +1,6 @@
 """The one declarative table of what otel-efa exports.
 
-Every instrument, the README's metric table, the dashboards and the collector configs are derived from
+Every instrument, the metric reference (docs/metrics.md), the dashboards and the collector configs are derived from
 the entries below, so a name, unit or description is written exactly once.
 
 Port counters follow the OpenTelemetry Collector's ``awsefareceiver`` (``metadata.yaml``) and the

@@ -125,9 +125,9 @@ class CloudWatchConfig:
     AWS_DEFAULT_REGION, else IMDS. Every dimension set and health event is a priced metric
     (``otel-efa cost``)."""
 
-    namespace: str = catalog.CLOUDWATCH_NAMESPACE
-    region: Optional[str] = None
-    batch_size: int = 1  # collection intervals per PutMetricData flush (the seed's BATCH_SIZE)
+    namespace: str = catalog.CLOUDWATCH_NAMESPACE  # the quick-start's; must not start with AWS/
+    region: Optional[str] = None  # else AWS_REGION / AWS_DEFAULT_REGION, else IMDS; none: exit 2 at start
+    batch_size: int = 1  # collection intervals per PutMetricData flush (the quick-start's BATCH_SIZE)
     buffer_minutes: float = 60.0  # data kept across an outage; older data is dropped and counted
     storage_resolution: int = 60  # 60 (standard) or 1 (high resolution, priced the same per metric)
     # instance, device, cluster, job (catalog.CLOUDWATCH_DIMENSION_SETS)
@@ -169,7 +169,7 @@ class SlurmConfig:
     makes new CloudWatch metrics, which ``otel-efa cost`` prices.
     """
 
-    enabled: bool = False
+    enabled: bool = False  # run squeue and put the running job ids on the metrics
     timeout: float = 2.0  # seconds one squeue run may take before it is killed
     cache_seconds: float = 30.0  # job ids are reused this long before squeue runs again
     node_name: Optional[str] = None  # Slurm's name for this node; default the short hostname
@@ -185,18 +185,20 @@ class SlurmConfig:
 
 @dataclass
 class Config:
-    interval: float = 60.0  # seconds between collections (the seed's COLLECTION_INTERVAL)
-    sysfs: str = "/sys"
+    interval: float = 60.0  # seconds between collections (the quick-start's COLLECTION_INTERVAL)
+    sysfs: str = "/sys"  # where the kernel's counters are read: /sys, or a copied or simulated tree
     simulate: Optional[str] = None  # an instance profile: run on a simulated node
-    # Faults on the simulated node, each KIND[:DEVICE][@SECONDS] (otel_efa/simulator/faults.py), e.g.
+    # Faults on the simulated node, each KIND[:DEVICE][@SECONDS] (otel_efa/tools/simulator/faults.py), e.g.
     # retransmit-storm:rdmap79s0@60: what alerts and dashboards show when hardware misbehaves.
     simulate_faults: List[str] = field(default_factory=list)
-    # Read a counter tree not owned by root or world-writable (a test or copied tree); see sysfs_trust.py.
+    # Read a counter tree not owned by root or world-writable (a test or copied tree); see otel_efa/node/sysfs_trust.py.
     allow_untrusted_sysfs: bool = False
     instance_type: Optional[str] = None  # overrides what IMDS says (link speed, expected devices)
+    # Where the metrics go: any of otlp, prometheus, cloudwatch, log, console, or an installed plugin's name
+    # (an entry point of the group otel_efa.exporters).
     exporters: List[str] = field(default_factory=lambda: ["prometheus", "log"])
-    log_file: Optional[str] = None  # the seed's human log line; None: standard output
-    log_level: str = "info"
+    log_file: Optional[str] = None  # where the quick-start's human log line goes; null: standard output
+    log_level: str = "info"  # of the agent's own messages on standard error: debug, info, warning, error
     count: Optional[int] = None  # stop after this many collections (tests, one-shot runs)
     # The ParallelCluster cluster this node belongs to (OTEL_EFA_CLUSTER_NAME, which the node installer
     # writes): the resource attribute aws.parallelcluster.cluster_name, and CloudWatch's ClusterName

@@ -28,9 +28,9 @@ class MetricSpec:
     unit: str
     description: str
     scope: Scope
-    source: str  # where the number comes from, for people (README, dashboards)
+    source: str  # where the number comes from, for people (docs/metrics.md, dashboards)
     kernel_name: Optional[str] = None  # the hw_counters file, for counters read from sysfs
-    attributes: Tuple[str, ...] = ()  # the keys of the metric's own series (the README lists them)
+    attributes: Tuple[str, ...] = ()  # the keys of the metric's own series (docs/metrics.md lists them)
     context_attributes: Tuple[str, ...] = ()  # keys the node adds where it knows them: on some points, or none
 
     @property

@@ -33,7 +33,7 @@ from otel_efa.pipeline.stats import AgentStats
 
 NAMESPACE = "ParallelCluster/Network"
 REGION = "us-east-1"
-SEED_NAMES = ["rx_bytes_rate", "tx_bytes_rate", "rx_packets_rate", "tx_packets_rate", "rx_errors", "tx_discards"]
+QUICK_START_NAMES = ["rx_bytes_rate", "tx_bytes_rate", "rx_packets_rate", "tx_packets_rate", "rx_errors", "tx_discards"]
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -214,7 +214,7 @@ class Node:
     """A simulated node and the agent's data path on a clock the test moves.
 
     Wall-clock timestamps start on a minute boundary half an hour ago, so each step of 60 s is one
-    CloudWatch minute and the seed's one-hour query window covers them.
+    CloudWatch minute and the quick-start's one-hour query window covers them.
     """
 
     def __init__(self, make_simulator, config: Config, instance_id: str, profile: str = "p4d.24xlarge",

@@ -40,7 +40,7 @@ def test_unknown_counters_get_generic_specs():
     assert "lifespan" in catalog.NOT_COUNTERS
 
 
-def test_cloudwatch_metrics_are_the_seeds_six():
+def test_cloudwatch_metrics_are_the_quick_starts_six():
     assert [(c.name, c.unit) for c in catalog.CLOUDWATCH_METRICS] == [
         ("rx_bytes_rate", "Bytes/Second"), ("tx_bytes_rate", "Bytes/Second"),
         ("rx_packets_rate", "Count/Second"), ("tx_packets_rate", "Count/Second"),

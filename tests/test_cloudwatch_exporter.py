@@ -13,14 +13,14 @@ import sys
 import time
 
 import pytest
-from aws_peers import NAMESPACE, SEED_NAMES, cloudwatch, config_with, moto, node, proxy, statistics  # noqa: F401
+from aws_peers import NAMESPACE, QUICK_START_NAMES, cloudwatch, config_with, moto, node, proxy, statistics  # noqa: F401
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 
-def test_the_seeds_queries_return_the_simulated_rate(proxy, moto, node):
-    """list-metrics and get-metric-statistics with exactly the seed's parameters."""
-    instance_id = "i-0seed00000000001"
+def test_the_quick_starts_queries_return_the_simulated_rate(proxy, moto, node):
+    """list-metrics and get-metric-statistics with exactly the quick-start's parameters."""
+    instance_id = "i-0a1b2c3d4e5f60001"
     n = node(config_with(batch_size=3), instance_id, gbps=100.0)
     for _ in range(7):  # the first collection gives totals only; six minutes of rates follow
         n.step(60)
@@ -29,7 +29,7 @@ def test_the_seeds_queries_return_the_simulated_rate(proxy, moto, node):
     client = cloudwatch(moto)
     listed = client.list_metrics(Namespace=NAMESPACE)["Metrics"]
     mine = [m for m in listed if m["Dimensions"] == [{"Name": "InstanceId", "Value": instance_id}]]
-    assert sorted(m["MetricName"] for m in mine) == sorted(SEED_NAMES)
+    assert sorted(m["MetricName"] for m in mine) == sorted(QUICK_START_NAMES)
 
     # aws cloudwatch get-metric-statistics --namespace ParallelCluster/Network --metric-name rx_bytes_rate
     #   --dimensions Name=InstanceId,Value=... --period 60 --statistics Average (one hour window)
@@ -88,7 +88,7 @@ def test_calls_respect_the_limits_and_are_as_few_as_possible(proxy, moto, node):
     for call in calls:
         check_limits(call)
         assert call.gzipped  # botocore compresses bodies above 10 KiB
-    # Per-device values add up to the node total the seed's dimension shows.
+    # Per-device values add up to the node total the quick-start's dimension shows.
     client = cloudwatch(moto)
     device = n.sim.device_names[3]
     per_device = statistics(client, instance_id, "rx_bytes_rate", ["Average"],
@@ -227,8 +227,8 @@ def test_sigterm_mid_batch_delivers_the_batch(proxy, moto, tmp_path):
     totals = statistics(client, instance_id, "rx_errors", ["SampleCount"])
     assert sum(p["SampleCount"] for p in totals) == intervals_with_rates + 1
     listed = client.list_metrics(Namespace=NAMESPACE, Dimensions=[{"Name": "InstanceId", "Value": instance_id}])
-    assert sorted(m["MetricName"] for m in listed["Metrics"]) == sorted(SEED_NAMES)
+    assert sorted(m["MetricName"] for m in listed["Metrics"]) == sorted(QUICK_START_NAMES)
     mean = sum(p["Average"] * p["SampleCount"] for p in rates) / intervals_with_rates
     # The simulator's default is 40 % of line rate. Inside the agent process it ticks on its own thread,
-    # so each 0.5 s rate carries a tick of jitter; the exact comparison is the seed-query test's.
+    # so each 0.5 s rate carries a tick of jitter; the exact comparison is the quick-start query test's.
     assert mean == pytest.approx(400e9 * 0.4 / 8, rel=0.15)

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 from agent_process import AgentProcess
-from aws_peers import SEED_NAMES, FaultProxy, cloudwatch, moto, proxy, statistics  # noqa: F401
+from aws_peers import QUICK_START_NAMES, FaultProxy, cloudwatch, moto, proxy, statistics  # noqa: F401
 from conftest import wait_for
 from otlp_receiver import GrpcReceiver, points
 
@@ -137,7 +137,7 @@ def assert_totals_match(simulator, receiver: GrpcReceiver) -> int:
 
 
 def cloudwatch_counts(moto, instance_id: str, name: str) -> Dict[float, float]:
-    """minute start (epoch seconds) -> SampleCount that moto holds for the seed metric ``name``."""
+    """minute start (epoch seconds) -> SampleCount that moto holds for the quick-start's metric ``name``."""
     return {p["Timestamp"].timestamp(): p["SampleCount"]
             for p in statistics(cloudwatch(moto), instance_id, name, ["SampleCount"])}
 
@@ -538,5 +538,5 @@ def test_sigterm_during_a_slow_put_metric_data_delivers_or_reports_every_datapoi
 
     intervals_with_rates = len(intervals(log_file))
     collected_points = len(RATE_METRICS) * intervals_with_rates + len(TOTAL_METRICS) * (intervals_with_rates + 1)
-    delivered = sum(sum(cloudwatch_counts(moto, instance_id, name).values()) for name in SEED_NAMES)
+    delivered = sum(sum(cloudwatch_counts(moto, instance_id, name).values()) for name in QUICK_START_NAMES)
     assert delivered + unsent == collected_points, (delivered, unsent, in_flight, collected_points)

@@ -1,7 +1,7 @@
 """Property-based fuzzing (hypothesis) of what reads the outside world: sysfs values and names, rates, configuration.
 
 Settings, and why: ``derandomize=True`` so every CI run, on 3.9 and 3.11, tries the same examples and a
-red build is reproducible from its log alone. A random seed with an example database is the better
+red build is reproducible from its log alone. Random examples with an example database are the better
 search but the wrong gate: CI starts from a clean checkout, so the database would never carry a failure
 from one run to the next, and a failure found by chance would turn a build red for a change that did
 not cause it. ``database=None`` so nothing is written into the checkout. Every bug the fuzzer found is
@@ -9,7 +9,7 @@ kept as an ``@example``, which runs first, always, whatever the settings. ``max_
 pure parsers and rate functions (microseconds each), 100-250 where an example loads YAML or builds a
 parser, 40-150 where it writes and reads real files; the file then takes about 20 s on Python 3.11 and
 45 s on 3.9 on a loaded 2-core machine. To search wider than CI does, run
-``FUZZ_EXPLORE=1 pytest tests/test_fuzz.py`` (random seed, 20x the examples, failures kept in the local
+``FUZZ_EXPLORE=1 pytest tests/test_fuzz.py`` (random examples, 20x as many, failures kept in the local
 ``.hypothesis`` database); a failure found that way becomes a new ``@example``.
 """
 import contextlib
@@ -810,7 +810,7 @@ LEAVES = list(_leaves(cli.build_parser()))
 # parsed only here (they loop, or reach IMDS and AWS); test_cli_run_exits_2_with_one_line and
 # tests/test_cli_manners.py run them.
 EXECUTED = {("metrics",), ("dashboard", "grafana"), ("alarms", "prometheus"), ("collector-config",), ("cost",),
-            ("snapshot",), ("topology",), ("simulate",)}
+            ("snapshot",), ("topology",), ("simulate",), ("docs",)}
 NASTY_VALUES = ["nan", "-1", "0", "inf", "-inf", "1e999", "99999999", "", "x" * 5000, "a\nb", "1", "2.5",
                 "p4d.24xlarge", "adot", "both", "log", "--bogus", "-", "sub/dir", "/proc/nope/x", "FILE"]
 

@@ -1,4 +1,4 @@
-"""The seed's log line: exact format, error fields, flushed at once."""
+"""The quick-start's log line: exact format, error fields, flushed at once."""
 import subprocess
 import sys
 import time

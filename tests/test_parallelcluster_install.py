@@ -40,7 +40,8 @@ ARCH = {"x86_64": "amd64", "aarch64": "arm64"}[platform.machine()]
 RELEASE_PATH = f"amazon_linux/{ARCH}/{adot_version.DEFAULT}/aws-otel-collector.rpm"
 AMP_URL = "https://aps-workspaces.us-west-2.amazonaws.com/workspaces/ws-0a1b2c3d-4e5f/api/v1/remote_write"
 AL2023 = 'NAME="Amazon Linux"\nID="amzn"\nVERSION_ID="2023"\n'
-# The README's table: monitoring type -> exporters in /etc/otel-efa/config.yaml, and ADOT or not.
+# The table in README.md and docs/operations.md: monitoring type -> exporters in /etc/otel-efa/config.yaml,
+# and ADOT or not.
 MODES = {
     "none": (["prometheus", "log"], False),
     "cloudwatch": (["cloudwatch", "prometheus", "log"], False),
@@ -356,7 +357,7 @@ def test_shell_scripts_are_shellcheck_clean():
     assert done.returncode == 0, done.stdout
 
 
-def test_cluster_config_template_runs_the_script_with_the_seeds_arguments():
+def test_cluster_config_template_runs_the_script_with_the_quick_starts_arguments():
     values = {"S3_BUCKET": "my-bucket", "REGION": "us-east-2", "CLUSTER_NAME": "llm", "KEY_PAIR_NAME": "kp",
               "MONITORING_TYPE": "amp+amg", "OS_TYPE": "alinux2023", "HEAD_NODE_INSTANCE_TYPE": "m5.8xlarge",
               "PUBLIC_SUBNET_ID": "subnet-pub", "PRIVATE_SUBNET_ID": "subnet-priv", "QUEUE_NAME": "gpu",

@@ -43,7 +43,7 @@ SCRAPE_INTERVAL = "60s"  # the agent's default collection interval
 EMF_LOG_GROUP = "/aws/parallelcluster/efa-monitor"
 EMF_LOG_STREAM = "otel-efa"
 
-# Every ${env:NAME} the configs use, and what it is; install-adot.sh writes them, the README lists them.
+# Every ${env:NAME} the configs use, and what it is; install-adot.sh writes them, docs/telemetry-path.md lists them.
 ENVIRONMENT: Dict[str, str] = {
     "AWS_REGION": "the AWS region of the CloudWatch and AMP endpoints, e.g. us-east-1",
     "AMP_REMOTE_WRITE_URL": "the AMP workspace's remote write URL, "

@@ -102,17 +102,19 @@ def _add_run(subparsers) -> None:
     p.set_defaults(handler=_run)
 
 
+# Config key -> the destination of the ``run`` flag that sets it (docs/configuration.md lists them).
+RUN_FLAGS = {
+    "sysfs": "sysfs", "simulate": "simulate", "simulate_faults": "fault",
+    "allow_untrusted_sysfs": "allow_untrusted_sysfs", "instance_type": "instance_type",
+    "interval": "interval", "exporters": "exporters", "log_file": "log_file", "log_level": "log_level",
+    "count": "count", "prometheus.address": "prometheus_address", "prometheus.web_config_file": "web_config_file",
+}
+
+
 def _load_config(args):
     from otel_efa import config
 
-    flags = {
-        "sysfs": args.sysfs, "simulate": args.simulate, "simulate_faults": args.fault,
-        "allow_untrusted_sysfs": args.allow_untrusted_sysfs,
-        "instance_type": args.instance_type,
-        "interval": args.interval, "exporters": args.exporters, "log_file": args.log_file,
-        "log_level": args.log_level, "count": args.count,
-        "prometheus.address": args.prometheus_address, "prometheus.web_config_file": args.web_config_file,
-    }
+    flags = {key: getattr(args, destination) for key, destination in RUN_FLAGS.items()}
     return config.load(args.config, flags=flags, check_paths=True)
 
 
@@ -235,7 +237,7 @@ def _snapshot(args) -> int:
 def _add_metrics(subparsers) -> None:
     p = subparsers.add_parser("metrics", help="print the metric catalog")
     p.add_argument("--markdown", action="store_true",
-                   help="as the documentation's markdown table (default: one plain line per metric)")
+                   help="as the markdown tables of docs/metrics.md (default: one plain line per metric)")
     p.set_defaults(handler=_metrics)
 
 
@@ -254,7 +256,7 @@ def _metrics(args) -> int:
 # Subcommands that live in their own modules, each exposing add_parser(subparsers).
 COMMAND_MODULES = ("otel_efa.tools.top", "otel_efa.tools.topology_report", "otel_efa.artifacts.dashboards",
                    "otel_efa.artifacts.alarms", "otel_efa.tools.cost", "otel_efa.artifacts.collector_config",
-                   "otel_efa.tools.deploy", "otel_efa.tools.doctor")
+                   "otel_efa.tools.deploy", "otel_efa.tools.doctor", "otel_efa.artifacts.docs")
 COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics)
 
 

@@ -1,4 +1,4 @@
-"""CloudWatch PutMetricData straight from the node, the seed's contract made to hold.
+"""CloudWatch PutMetricData straight from the node, the quick-start's contract made to hold.
 
 ``export()`` only turns the Snapshot into samples and appends them to the open batch; every
 ``batch_size`` collections the batch is closed and the sender thread wakes: it folds the batch into

@@ -1,9 +1,9 @@
-"""The seed's human log line, one per device per interval, flushed at once::
+"""The quick-start's human log line, one per device per interval, flushed at once::
 
     2026-11-28T12:00:00.123+00:00 rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps
     2026-11-28T12:00:00.123+00:00 rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps rx_errors=3 tx_discards=0
 
-The error fields (cumulative, named as in CloudWatch) are added when either is non-zero, so the seed's
+The error fields (cumulative, named as in CloudWatch) are added when either is non-zero, so the quick-start's
 ``grep -E "rx_errors|tx_discards"`` finds them. The file is reopened when logrotate moves it away.
 
 Every collection writes its lines, the first one too: a rate the interval cannot give yet (the first

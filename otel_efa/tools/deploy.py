@@ -1,4 +1,4 @@
-"""``otel-efa deploy upload``: build the node bundle and put it in S3 (replaces the seed's
+"""``otel-efa deploy upload``: build the node bundle and put it in S3 (replaces the quick-start's
 ``upload-monitoring-scripts.sh``).
 
 The bundle is what a compute node's installer and the head node's hook fetch: the agent's wheel (built
