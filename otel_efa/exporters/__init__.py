@@ -54,6 +54,7 @@ _FACTORIES = {
     "console": "otel_efa.exporters.console:ConsoleExporter",
     "otlp": "otel_efa.exporters.otlp:OtlpExporter",
     "cloudwatch": "otel_efa.exporters.cloudwatch:CloudWatchExporter",
+    "otel-sdk": "otel_efa.exporters.otel_sdk:OtelSdkExporter",
 }
 
 
