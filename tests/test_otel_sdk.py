@@ -238,6 +238,31 @@ def test_one_collect_sees_one_interval_even_when_a_push_lands_during_it():
     assert values(second) == {"efa_rx_bytes": [3], "efa_tx_bytes": [3]}
 
 
+def test_a_series_gone_from_the_interval_is_gone_from_the_export():
+    """As on the fast path (a frame has only what the interval has): a device that disappears, or a metric
+    without points, is not exported with its last value."""
+    reader = InMemoryMetricReader()
+    bridge = SdkBridge(RESOURCE, [reader])
+    up = catalog.BY_NAME["efa_port_up"]
+    a, b = {"aws.efa.device": "a", "aws.efa.port": "1"}, {"aws.efa.device": "b", "aws.efa.port": "1"}
+
+    def exported():
+        data = reader.get_metrics_data()
+        return {} if data is None else {
+            m.name: {p.attributes["aws.efa.device"]: p.value for p in m.data.data_points}
+            for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+
+    try:
+        bridge.observe(((RX, ((a, 1), (b, 2))), (up, ((a, 1), (b, 1)))))
+        both = exported()
+        bridge.observe(((RX, ((a, 5),)),))
+        one = exported()
+    finally:
+        bridge.shutdown(1000)
+    assert both == {"efa_rx_bytes": {"a": 1, "b": 2}, "efa_port_up": {"a": 1, "b": 1}}
+    assert one == {"efa_rx_bytes": {"a": 5}}
+
+
 def test_delta_preference_is_honoured_with_a_warning(node, receiver, sdk_exporter, monkeypatch, caplog):
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "Delta")
