@@ -94,9 +94,7 @@ class SdkBridge:
         def observe(_options: CallbackOptions):
             if first:
                 pin.values = self._latest
-            values = getattr(pin, "values", None)
-            if values is None:
-                values = self._latest
+            values = getattr(pin, "values", self._latest)
             return [Observation(value, attributes) for attributes, value in values.get(name, ())]
         return observe
 
@@ -139,16 +137,16 @@ class OtelSdkExporter(Exporter):
                         log.warning("%s", note)
                 exporter = sdk_readers.otlp_exporter(settings, sdk_readers.temporality())
                 self.readers.append(sdk_readers.periodic_reader(exporter, interval, timeout))
-                self._what.append(f"OTLP ({settings.protocol}) to {settings.endpoint}")
+                self._what.append(f"OTLP ({settings.protocol}) to {settings.endpoint} every {interval:.0f} ms")
             elif name == "console":
                 self.readers.append(sdk_readers.periodic_reader(sdk_readers.console_exporter(), interval, timeout))
-                self._what.append("console")
+                self._what.append(f"console every {interval:.0f} ms")
             else:
                 from otel_efa.exporters.sdk_prometheus import SdkPrometheusEndpoint
 
                 self.prometheus = SdkPrometheusEndpoint(config.prometheus)
                 self.readers.insert(0, self.prometheus.reader)  # first: its shutdown is instant, the others' not
-                self._what.append(f"Prometheus on port {self.prometheus.port}")
+                self._what.append(f"Prometheus on port {self.prometheus.port} (per scrape)")
         self.views = configured_views(config.sdk)
         self._resource = resource
         self.bridge: Optional[SdkBridge] = None
@@ -159,8 +157,7 @@ class OtelSdkExporter(Exporter):
         if self.prometheus is not None:
             self.prometheus.start()
         if self.readers:
-            log.info("OTel SDK path: %s, every %.0f ms (%s)", ", ".join(self._what), self.interval_millis,
-                     sdk_readers.EXPORTER_VARIABLE)
+            log.info("OTel SDK path (%s): %s", sdk_readers.EXPORTER_VARIABLE, ", ".join(self._what))
         else:
             log.info("OTel SDK path: %s=none, nothing is exported by it", sdk_readers.EXPORTER_VARIABLE)
 
