@@ -10,6 +10,7 @@ every dotted key. Reading and merging the three sources is otel_efa/config_sourc
 """
 import dataclasses
 import os
+import re
 import reprlib
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ MAX_FILE_BYTES = 1024 * 1024  # a config is a few hundred bytes; this refuses /d
 MAX_VALUE_CHARS = 4096  # a path, a URL, a header list: longer is a mistake (or an attack), refused
 QUOTE_CHARS = 80  # what an error quotes of a value or a key, at most
 MAX_INTERVAL_S = 24 * 3600.0  # a collection interval longer than a day is a typo (and overflows timers)
+INSTRUMENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./-]{0,254}\Z")  # the OTel API's syntax
+INSTRUMENT_PATTERN = re.compile(r"[A-Za-z*?][A-Za-z0-9_./*?-]{0,254}\Z")  # with an SDK View's wildcards
 
 
 def quote(value: Any) -> str:
@@ -184,6 +187,26 @@ class SlurmConfig:
 
 
 @dataclass
+class SdkConfig:
+    """Views of the ``otel-sdk`` exporter's MeterProvider (otel_efa/exporters/otel_sdk.py), on that path only."""
+
+    drop_metrics: List[str] = field(default_factory=list)  # instrument names, * and ? allowed: not exported
+    rename_metrics: List[str] = field(default_factory=list)  # old=new: instrument old exported as new
+
+    def validate(self) -> None:
+        bad = [p for p in self.drop_metrics if not INSTRUMENT_PATTERN.match(p)]
+        if bad:
+            raise ConfigError("sdk.drop_metrics", f"expected instrument names (wildcards * and ?), got {quote(bad[0])}")
+        olds = [pair.partition("=")[0].strip().lower() for pair in self.rename_metrics]
+        for pair in self.rename_metrics:
+            old, sep, new = (part.strip() for part in pair.partition("="))
+            names = INSTRUMENT_NAME.match(old) and INSTRUMENT_NAME.match(new)
+            if not sep or not names or olds.count(old.lower()) > 1:
+                raise ConfigError("sdk.rename_metrics", f"expected old=new (instrument names, each old once), "
+                                                        f"got {quote(pair)}")
+
+
+@dataclass
 class Config:
     interval: float = 60.0  # seconds between collections (the quick-start's COLLECTION_INTERVAL)
     sysfs: str = "/sys"  # where the kernel's counters are read: /sys, or a copied or simulated tree
@@ -208,6 +231,7 @@ class Config:
     otlp: OtlpConfig = field(default_factory=OtlpConfig)
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    sdk: SdkConfig = field(default_factory=SdkConfig)
 
     def validate(self) -> None:
         if not 0 < self.interval <= MAX_INTERVAL_S:
