@@ -4,7 +4,8 @@
 ``batch_size`` collections the batch is closed and the sender thread wakes: it folds the batch into
 datums (see :mod:`otel_efa.cloudwatch.packing`), appends them to a bounded FIFO buffer and drains the
 buffer in as few calls as the API limits allow. A call that still fails after botocore's retries puts
-its datums back at the front, so nothing is lost or sent twice; the next flush tries again. The buffer keeps ``buffer_minutes`` of data
+its datums back at the front, so nothing is lost or sent twice; the next flush tries again. The buffer
+keeps ``buffer_minutes`` of data
 (by the monotonic time of collection): beyond that the oldest datums are dropped and counted in
 ``otel_efa_dropped_datapoints``. ``shutdown()`` (SIGTERM) closes the open batch and sends it.
 
