@@ -251,8 +251,8 @@ EXPECTED_DEVICES = _metric("efa_expected_devices", Kind.GAUGE, "{device}",
                            "is missing", Scope.AGENT, "instance type table")
 INSTANCE_METRICS: Tuple[MetricSpec, ...] = (EXPECTED_DEVICES,)
 
-PORT_COUNTER_BY_KERNEL: Dict[str, MetricSpec] = {m.kernel_name: m for m in PORT_COUNTERS}
-DEVICE_COUNTER_BY_KERNEL: Dict[str, MetricSpec] = {m.kernel_name: m for m in DEVICE_COUNTERS}
+PORT_COUNTER_BY_KERNEL: Dict[str, MetricSpec] = {m.kernel_name: m for m in PORT_COUNTERS if m.kernel_name}
+DEVICE_COUNTER_BY_KERNEL: Dict[str, MetricSpec] = {m.kernel_name: m for m in DEVICE_COUNTERS if m.kernel_name}
 
 
 def is_device_counter(kernel_name: str) -> bool:

@@ -264,8 +264,9 @@ class Config:
                 raise ConfigError("simulate_faults", problem)
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
-            if dataclasses.is_dataclass(section):
-                section.validate()
+            validate = getattr(section, "validate", None)
+            if dataclasses.is_dataclass(section) and validate is not None:
+                validate()
         if self.cluster_name is not None and not self.cluster_name.strip():
             raise ConfigError("cluster_name", "must not be empty")
         if "job" in self.cloudwatch.dimension_sets and not self.slurm.enabled:

@@ -59,7 +59,7 @@ class ReopeningFile:
     def __init__(self, path: str):
         self.path = path
         self._file: Optional[TextIO] = None
-        self._inode = None
+        self._inode: Optional[int] = None
 
     def _open(self) -> TextIO:
         directory = os.path.dirname(self.path)

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Union
 
 from otel_efa import __version__
 from otel_efa.exporters import Exporter, ExporterContext
@@ -97,7 +97,7 @@ class OtlpExporter(Exporter):
         self.reporter = OutageReporter(self.settings.endpoint, context.clock)
         self._encoder = OtlpEncoder(context.resource, "otel_efa", __version__)  # counters start with the agent
         self._latest: Optional[Interval] = None  # the newest Interval pushed; replaced whole
-        self._sender = None
+        self._sender: Optional[Union[GrpcSender, HttpSender]] = None
         self._rejections_logged = False
         self._wanted = threading.Event()
         self._last = threading.Event()
@@ -136,6 +136,8 @@ class OtlpExporter(Exporter):
         if interval is None:
             return False
         request = self._encoder.encode(interval)
+        if self._sender is None:
+            return False
         try:
             response = self._sender.send(request)
         except ExportFailed as e:

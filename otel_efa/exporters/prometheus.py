@@ -66,7 +66,7 @@ class PrometheusExporter(Exporter):
                 if gzipped and page.gzipped is None:
                     page = page._replace(gzipped=gzip.compress(page.body, compresslevel=6))
                 self._page = page
-        return page.gzipped if gzipped else page.body
+        return page.gzipped if gzipped and page.gzipped is not None else page.body
 
     def _render(self, interval: Optional[Interval]) -> bytes:
         # started, nothing collected yet: target_info (who is there), no samples

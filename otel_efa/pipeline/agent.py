@@ -6,7 +6,7 @@ import signal
 import tempfile
 import threading
 import time
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -24,6 +24,10 @@ from otel_efa.pipeline.collector import Collector
 from otel_efa.pipeline.instruments import EfaInstrumentor
 from otel_efa.pipeline.stats import AgentStats
 from otel_efa.pipeline.stop_flag import StopFlag
+
+if TYPE_CHECKING:  # the simulator is imported only when a run simulates
+    from otel_efa.tools.simulator import Simulator
+    from otel_efa.tools.simulator.running import RunningSimulator
 
 log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 4.0  # SIGTERM to exit within 5 s, flushes included
@@ -54,8 +58,8 @@ class Agent:
         self._extra_readers = list(metric_readers)
         self._stop = StopFlag()  # its wait is on the monotonic clock, also on Python 3.9
         self._resource = resource
-        self._simulator = None
-        self._simulation = None
+        self._simulator: Optional[Simulator] = None
+        self._simulation: Optional[RunningSimulator] = None
         self._simulation_dir: Optional[tempfile.TemporaryDirectory] = None
         self.collector: Optional[Collector] = None
         self.exporters: List[Exporter] = []
@@ -80,8 +84,8 @@ class Agent:
         return self._simulation_dir.name
 
     def _instance_type(self, resource: Resource) -> Optional[str]:
-        return (self.config.instance_type or self.config.simulate
-                or resource.attributes.get("host.type") or None)
+        host_type = resource.attributes.get("host.type")
+        return self.config.instance_type or self.config.simulate or (str(host_type) if host_type else None)
 
     def setup(self) -> None:
         """Build everything; ConfigError (exit 2) for a counter tree that is not root's (sysfs_trust.py)."""

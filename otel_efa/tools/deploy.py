@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from otel_efa.config import ConfigError
 
@@ -80,7 +80,7 @@ def ensure_bucket(s3, bucket: str, region: str) -> bool:
             raise ConfigError("--bucket", f"{bucket} exists but this account may not use it") from None
         if status != 404:
             raise
-    arguments = {"Bucket": bucket}
+    arguments: Dict[str, Any] = {"Bucket": bucket}
     if region != "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
         arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
     s3.create_bucket(**arguments)
