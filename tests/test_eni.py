@@ -36,7 +36,7 @@ def wait_for(condition, timeout: float = 10.0, step: float = 0.02):
         if value:
             return value
         time.sleep(step)
-    raise AssertionError("condition not met within %.1f s" % timeout)
+    raise AssertionError(f"condition not met within {timeout:.1f} s")
 
 
 def test_mac_round_trips_through_the_kernels_link_local_address():
@@ -164,11 +164,11 @@ def test_agent_exports_eni_ids_once_imds_answers(make_simulator, imds, run_agent
     expected = {d.name: _eni(d.index) for d in simulator.devices}
 
     def resolved():
-        found = {l["aws_efa_device"]: l.get("aws_efa_eni_id") for l in labels_of("efa_rx_bytes_total")}
+        found = {s["aws_efa_device"]: s.get("aws_efa_eni_id") for s in labels_of("efa_rx_bytes_total")}
         return found == expected
 
     wait_for(resolved)
-    devices = {l["aws_efa_device"]: l.get("aws_efa_eni_id") for l in labels_of("efa_device_cmds_err_total")}
+    devices = {s["aws_efa_device"]: s.get("aws_efa_eni_id") for s in labels_of("efa_device_cmds_err_total")}
     assert devices == expected
 
 

@@ -656,7 +656,7 @@ def _check_outcome(outcome, text, environ):
         assert len(str(outcome).splitlines()) == 1
     else:
         outcome.validate()
-        for key, (hint, attribute) in config_module.KEYS.items():
+        for key, (_hint, attribute) in config_module.KEYS.items():
             section = outcome
             for part in key.split(".")[:-1]:
                 section = getattr(section, part)

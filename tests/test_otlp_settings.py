@@ -103,8 +103,8 @@ def test_timeout_variables_are_milliseconds_and_the_key_seconds():
 
 
 def test_tls_comes_from_the_scheme_and_insecure_applies_to_a_grpc_endpoint_without_one():
-    def resolved(config=OtlpConfig(), **environ):
-        settings = resolve_settings(config, {GENERAL + k: v for k, v in environ.items()})
+    def resolved(config=None, **environ):
+        settings = resolve_settings(config or OtlpConfig(), {GENERAL + k: v for k, v in environ.items()})
         return settings.endpoint, settings.insecure
 
     assert resolved(ENDPOINT="collector:4317") == ("https://collector:4317", False)  # the spec's default
