@@ -2,14 +2,14 @@
 
     .venv/bin/python benchmarks/otel_sdk_path.py [--profile p5.48xlarge] [--rounds 60]
 
-Each round is a new collection (traffic flowing), its frame built once (what every exporter shares), then,
+Each round is a new collection (traffic flowing), its Interval built once (what every exporter shares), then,
 CPU per call (median of time.process_time_ns, interleaved so both paths see the same machine):
-  push (SDK):               SdkBridge.observe(frame.metrics), what OtelSdkExporter.export does each interval;
+  push (SDK):               SdkBridge.observe(interval.metrics), what OtelSdkExporter.export does each interval;
   OTLP request (SDK):       the SDK collect over the pushed values + encode_metrics + serialization (what
                             the otel-sdk path's periodic reader does before its exporter sends);
   Prometheus scrape (SDK):  generate_latest of the SDK's reader on its private registry (sdk_prometheus.py);
-  OTLP request (fast):      the agent's encoder + serialization of the same frame;
-  Prometheus render (fast): the agent's text render of the same frame.
+  OTLP request (fast):      the agent's encoder + serialization of the same Interval;
+  Prometheus render (fast): the agent's text render of the same Interval.
 """
 import argparse
 import os
@@ -33,7 +33,6 @@ from otel_efa.exporters.prometheus_text import PrometheusRenderer  # noqa: E402
 from otel_efa.exporters.sdk_prometheus import private_reader  # noqa: E402
 from otel_efa.node.sysfs import SysfsReader  # noqa: E402
 from otel_efa.pipeline.collector import Collector  # noqa: E402
-from otel_efa.pipeline.frame import FrameSource  # noqa: E402
 from otel_efa.pipeline.instruments import EfaInstrumentor  # noqa: E402
 from otel_efa.tools.simulator import Simulator  # noqa: E402
 
@@ -52,7 +51,7 @@ def main() -> None:
     resource = Resource.create({"service.name": "otel-efa"})
     with tempfile.TemporaryDirectory() as root, Simulator(args.profile, root) as sim:
         collector = Collector(SysfsReader(root), args.profile)
-        instrumentor = EfaInstrumentor(collector)
+        instrumentor = EfaInstrumentor()
         agent_provider = MeterProvider(resource=resource)  # the agent's own, no reader (as pipeline/agent.py)
         instrumentor.instrument(agent_provider)
         memory = InMemoryMetricReader()
@@ -66,15 +65,14 @@ def main() -> None:
         points = 0
         for _ in range(args.rounds):
             sim.advance_by(1.0)
-            instrumentor.register_new_counters(collector.collect())
-            frame = FrameSource(instrumentor).current()
-            points = sum(len(p) for _, p in frame.metrics)
+            interval = instrumentor.interval(collector.collect())
+            points = sum(len(p) for _, p in interval.metrics)
             for name, work in zip(names, (
-                    lambda f=frame: bridge.observe(f.metrics),
+                    lambda i=interval: bridge.observe(i.metrics),
                     lambda: encode_metrics(memory.get_metrics_data()).SerializeToString(),
                     lambda: generate_latest(registry),
-                    lambda f=frame: encoder.encode(f).SerializeToString(),
-                    lambda f=frame: renderer.render(f))):
+                    lambda i=interval: encoder.encode(i).SerializeToString(),
+                    lambda i=interval: renderer.render(i))):
                 samples[name].append(_cpu_ms(work))
         bridge.shutdown(1000)
         agent_provider.shutdown()
@@ -85,7 +83,7 @@ def main() -> None:
     sdk = sum(statistics.median(samples[n]) for n in names[:3])
     fast = sum(statistics.median(samples[n]) for n in names[3:])
     print(f"{'per interval, SDK path':<26}{sdk:8.2f} ms   (push + one OTLP request + one scrape)")
-    print(f"{'per interval, fast path':<26}{fast:8.2f} ms   (one OTLP request + one render; the frame is shared)")
+    print(f"{'per interval, fast path':<26}{fast:8.2f} ms   (one OTLP request + one render; the Interval is shared)")
 
 
 if __name__ == "__main__":

@@ -29,12 +29,13 @@ from tls_certs import make_pki
 
 from otel_efa import catalog
 from otel_efa.config import Config, ConfigError, OtlpConfig, PrometheusConfig, SdkConfig, load
+from otel_efa.exporters import ExporterContext
 from otel_efa.exporters.otel_sdk import OtelSdkExporter, SdkBridge
 from otel_efa.exporters.sdk_readers import chosen_exporters
 from otel_efa.node.sysfs import SysfsReader
 from otel_efa.pipeline.collector import Collector
-from otel_efa.pipeline.frame import FrameSource
 from otel_efa.pipeline.instruments import EfaInstrumentor
+from otel_efa.pipeline.interval import Interval
 
 PROFILE = "p4d.24xlarge"
 RX, TX = catalog.BY_NAME["efa_rx_bytes"], catalog.BY_NAME["efa_tx_bytes"]
@@ -78,14 +79,14 @@ def test_bad_sdk_variables_are_config_errors_naming_them(variable, value, monkey
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError) as error:
-        OtelSdkExporter(Config(exporters=["otel-sdk"]), RESOURCE)
+        OtelSdkExporter(ExporterContext(Config(exporters=["otel-sdk"]), RESOURCE))
     assert error.value.key == variable and repr(value) in str(error.value)
 
 
 def test_the_sdk_path_s_prometheus_and_the_fast_one_cannot_share_the_address(monkeypatch):
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
     with pytest.raises(ConfigError) as error:
-        OtelSdkExporter(Config(exporters=["prometheus", "otel-sdk"]), RESOURCE)
+        OtelSdkExporter(ExporterContext(Config(exporters=["prometheus", "otel-sdk"]), RESOURCE))
     assert error.value.key == "OTEL_METRICS_EXPORTER" and "prometheus.address" in str(error.value)
 
 
@@ -101,20 +102,18 @@ def test_bad_view_keys_are_config_errors(key, value):
 
 # --- one node, one exporter, driven by hand ----------------------------------------------------------------
 class Node:
-    """A simulated node's collector, instruments and frames: what the agent hands its exporters."""
+    """A simulated node's collector and instruments: :meth:`collect` gives the Interval the agent hands its
+    exporters."""
 
     def __init__(self, simulator):
         self.simulator = simulator
         self.collector = Collector(SysfsReader(simulator.root), PROFILE)
-        self.instrumentor = EfaInstrumentor(self.collector)
+        self.instrumentor = EfaInstrumentor()
         self.provider = MeterProvider(resource=RESOURCE)
         self.instrumentor.instrument(self.provider)
-        self.frames = FrameSource(self.instrumentor)
 
-    def collect(self):
-        snapshot = self.collector.collect()
-        self.instrumentor.register_new_counters(snapshot)
-        return snapshot
+    def collect(self) -> Interval:
+        return self.instrumentor.interval(self.collector.collect())
 
     def close(self):
         self.provider.shutdown()
@@ -142,9 +141,8 @@ def sdk_exporter(node, receiver):
     made = []
 
     def make(config: Config) -> OtelSdkExporter:
-        exporter = OtelSdkExporter(config, RESOURCE)
+        exporter = OtelSdkExporter(ExporterContext(config, RESOURCE))
         made.append(exporter)
-        exporter.attach_frames(node.frames)
         exporter.start()
         return exporter
 
@@ -185,8 +183,7 @@ def test_the_bridge_takes_views_from_an_embedding_program(node):
     reader = InMemoryMetricReader()
     bridge = SdkBridge(RESOURCE, [reader], views=[View(instrument_name="efa_rx_bytes", aggregation=DropAggregation())])
     try:
-        node.collect()
-        bridge.observe(node.frames.current().metrics)
+        bridge.observe(node.collect().metrics)
         data = reader.get_metrics_data()
     finally:
         bridge.shutdown(1000)
@@ -239,7 +236,7 @@ def test_one_collect_sees_one_interval_even_when_a_push_lands_during_it():
 
 
 def test_a_series_gone_from_the_interval_is_gone_from_the_export():
-    """As on the fast path (a frame has only what the interval has): a device that disappears, or a metric
+    """As on the fast path (an Interval has only the points of its collection): a device that disappears, or a metric
     without points, is not exported with its last value."""
     reader = InMemoryMetricReader()
     bridge = SdkBridge(RESOURCE, [reader])
@@ -330,12 +327,12 @@ def test_none_exports_nothing_and_otlp_does(node, receiver, sdk_exporter, monkey
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
     silent = sdk_exporter(config)
     assert silent.readers == [] and silent.prometheus is None
-    snapshot = node.collect()
-    silent.export(snapshot)
+    interval = node.collect()
+    silent.export(interval)
     assert silent.bridge.force_flush()
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     speaking = sdk_exporter(config)
-    speaking.export(snapshot)
+    speaking.export(interval)
     assert speaking.bridge.force_flush()
     requests = receiver.wait_for(1, timeout=10)
     assert len(requests) == 1  # the otlp one's: none sent nothing before it
@@ -415,11 +412,13 @@ def test_prometheus_reader_is_served_by_the_agent_s_endpoint_with_its_web_config
 
 def test_the_sdk_endpoint_claims_its_port_at_construction(monkeypatch):
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
-    first = OtelSdkExporter(Config(exporters=["otel-sdk"], prometheus=PrometheusConfig("127.0.0.1:0")), RESOURCE)
+    first = OtelSdkExporter(ExporterContext(Config(exporters=["otel-sdk"], prometheus=PrometheusConfig("127.0.0.1:0")),
+                                            RESOURCE))
     try:
         taken = f"127.0.0.1:{first.prometheus.port}"
         with pytest.raises(ConfigError) as error:
-            OtelSdkExporter(Config(exporters=["otel-sdk"], prometheus=PrometheusConfig(taken)), RESOURCE)
+            OtelSdkExporter(ExporterContext(Config(exporters=["otel-sdk"], prometheus=PrometheusConfig(taken)),
+                                            RESOURCE))
         assert error.value.key == "prometheus.address" and "in use" in str(error.value)
     finally:
         first.shutdown(1.0)

@@ -23,9 +23,9 @@ from rich_node import HUGE, ODD_TEXT, PROFILE, RESOURCE, RichNode
 
 from otel_efa import __version__
 from otel_efa.config import Config, OtlpConfig, PrometheusConfig
+from otel_efa.exporters import ExporterContext
 from otel_efa.exporters.otel_sdk import OtelSdkExporter
 from otel_efa.exporters.prometheus import PrometheusExporter
-from otel_efa.pipeline.frame import FrameSource
 
 SDK_USER_AGENT = "OTel-OTLP-Exporter-Python"
 SCOPE_LABELS = ("otel_scope_name", "otel_scope_version", "otel_scope_schema_url")
@@ -133,17 +133,16 @@ def test_prometheus_pages_of_both_paths_have_the_same_series_and_values(make_sim
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
     node = RichNode(make_simulator(PROFILE))
     provider = MeterProvider(resource=RESOURCE)
-    fast = PrometheusExporter(Config(prometheus=PrometheusConfig("127.0.0.1:0")), RESOURCE)
-    sdk = OtelSdkExporter(Config(exporters=["otel-sdk"], prometheus=PrometheusConfig("127.0.0.1:0")), RESOURCE)
+    fast = PrometheusExporter(ExporterContext(Config(prometheus=PrometheusConfig("127.0.0.1:0")), RESOURCE))
+    sdk = OtelSdkExporter(ExporterContext(Config(exporters=["otel-sdk"], prometheus=PrometheusConfig("127.0.0.1:0")),
+                                          RESOURCE))
     try:
         node.instrument(provider)
-        frames = FrameSource(node.instrumentor)
         for exporter in (fast, sdk):
-            exporter.attach_frames(frames)
             exporter.start()
-        snapshot = node.collect()
+        node.collect()
         for exporter in (fast, sdk):
-            exporter.export(snapshot)
+            exporter.export(node.interval)
         fast_page, sdk_page = _scrape(fast.port), _scrape(sdk.prometheus.port)
     finally:
         fast.shutdown(1.0)

@@ -15,7 +15,7 @@ paths export the same names, values, attributes and resource (tests/test_otel_sd
 import logging
 import os
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -28,14 +28,12 @@ from otel_efa.catalog import Kind, MetricSpec
 from otel_efa.config import ConfigError, SdkConfig
 from otel_efa.exporters import Exporter, ExporterContext, sdk_readers
 from otel_efa.otlp_settings import resolve_settings
-from otel_efa.pipeline.interval import Interval
+from otel_efa.pipeline.interval import Interval, Metrics, Point
 
 log = logging.getLogger(__name__)
 SHUTDOWN_MARGIN_S = 1.0  # of the agent's shutdown budget, left for the rest of the agent (and the endpoint)
 FINAL_EXPORT_S = 2.0  # the last export at shutdown: one request to a live collector takes milliseconds
 
-Point = Tuple[Mapping[str, Any], Any]  # (attributes, value), as pipeline/frame.py has it
-Metrics = Tuple[Tuple[MetricSpec, Tuple[Point, ...]], ...]  # one interval's values: Frame.metrics, Interval.metrics
 
 
 def configured_views(sdk: SdkConfig) -> List[View]:
