@@ -62,7 +62,9 @@ def test_every_device_is_named_after_its_pci_address(make_simulator, profile):
         slot, function = slot_function.split(".")
         assert (domain, function) == ("0000", "0")
         assert device.name == f"rdmap{int(bus, 16)}s{int(slot, 16)}"
-        assert efa_devices.classify(device.path, pci.function_of(device.path))[0]
+        function = pci.function_of(device.path)
+        assert function is not None and function.device_id == layouts.LAYOUTS[profile].efa_device_id
+        assert efa_devices.classify(device.path, function)[0]
     if profile in LISTED_NAMES:
         assert [d.name for d in simulator.devices] == LISTED_NAMES[profile]
     layout = layouts.LAYOUTS[profile]
