@@ -2,7 +2,6 @@
 import os
 import socket
 import threading
-import time
 from typing import Iterator, List
 
 import pytest
@@ -29,14 +28,6 @@ def _imds_on_loopback(monkeypatch):
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
     monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", f"http://127.0.0.1:{closed}")
-
-
-def wait_for(predicate, what: str, timeout: float = 20.0) -> None:
-    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def free_port() -> int:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, wait_for
+from conftest import free_port
 from moto.server import ThreadedMotoServer
 from node_stand_ins import install_systemctl, run_as_nobody
+from waiting import wait_until
 
 from otel_efa.tools import doctor
 from otel_efa.tools.simulator import Simulator
@@ -95,10 +96,10 @@ class HealthyNode:
         self.root = base / "root"  # an installed ADOT, as its package leaves it (doctor --root)
         (self.root / "opt/aws/aws-otel-collector/bin").mkdir(parents=True)
         (self.root / "opt/aws/aws-otel-collector/bin/VERSION").write_text("v0.49.0\n")
-        wait_for(lambda: _listening(self.otlp_port), "the OTLP receiver")
-        wait_for(lambda: self.log.exists() and self.log.stat().st_size > 0, "the agent's first log line")
-        wait_for(lambda: _serves_metrics(f"http://127.0.0.1:{self.prometheus_port}/metrics"),
-                  "the agent's Prometheus endpoint")
+        wait_until(lambda: _listening(self.otlp_port), what="the OTLP receiver")
+        wait_until(lambda: self.log.exists() and self.log.stat().st_size > 0, what="the agent's first log line")
+        wait_until(lambda: _serves_metrics(f"http://127.0.0.1:{self.prometheus_port}/metrics"),
+                   what="the agent's Prometheus endpoint")
 
     def write_config(self, name: str, **overrides) -> Path:
         settings = {
@@ -231,7 +232,7 @@ def test_prometheus_port_taken_fails_with_its_fix(node):
     other = subprocess.Popen(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{port}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/metrics"), "node exporter")
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/metrics"), what="node exporter")
         config = node.write_config("port-taken.yaml", **{"prometheus.address": f"0.0.0.0:{port}"})
         done = node.doctor(config=config)
     finally:

@@ -24,8 +24,8 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 from agent_process import AgentProcess
 from aws_peers import SEED_NAMES, FaultProxy, cloudwatch, moto, proxy, statistics  # noqa: F401
-from conftest import wait_for
 from otlp_receiver import GrpcReceiver, points
+from waiting import wait_until
 
 from otel_efa import catalog
 from otel_efa.pipeline.agent import SHUTDOWN_BUDGET_S
@@ -125,7 +125,7 @@ def assert_totals_match(simulator, receiver: GrpcReceiver) -> int:
     simulator's ground truth, every port counter of every device. Returns how many values were checked."""
     truth = simulator.values()
     seen = len(receiver.requests)
-    wait_for(lambda: len(receiver.requests) >= seen + 2, "two exports after the counters stopped")
+    wait_until(lambda: len(receiver.requests) >= seen + 2, what="two exports after the counters stopped")
     totals = port_totals(receiver.requests[-1][1])
     assert totals, "no port counters exported"
     for key, value in totals.items():
@@ -521,7 +521,7 @@ def test_sigterm_during_a_slow_put_metric_data_delivers_or_reports_every_datapoi
         agent.expect(lambda: len(intervals(log_file)) >= collected + 2, "more collections behind the slow call")
         code, took = agent.stop()
         running.stop()
-        wait_for(lambda: all(r.status for r in proxy.puts()), "the slow call processed", 20)
+        wait_until(lambda: all(r.status for r in proxy.puts()), 20, "the slow call processed")
     finally:
         running.stop()
     print(f"SIGTERM to exit with PutMetricData under way: {took:.2f} s")
