@@ -2,6 +2,7 @@
 import os
 import socket
 import threading
+import time
 from typing import Iterator, List
 
 import pytest
@@ -88,9 +89,10 @@ class Pipeline:
     """Collector + instruments + an in-memory OTel reader: what every exporter is fed, inspectable.
 
     ``points()`` returns {(metric name, frozenset of attributes): value} for the last collection.
+    ``clock``: the collector's monotonic clock (a test that moves time itself passes its own).
     """
 
-    def __init__(self, root: str, instance_type=None):
+    def __init__(self, root: str, instance_type=None, clock=None):
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -98,7 +100,7 @@ class Pipeline:
         from otel_efa.pipeline.collector import Collector
         from otel_efa.pipeline.instruments import EfaInstrumentor
 
-        self.collector = Collector(SysfsReader(root), instance_type)
+        self.collector = Collector(SysfsReader(root), instance_type, clock=clock or time.monotonic)
         self.reader = InMemoryMetricReader()
         self.provider = MeterProvider(metric_readers=[self.reader])
         self.instrumentor = EfaInstrumentor(self.collector)
@@ -134,8 +136,8 @@ def port_key(name: str, device: str, port: str = "1"):
 def make_pipeline():
     made = []
 
-    def make(root: str, instance_type=None) -> Pipeline:
-        pipeline = Pipeline(root, instance_type)
+    def make(root: str, instance_type=None, clock=None) -> Pipeline:
+        pipeline = Pipeline(root, instance_type, clock)
         made.append(pipeline)
         return pipeline
 
