@@ -14,8 +14,6 @@ import glob
 import os
 import re
 import signal
-import socket
-import threading
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 from agent_process import AgentProcess
 from aws_peers import SEED_NAMES, FaultProxy, cloudwatch, moto, proxy, statistics  # noqa: F401
-from otlp_receiver import GrpcReceiver, points
+from otlp_receiver import GrpcReceiver, MisbehavingReceiver, points
 from waiting import wait_until
 
 from otel_efa import catalog
@@ -148,37 +146,6 @@ def epoch(stamp: str) -> float:
 
 
 # --- 1. the OTLP collector hangs, then answers again -------------------------------------------------
-class BlackHole:
-    """A collector that hangs: it accepts connections and never reads or answers anything."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        # so the collector that comes back can bind the port while connections of ours linger
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.accepted: List[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(connection)
-
-    def close(self) -> None:
-        """Free the port at once (shutdown wakes the accept() that would hold the socket listening)."""
-        for sock in [self.sock] + self.accepted:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:  # closed already, or never connected
-                pass
-            sock.close()
-
-
 def test_otlp_collector_hung_then_back_keeps_collecting_and_recovers_whole_totals(make_simulator, start_agent,
                                                                                   tmp_path):
     """The collector down and back (connection refused) is ``test_otlp_outage.py``. Here it hangs
@@ -189,7 +156,7 @@ def test_otlp_collector_hung_then_back_keeps_collecting_and_recovers_whole_total
     """
     simulator = make_simulator(PROFILE)
     running = simulator.start(tick=0.05)
-    hole = BlackHole()
+    hole = MisbehavingReceiver("hang")  # a collector that accepts connections and never answers
     log_file = tmp_path / "efa_monitor.log"
     back: Optional[GrpcReceiver] = None
     agent = start_agent(simulator.root, "otlp,log", "--log-file", str(log_file), env={
@@ -475,7 +442,7 @@ def test_sigterm_during_a_hung_otlp_export_exits_zero_within_the_budget(make_sim
     """
     simulator = make_simulator(PROFILE)
     running = simulator.start(tick=0.05)
-    hole = BlackHole()
+    hole = MisbehavingReceiver("hang")  # a collector that accepts connections and never answers
     log_file = tmp_path / "efa_monitor.log"
     try:
         agent = start_agent(simulator.root, "otlp,log", "--log-file", str(log_file), env={
