@@ -25,8 +25,8 @@ import boto3
 import pytest
 import yaml
 from adot_stand_ins import VERSION_FILE, install_package_managers, make_package, package_files
+from aws_peers import Moto
 from conftest import free_port
-from moto.server import ThreadedMotoServer
 from node_stand_ins import REPO, FakeImds, install_systemctl, systemctl_calls, tree_state
 
 from otel_efa import __version__, config
@@ -82,10 +82,8 @@ def bundle(tmp_path_factory, adot_mirror):
 @pytest.fixture(scope="module")
 def s3(bundle):
     """moto's S3 on a loopback port holding the bundle under s3://otel-efa-test/otel-efa/."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+    server = Moto(free_port()).start()
+    env = {"AWS_ENDPOINT_URL": server.url, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true"}
     client = boto3.client("s3", region_name="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"],
                           aws_access_key_id="testing", aws_secret_access_key="testing")
