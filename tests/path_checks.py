@@ -7,26 +7,14 @@ A ``node`` here is anything with ``query(expr) -> list`` (an instant query where
 paths, so both tests call these same checks.
 """
 import os
-import time
 from typing import Dict, List, Tuple
 
 import promql_checks
+from waiting import wait_until
 
 from otel_efa.artifacts.alarms import prometheus_rules
 from otel_efa.artifacts.dashboards import grafana
 from otel_efa.artifacts.promql import DEVICE
-
-
-def poll(check, what: str, timeout: float = 30.0, every: float = 0.2):
-    """check() until it returns something truthy; fail naming ``what`` and the last value at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {value!r})")
-        time.sleep(every)
 
 
 def dashboard_queries() -> List[Tuple[str, str]]:
@@ -86,7 +74,7 @@ def _expect(node, window: str, alert: str, cluster: str, instance: str, timeout:
         series = _firing(node, window, alert)
         return series if len(series) == 1 and all(series[0].get(k) == v for k, v in want.items()) else None
 
-    poll(matches, f"{alert} with {want}", timeout=timeout)
+    wait_until(matches, timeout, f"{alert} with {want}", every=0.2)
 
 
 def assert_alerts_quiet_then_firing_on_each_fault(node, window: str, cluster: str, instance: str,
@@ -123,4 +111,4 @@ def assert_alerts_quiet_then_firing_on_each_fault(node, window: str, cluster: st
     assert not _firing(node, window, "EfaAgentDown") and not _firing(node, window, "EfaAgentAbsent")
     node.stop_agent()
     expect("EfaAgentDown", timeout=agent_down_timeout)
-    poll(lambda: node.query(rules(window)["EfaAgentAbsent"]), "EfaAgentAbsent", timeout=agent_down_timeout)
+    wait_until(lambda: node.query(rules(window)["EfaAgentAbsent"]), agent_down_timeout, "EfaAgentAbsent", every=0.2)

@@ -10,12 +10,12 @@ declared context attribute must show up on some point of its scope (so a declara
 import urllib.request
 
 import pytest
-from conftest import wait_for
 from fake_imds import FakeImds
 from opentelemetry.sdk.resources import Resource
 from otlp_receiver import HttpReceiver, points
 from prometheus_client.parser import text_string_to_metric_families
 from test_slurm import NODE, squeue  # noqa: F401
+from waiting import wait_until
 
 from otel_efa import catalog
 from otel_efa.artifacts.promql import label
@@ -63,7 +63,7 @@ def attributed_node(make_simulator, run_agent, imds, squeue):  # noqa: F811
             keys = {k for p in received() for k, _ in p.attributes}
             return {catalog.ATTR_ENI, catalog.ATTR_SLURM_JOB, catalog.ATTR_REASON} <= keys
 
-        wait_for(attributed, "points with an ENI id, the Slurm job and a read error reason")
+        wait_until(attributed, 30, "points with an ENI id, the Slurm job and a read error reason")
         prometheus = next(e for e in running.agent.exporters if e.name == "prometheus")
         page = urllib.request.urlopen(f"http://127.0.0.1:{prometheus.port}/metrics", timeout=5).read().decode()
         yield received(), page

@@ -16,6 +16,7 @@ import pytest
 from aws_peers import NAMESPACE, QUICK_START_NAMES, cloudwatch, config_with, moto, node, proxy, statistics  # noqa: F401
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from waiting import wait_until
 
 
 def test_the_quick_starts_queries_return_the_simulated_rate(proxy, moto, node):
@@ -202,11 +203,8 @@ def test_sigterm_mid_batch_delivers_the_batch(proxy, moto, tmp_path):
          "--exporters", "cloudwatch,log", "--log-file", str(log_file)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if log_file.exists() and len(log_file.read_text().splitlines()) >= 5 * 4:  # 4 with a rate
-                break
-            time.sleep(0.1)
+        wait_until(lambda: log_file.exists() and len(log_file.read_text().splitlines()) >= 5 * 4, 30,
+                   "five intervals in the log file (4 with a rate)")
         assert not proxy.puts(), "nothing is sent before the batch completes"
         agent.send_signal(signal.SIGTERM)
         sent = time.monotonic()

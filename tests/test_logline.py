@@ -5,6 +5,7 @@ import time
 from datetime import datetime, timezone
 
 from opentelemetry.sdk.resources import Resource
+from waiting import wait_until
 
 from otel_efa.config import Config
 from otel_efa.exporters import ExporterContext
@@ -66,19 +67,21 @@ def test_lines_are_flushed_within_a_second_of_collection(tmp_path):
          "--exporters", "log", "--log-file", str(log_file), "--count", "4"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     delays, seen = [], 0
+
+    def exited_after_a_look() -> bool:
+        nonlocal seen
+        running = process.poll() is None  # one more look after it exits: its last lines count too
+        if log_file.exists():
+            lines = log_file.read_text().splitlines()
+            now = time.time()
+            for line in lines[seen:]:
+                stamp = datetime.fromisoformat(line.split(" ", 1)[0]).timestamp()
+                delays.append(now - stamp)
+            seen = len(lines)
+        return not running
+
     try:
-        deadline = time.monotonic() + 30
-        running = True
-        while running and time.monotonic() < deadline:
-            running = process.poll() is None  # one more look after it exits: its last lines count too
-            if log_file.exists():
-                lines = log_file.read_text().splitlines()
-                now = time.time()
-                for line in lines[seen:]:
-                    stamp = datetime.fromisoformat(line.split(" ", 1)[0]).timestamp()
-                    delays.append(now - stamp)
-                seen = len(lines)
-            time.sleep(0.05)
+        wait_until(exited_after_a_look, 30, "the agent's four collections")
     finally:
         process.wait(30)
     assert process.returncode == 0

@@ -9,29 +9,25 @@ import urllib.request
 
 import pytest
 from conftest import free_port
+from waiting import wait_until
 
 from otel_efa.tools.simulator import Simulator
 
 
-def _start(*args):
+def _start(*args, stderr=subprocess.PIPE):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_EFA_")}
     env["AWS_EC2_METADATA_DISABLED"] = "true"
     return subprocess.Popen([sys.executable, "-m", "otel_efa", "run", "--simulate", "p4d.24xlarge", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
 
 
 def _wait_for_metrics(port, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
-                body = response.read().decode()
-                if "efa_rx_bytes_total" in body:
-                    return body
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("no metrics served")
+    def served():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+            body = response.read().decode()
+        return body if "efa_rx_bytes_total" in body else None
+
+    return wait_until(served, timeout, "metrics served", every=0.1, ignoring=(OSError,))
 
 
 def test_count_exits_zero_after_n_collections(tmp_path):
@@ -47,17 +43,19 @@ def test_count_exits_zero_after_n_collections(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_flushes_and_exits_zero_within_5_seconds(tmp_path, signum):
     port = free_port()
-    process = _start("--interval", "30", "--exporters", "prometheus,log", "--log-file", str(tmp_path / "log"),
-                     "--prometheus-address", f"127.0.0.1:{port}")
+    stderr_path = tmp_path / "stderr"
+    with open(stderr_path, "w") as stderr_file:
+        process = _start("--interval", "30", "--exporters", "prometheus,log", "--log-file", str(tmp_path / "log"),
+                         "--prometheus-address", f"127.0.0.1:{port}", stderr=stderr_file)
     _wait_for_metrics(port)
     process.send_signal(signal.SIGHUP)  # noted, not fatal
-    time.sleep(0.3)
+    wait_until(lambda: "SIGHUP" in stderr_path.read_text(), 10, "the SIGHUP noted")
     assert process.poll() is None
     sent = time.monotonic()
     process.send_signal(signum)
     assert process.wait(10) == 0
     assert time.monotonic() - sent < 5
-    stderr = process.stderr.read()
+    stderr = stderr_path.read_text()
     assert "SIGHUP" in stderr and signal.Signals(signum).name in stderr and "Traceback" not in stderr
 
 

@@ -9,12 +9,12 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
 import table_figures
+from waiting import wait_until
 
 from otel_efa.node.instance_types import INSTANCE_TYPES
 from otel_efa.tools.simulator.engine import PACKET_BYTES
@@ -96,14 +96,12 @@ class Tmux:
         self.run("send-keys", "-t", "top", *keys)
 
     def wait_for(self, predicate, timeout: float = 20.0, escapes: bool = False) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
+        """The first screen that satisfies ``predicate``."""
+        def matching():
             screen = self.screen(escapes)
-            if predicate(screen):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError("screen never showed what was expected:\n" + screen)
-            time.sleep(0.2)
+            return screen if predicate(screen) else None
+
+        return wait_until(matching, timeout, "a screen showing what was expected", every=0.2)
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
@@ -163,9 +161,7 @@ def test_top_in_a_terminal_shows_every_device_highlights_faults_and_quits(tmp_pa
         assert highlighted == {dropping, down}, "only the faulty rows are drawn in bold red"
 
         tmux.keys("q")
-        deadline = time.monotonic() + 10
-        while not rc_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(rc_file.exists, 10, "top's exit status after q")
     assert rc_file.read_text().strip() == "0"
 
 

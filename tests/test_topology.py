@@ -4,6 +4,7 @@ import os
 import shutil
 
 import pytest
+from waiting import wait_until
 
 from otel_efa.cli import main
 from otel_efa.node import topology
@@ -133,8 +134,6 @@ def _info_series(port):
 
 @pytest.mark.parametrize("pci_links", [True, False])
 def test_agent_exports_efa_device_info(make_simulator, run_agent, pci_links):
-    import time
-
     from opentelemetry.sdk.resources import Resource
 
     from otel_efa.config import Config, PrometheusConfig
@@ -143,9 +142,11 @@ def test_agent_exports_efa_device_info(make_simulator, run_agent, pci_links):
     config = Config(sysfs=simulator.root, interval=0.1, exporters=["prometheus"],
                     prometheus=PrometheusConfig(address="127.0.0.1:0"))
     running = run_agent(config, resource=Resource.create({"service.name": "otel-efa"}))
-    deadline = time.monotonic() + 10
-    while len(series := _info_series(running.agent.exporters[0].port)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    def four_devices():
+        found = _info_series(running.agent.exporters[0].port)
+        return found if len(found) >= 4 else None
+
+    series = wait_until(four_devices, 10, "efa_device_info of the four devices")
     by_device = {s.labels["aws_efa_device"]: s for s in series}
     assert set(by_device) == set(simulator.device_names)
     for name, truth in simulator.declared_topology().items():

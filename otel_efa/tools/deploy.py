@@ -122,8 +122,18 @@ def add_parser(subparsers) -> None:
     up.set_defaults(handler=_upload)
 
 
+def require_credentials() -> None:
+    """Fail as the first S3 call would (an unknown AWS_PROFILE, no credentials), before the wheel is built."""
+    import boto3
+    from botocore.exceptions import NoCredentialsError
+
+    if boto3.session.Session().get_credentials() is None:  # an unknown profile raises ProfileNotFound here
+        raise NoCredentialsError()
+
+
 def _upload(args) -> int:
     source = source_root(args.source)
+    require_credentials()
     with tempfile.TemporaryDirectory(prefix="otel-efa-bundle-") as directory:
         bundle = Path(directory)
         try:
