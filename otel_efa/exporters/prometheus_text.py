@@ -20,10 +20,11 @@ Resource attributes whose keys give the same label name (``host.id`` and ``host_
 Only the values change from one interval to the next, so the HELP/TYPE lines and every series'
 ``name{labels} `` prefix are built once; a render is then a join of cached strings and formatted numbers.
 """
+import functools
 import json
 import logging
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Set, Tuple
 
 from otel_efa import names
 from otel_efa.catalog import Kind, MetricSpec, prometheus_name
@@ -100,14 +101,15 @@ class PrometheusRenderer:
             self._name_series(frame.specs)
         out: List[str] = [self._target_info]
         append = out.append
-        previous, current = self._labels, {}
+        previous = self._labels
+        current: Dict[frozenset, Dict[int, Tuple[Mapping[str, Any], str]]] = {}
         for spec, points in frame.metrics:
             header, name = self._header(spec)
             append(header)
-            keys = set()
+            seen: Set[str] = set()
             for attributes, _ in points:
-                keys.update(attributes)
-            keys = frozenset(keys)
+                seen.update(attributes)
+            keys = frozenset(seen)
             cached = previous.get(keys, {})
             kept = current.setdefault(keys, {})
             for attributes, value in points:
@@ -132,8 +134,8 @@ class PrometheusRenderer:
         new.sort(key=lambda spec: names.prometheus_metric_name(spec.name) != spec.name)
         for spec in new:
             base = names.prometheus_metric_name(spec.name)
-            name = self._names.claim(base, build=lambda b, spec=spec: prometheus_name(b, spec.kind, spec.unit),
-                                     also=_family_names, key=spec.name)
+            name = self._names.claim(base, build=functools.partial(_family_name, spec=spec), also=_family_names,
+                                     key=spec.name)
             if name != spec.prometheus_name:
                 log.warning("%s is %s on the Prometheus page (%s is another metric's name there)",
                             spec.name, name, spec.prometheus_name)
@@ -148,6 +150,11 @@ class PrometheusRenderer:
             help_text = spec.description.replace("\\", "\\\\").replace("\n", "\\n")
             header = self._headers[spec.name] = (f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n", name)
         return header
+
+
+def _family_name(base: str, spec: MetricSpec) -> str:
+    """The Prometheus family name of ``spec`` when its base name is ``base``."""
+    return prometheus_name(base, spec.kind, spec.unit)
 
 
 def _family_names(name: str) -> Tuple[str, ...]:
