@@ -192,7 +192,7 @@ def test_the_bridge_takes_views_from_an_embedding_program(node):
 
 
 class _PushOnRead(Mapping[str, Any]):
-    """Attributes whose first reading (by the SDK, consuming the first instrument's observation) pushes
+    """Attributes whose first reading (as the first instrument's observation is made and consumed) pushes
     the next interval: the push lands in the middle of a collect."""
 
     def __init__(self, attributes, push):

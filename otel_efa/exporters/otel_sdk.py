@@ -94,7 +94,11 @@ class SdkBridge:
             if first:
                 pin.values = self._latest
             values = getattr(pin, "values", self._latest)
-            return [Observation(value, attributes) for attributes, value in values.get(name, ())]
+            # As a dict: SDK 1.41 (the last for Python 3.9) keeps the mapping it is given in its data point,
+            # and its console exporter deep-copies that, which a read-only mappingproxy (the instrumentor's
+            # NO_ATTRIBUTES) cannot be; newer SDKs copy it into a dict themselves.
+            return [Observation(value, attributes if type(attributes) is dict else dict(attributes))
+                    for attributes, value in values.get(name, ())]
         return observe
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
