@@ -183,7 +183,9 @@ class EfaInstrumentor:
 
     def _observer(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(value, attributes) for attributes, value in self._latest_points.get(name, ())]
+            # plain dicts: the SDK releases for Python 3.9 deep-copy what they are given, and a read-only
+            # mapping proxy (the points' shared mappings) cannot be copied
+            return [Observation(value, dict(attributes)) for attributes, value in self._latest_points.get(name, ())]
         return observe
 
     def _port_attributes(self, port: PortSnapshot) -> Dict[str, str]:
