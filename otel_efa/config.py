@@ -217,8 +217,8 @@ class Config:
     # Read a counter tree not owned by root or world-writable (a test or copied tree); see otel_efa/node/sysfs_trust.py.
     allow_untrusted_sysfs: bool = False
     instance_type: Optional[str] = None  # overrides what IMDS says (link speed, expected devices)
-    # Where the metrics go: any of otlp, prometheus, cloudwatch, log, console, or an installed plugin's name
-    # (an entry point of the group otel_efa.exporters).
+    # Where the metrics go: any of otlp, prometheus, cloudwatch, log, console, otel-sdk, or an installed
+    # plugin's name (an entry point of the group otel_efa.exporters).
     exporters: List[str] = field(default_factory=lambda: ["prometheus", "log"])
     log_file: Optional[str] = None  # where the quick-start's human log line goes; null: standard output
     log_level: str = "info"  # of the agent's own messages on standard error: debug, info, warning, error
