@@ -26,7 +26,7 @@ DEFAULT_PREFIX = "otel-efa"
 
 def source_root(given: Optional[str] = None) -> Path:
     """The source tree to bundle: ``--source``, else the checkout this package runs from."""
-    candidates = [Path(given)] if given else [Path(__file__).resolve().parent.parent, Path.cwd()]
+    candidates = [Path(given)] if given else [Path(__file__).resolve().parents[2], Path.cwd()]
     for candidate in candidates:
         project = candidate / "pyproject.toml"
         if project.is_file() and 'name = "otel-efa"' in project.read_text(encoding="utf-8"):
