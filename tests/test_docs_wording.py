@@ -6,21 +6,21 @@ import subprocess
 from pathlib import Path
 from typing import List
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 WORD = "se" + "ed"  # built, so that this file does not hold the word it looks for
 # A random-number generator's starting value is the one other meaning the word has: allowed on such a line.
 RANDOM_NUMBERS = re.compile(rf"random|\brng\b|\.{WORD}\(|\b{WORD}\s*=|--{WORD}\b", re.IGNORECASE)
 GUIDE_WORD = re.compile(WORD, re.IGNORECASE)
+# What an unpacked tree holds beside the project: virtualenvs, build output (the test collectors), caches.
+NOT_PROJECT = {".git", ".venv", ".venv39", "build", "dist", "__pycache__", ".pytest_cache", ".hypothesis"}
 
 
 def project_files() -> List[Path]:
     try:
         listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                                 cwd=ROOT, capture_output=True, check=True, timeout=30).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout (an unpacked sdist): nothing tracked to scan")
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (an unpacked sdist): every file
+        return [p for p in ROOT.rglob("*") if p.is_file() and not NOT_PROJECT.intersection(p.relative_to(ROOT).parts)]
     return [ROOT / name for name in listed.decode().split("\0") if name and (ROOT / name).is_file()]
 
 
