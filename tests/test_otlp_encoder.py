@@ -11,6 +11,7 @@ import logging
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otlp_receiver import GrpcReceiver, HttpReceiver
@@ -21,6 +22,14 @@ from otel_efa.config import Config, OtlpConfig
 from otel_efa.exporters.otlp import OtlpExporter
 from otel_efa.exporters.otlp_encoder import OtlpEncoder
 from otel_efa.pipeline.frame import FrameSource
+
+
+def _request(body: bytes) -> ExportMetricsServiceRequest:
+    """The encoder's bytes parsed, and checked to be what protobuf itself writes for that message (field
+    order, lengths), so the template's bytes are the same as serializing the message would give."""
+    request = ExportMetricsServiceRequest.FromString(body)
+    assert request.SerializeToString() == body
+    return request
 
 
 def _decoded(request):
@@ -53,7 +62,7 @@ def test_same_metrics_points_attributes_and_values_as_the_sdk_encoder(make_simul
         node.instrument(provider)
         snapshot = node.collect()
         expected = encode_metrics(reader.get_metrics_data())
-        ours = OtlpEncoder(RESOURCE, "otel_efa", __version__).encode(FrameSource(node.instrumentor).current())
+        ours = _request(OtlpEncoder(RESOURCE, "otel_efa", __version__).encode(FrameSource(node.instrumentor).current()))
     finally:
         provider.shutdown()
         node.close()
@@ -81,9 +90,9 @@ def test_sums_start_with_the_agent_and_points_carry_the_snapshot_time(make_simul
         node.instrument(provider)
         snapshot = node.collect()
         encoder = OtlpEncoder(RESOURCE, "otel_efa", __version__, start_time_unix_nano=123)
-        first = encoder.encode(FrameSource(node.instrumentor).current())
+        first = _request(encoder.encode(FrameSource(node.instrumentor).current()))
         later = node.collect()
-        second = encoder.encode(FrameSource(node.instrumentor).current())
+        second = _request(encoder.encode(FrameSource(node.instrumentor).current()))
     finally:
         provider.shutdown()
         node.close()

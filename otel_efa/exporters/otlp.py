@@ -130,9 +130,9 @@ class OtlpExporter(Exporter):
 
     def export_now(self) -> bool:
         """Encode the latest frame and send it, once; True when the collector took it."""
-        request = self._encoder.encode(self.frames.current())
+        body = self._encoder.encode(self.frames.current())
         try:
-            response = self._sender.send(request)
+            response = self._sender.send(body)
         except ExportFailed as e:
             self.reporter.failed(str(e))
             return False

@@ -1,17 +1,26 @@
-"""An OTLP ExportMetricsServiceRequest (opentelemetry-proto classes) from a Frame.
+"""The serialized OTLP ExportMetricsServiceRequest of a Frame, patched into a template.
 
-What the SDK's exporter sends for the same instruments (tests/test_otlp_encoder.py compares the two),
-without its per-point Python: the resource, the scope and every metric's name, unit and description are
-messages built once, and so is each series' data point with its attributes; an interval only sets values
-and timestamps. Counters are cumulative monotonic Sums starting at the agent's start, gauges Gauges.
+What the SDK's exporter sends for the same instruments (tests/test_otlp_encoder.py compares the two):
+one resource, one scope, and per metric its name, unit, description and points. Counters are cumulative
+monotonic Sums starting at the agent's start, gauges Gauges.
 
-A counter at or above 2**63 (a u64 the kernel wraps at 2**64) cannot be an ``as_int`` (int64): it goes
-as ``as_double``, where the SDK's encoder raises and loses the whole export.
+Every varying field of a data point is fixed-width in protobuf: ``time_unix_nano`` is a fixed64 and the
+value is ``as_int`` (sfixed64) or ``as_double`` (double), each one tag byte and eight bytes. So for a given
+set of series (metrics, their points' attributes) the request has one byte layout, every length prefix
+included: the bytes between the slots are built once (opentelemetry-proto's messages serialize the
+resource, scope, metric headers and attributes) and an export is one ``struct.pack`` of those constant
+pieces, the time and the values: no per-point Python. The layout is rebuilt when the series change
+(compared by the attribute mappings, identity first, content when not the same object).
+
+A value that is an ``int`` in int64 range goes as ``as_int``; anything else as ``as_double``, so a counter
+at or above 2**63 (a u64 the kernel wraps at 2**64) is a double, where the SDK's encoder raises and loses
+the whole export.
 """
+import struct
 import time
+from operator import itemgetter
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMessage
@@ -21,6 +30,17 @@ from otel_efa.catalog import Kind, MetricSpec
 from otel_efa.pipeline.frame import Frame
 
 INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+
+# Tag bytes (field number << 3 | wire type) of what the template writes by hand.
+_FIXED64, _LENGTH_DELIMITED, _VARINT = 1, 2, 0
+AS_INT_TAG = 6 << 3 | _FIXED64  # NumberDataPoint.as_int, sfixed64
+AS_DOUBLE_TAG = 4 << 3 | _FIXED64  # NumberDataPoint.as_double
+_START_TIME = bytes([2 << 3 | _FIXED64])  # NumberDataPoint.start_time_unix_nano, fixed64
+_TIME = bytes([3 << 3 | _FIXED64])  # NumberDataPoint.time_unix_nano, fixed64
+_CUMULATIVE_MONOTONIC = bytes([2 << 3 | _VARINT, metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE, 3 << 3 | _VARINT, 1])
+_SUM, _GAUGE = 7, 5  # Metric's oneof data: Sum sum = 7, Gauge gauge = 5
+_SLOT_BYTES = 8 + 1 + 8  # a point's time, value tag and value
+_first, _second = itemgetter(0), itemgetter(1)  # of a point: its attributes, its value
 
 
 def any_value(value: Any) -> AnyValue:
@@ -46,72 +66,167 @@ def key_values(attributes: Mapping[str, Any]) -> List[KeyValue]:
     return [KeyValue(key=k, value=any_value(v)) for k, v in attributes.items()]
 
 
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def length_delimited(field_number: int, size: int) -> bytes:
+    """The tag and length that go before a ``size``-byte message or string in field ``field_number``."""
+    return varint(field_number << 3 | _LENGTH_DELIMITED) + varint(size)
+
+
+class _Pieces:
+    """A message under construction: constant bytes with a point's slots (time, value) among them."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: List[Any] = []  # bytes, or None for one point's slots
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        self.parts.append(data)
+        self.size += len(data)
+
+    def add_slots(self) -> None:
+        self.parts.append(None)
+        self.size += _SLOT_BYTES
+
+    def add_field(self, field_number: int, message: "_Pieces") -> None:
+        self.add(length_delimited(field_number, message.size))
+        self.parts.extend(message.parts)
+        self.size += message.size
+
+    def constants(self) -> List[bytes]:
+        """The constant bytes between the slots: one more than there are points."""
+        out: List[bytes] = []
+        current: List[bytes] = []
+        for part in self.parts:
+            if part is None:
+                out.append(b"".join(current))
+                current = []
+            else:
+                current.append(part)
+        out.append(b"".join(current))
+        return out
+
+
+class _Layout:
+    """The request's bytes for one set of series, and the structs that fill in time and values."""
+
+    MAX_PACKERS = 4  # value kinds seen per layout: the usual one and the odd huge counter
+
+    def __init__(self, shape: list, attributes: tuple, constants: List[bytes]):
+        self.shape = shape
+        self.attributes = attributes  # held, so that an identity stays the same object's
+        self.constants = constants
+        self.types: Optional[tuple] = None  # the value types of the last export, and their packer
+        self.packer: Optional[Tuple[struct.Struct, List[Any]]] = None
+        self._packers: Dict[str, Tuple[struct.Struct, List[Any]]] = {}
+
+    def packer_for(self, kinds: str) -> Tuple[struct.Struct, List[Any]]:
+        """The struct and its argument list (constants and value tags in place) for ``kinds``: per point
+        "q" (as_int) or "d" (as_double)."""
+        packer = self._packers.get(kinds)
+        if packer is None:
+            constants = self.constants
+            fmt = "".join(f"{len(c)}sQB{k}" for c, k in zip(constants, kinds))
+            args: List[Any] = [None] * (4 * len(kinds) + 1)
+            args[0::4] = constants
+            args[2::4] = [AS_INT_TAG if k == "q" else AS_DOUBLE_TAG for k in kinds]
+            if len(self._packers) >= self.MAX_PACKERS:
+                self._packers.clear()
+            packer = self._packers[kinds] = (struct.Struct(f"<{fmt}{len(constants[-1])}s"), args)
+        return packer
+
+
+def _pack(packer: Tuple[struct.Struct, List[Any]], now: int, values: tuple) -> bytes:
+    packed, args = packer
+    args[1::4] = (now,) * len(values)
+    args[3::4] = values
+    return packed.pack(*args)
+
+
+def _kind(value: Any) -> str:
+    return "q" if type(value) is int and INT64_MIN <= value <= INT64_MAX else "d"
+
+
 class OtlpEncoder:
     """Encodes frames for one resource and one scope. Not thread-safe: the OTLP worker is its only caller."""
 
     def __init__(self, resource: Resource, scope_name: str, scope_version: str,
                  start_time_unix_nano: Optional[int] = None):
         self.start_time_unix_nano = start_time_unix_nano or time.time_ns()
-        self._resource = ResourceMessage(attributes=key_values(resource.attributes))
-        self._resource_schema_url = resource.schema_url or ""
-        self._scope = InstrumentationScope(name=scope_name, version=scope_version)
-        self._metrics: Dict[str, metrics_pb2.Metric] = {}  # metric name -> its message without points
-        # id(attributes) -> (attributes, point): holding the attributes keeps their id from being reused;
-        # rebuilt on every encode from the entries used, so points of vanished series go. Sum points carry
-        # the start time, gauge points none, hence two.
-        self._sum_points: Dict[int, Tuple[Mapping[str, Any], metrics_pb2.NumberDataPoint]] = {}
-        self._gauge_points: Dict[int, Tuple[Mapping[str, Any], metrics_pb2.NumberDataPoint]] = {}
+        self._resource = ResourceMessage(attributes=key_values(resource.attributes)).SerializeToString()
+        self._resource_schema_url = (resource.schema_url or "").encode()
+        self._scope = InstrumentationScope(name=scope_name, version=scope_version).SerializeToString()
+        self._headers: Dict[str, bytes] = {}  # metric name -> its name, description and unit fields
+        self._layout: Optional[_Layout] = None
 
-    def encode(self, frame: Frame) -> ExportMetricsServiceRequest:
+    def encode(self, frame: Frame) -> bytes:
+        """The serialized ExportMetricsServiceRequest of ``frame``."""
         now = int(frame.snapshot.wall_time * 1e9) if frame.snapshot is not None else time.time_ns()
-        request = ExportMetricsServiceRequest()
-        resource_metrics = request.resource_metrics.add()
-        resource_metrics.resource.CopyFrom(self._resource)
-        resource_metrics.schema_url = self._resource_schema_url
-        scope_metrics = resource_metrics.scope_metrics.add()
-        scope_metrics.scope.CopyFrom(self._scope)
-        add_metric = scope_metrics.metrics.add
-        previous_sums, previous_gauges = self._sum_points, self._gauge_points
-        sums: Dict[int, Tuple[Mapping[str, Any], metrics_pb2.NumberDataPoint]] = {}
-        gauges: Dict[int, Tuple[Mapping[str, Any], metrics_pb2.NumberDataPoint]] = {}
-        for spec, points in frame.metrics:
-            metric = add_metric()
-            metric.CopyFrom(self._metric(spec))
-            if spec.kind is Kind.COUNTER:
-                data_points, previous, kept, start = metric.sum.data_points, previous_sums, sums, True
-            else:
-                data_points, previous, kept, start = metric.gauge.data_points, previous_gauges, gauges, False
-            append = data_points.append
-            for attributes, value in points:
-                key = id(attributes)
-                entry = previous.get(key)
-                if entry is None or entry[0] is not attributes:
-                    entry = (attributes, self._point(attributes, start))
-                kept[key] = entry
-                point = entry[1]
-                if type(value) is int and INT64_MIN <= value <= INT64_MAX:
-                    point.as_int = value
-                else:
-                    point.as_double = value
-                point.time_unix_nano = now
-                append(point)  # a copy: the template stays ours
-        self._sum_points, self._gauge_points = sums, gauges
-        return request
+        metrics = frame.metrics
+        points = [point for _, series in metrics for point in series]
+        attributes, values = tuple(map(_first, points)), tuple(map(_second, points))
+        shape = [(spec, len(series)) for spec, series in metrics]
+        layout = self._layout
+        if layout is None or layout.shape != shape or layout.attributes != attributes:
+            layout = self._layout = self._build(metrics, shape, attributes)
+        types = tuple(map(type, values))
+        if types != layout.types:
+            layout.packer = layout.packer_for("".join(["q" if t is int else "d" for t in types]))
+            layout.types = types
+        try:
+            return _pack(layout.packer, now, values)  # type: ignore[arg-type]
+        except struct.error:  # an int outside int64 (or something not a number): each value judged alone
+            kinds = "".join(map(_kind, values))
+            return _pack(layout.packer_for(kinds), now,
+                         tuple(v if k == "q" else float(v) for v, k in zip(values, kinds)))
 
-    def _point(self, attributes: Mapping[str, Any], with_start: bool) -> metrics_pb2.NumberDataPoint:
-        point = metrics_pb2.NumberDataPoint(attributes=key_values(attributes))
-        if with_start:
-            point.start_time_unix_nano = self.start_time_unix_nano
-        return point
+    def _build(self, metrics, shape: list, attributes: tuple) -> _Layout:
+        encoded: Dict[int, bytes] = {}  # id(attributes) -> its KeyValue fields (the frame holds them meanwhile)
+        start = _START_TIME + struct.pack("<Q", self.start_time_unix_nano) + _TIME
+        scope_metrics = _Pieces()
+        scope_metrics.add(length_delimited(1, len(self._scope)) + self._scope)
+        for spec, series in metrics:
+            counter = spec.kind is Kind.COUNTER
+            data = _Pieces()
+            for point_attributes, _ in series:
+                fields = encoded.get(id(point_attributes))
+                if fields is None:
+                    fields = encoded[id(point_attributes)] = b"".join(
+                        length_delimited(7, len(kv)) + kv
+                        for kv in (k.SerializeToString() for k in key_values(point_attributes)))
+                point = _Pieces()
+                point.add(start if counter else _TIME)
+                point.add_slots()
+                point.add(fields)
+                data.add_field(1, point)
+            if counter:
+                data.add(_CUMULATIVE_MONOTONIC)
+            metric = _Pieces()
+            metric.add(self._header(spec))
+            metric.add_field(_SUM if counter else _GAUGE, data)
+            scope_metrics.add_field(2, metric)
+        resource_metrics = _Pieces()
+        resource_metrics.add(length_delimited(1, len(self._resource)) + self._resource)
+        resource_metrics.add_field(2, scope_metrics)
+        if self._resource_schema_url:
+            resource_metrics.add(length_delimited(3, len(self._resource_schema_url)) + self._resource_schema_url)
+        request = _Pieces()
+        request.add_field(1, resource_metrics)
+        return _Layout(shape, attributes, request.constants())
 
-    def _metric(self, spec: MetricSpec) -> metrics_pb2.Metric:
-        metric = self._metrics.get(spec.name)
-        if metric is None:
-            metric = metrics_pb2.Metric(name=spec.name, description=spec.description, unit=spec.unit)
-            if spec.kind is Kind.COUNTER:
-                metric.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
-                metric.sum.is_monotonic = True
-            else:
-                metric.gauge.SetInParent()
-            self._metrics[spec.name] = metric
-        return metric
+    def _header(self, spec: MetricSpec) -> bytes:
+        header = self._headers.get(spec.name)
+        if header is None:
+            header = metrics_pb2.Metric(name=spec.name, description=spec.description,
+                                        unit=spec.unit).SerializeToString()
+            self._headers[spec.name] = header
+        return header

@@ -17,13 +17,18 @@ Resource attributes whose keys give the same label name (``host.id`` and ``host_
 ``target_info``: their values joined by ``;`` in the order of the keys, as the Collector's
 ``prometheusremotewrite`` joins them on the way to AMP, logged once.
 
-Only the values change from one interval to the next, so the HELP/TYPE lines and every series'
-``name{labels} `` prefix are built once; a render is then a join of cached strings and formatted numbers.
+Only the values change from one interval to the next, so for a given set of series (metrics, their points'
+attributes) the page's text around the values is built once: a render is the values' ``repr`` (an int's is
+its decimal digits, a float's the shortest text that round-trips) joined between those pieces, all in C
+loops, no per-sample Python. The pieces are rebuilt when the series change (compared by the attribute
+mappings, identity first, content when not the same object). A value of another type, or a float that is
+not finite (NaN, ±Inf), takes :func:`sample_value` for that render.
 """
 import json
 import logging
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Tuple
+from operator import itemgetter
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from otel_efa import names
 from otel_efa.catalog import Kind, MetricSpec, prometheus_name
@@ -78,6 +83,21 @@ def labels_text(labels: Iterable[Tuple[str, Any]]) -> str:
     return "{" + ",".join(f'{k}="{label_value(v)}"' for k, v in sorted(labels)) + "} "
 
 
+class _Template:
+    """The page of one set of series: the constant text around the values, the values' places left empty."""
+
+    def __init__(self, shape: list, attributes: tuple, pieces: List[str]):
+        self.shape = shape
+        self.attributes = attributes  # held, so that an identity stays the same object's
+        self.parts: List[Optional[str]] = [None] * (2 * len(pieces) - 1)  # pieces, values between them
+        self.parts[0::2] = pieces
+
+    def fill(self, texts: Iterable[str]) -> bytes:
+        parts = self.parts
+        parts[1::2] = texts
+        return "".join(parts).encode()  # type: ignore[arg-type]
+
+
 class PrometheusRenderer:
     """Renders frames for one resource and one instrumentation scope. Not thread-safe: one caller at a time."""
 
@@ -91,33 +111,40 @@ class PrometheusRenderer:
         self._names = names.UniqueNames(reserved=(TARGET_INFO,))
         self._prometheus_names: Dict[str, str] = {}  # OTel name -> the Prometheus name it was given
         self._named_series: tuple = ()  # the instrumentor's series the names were given for
-        # label keys of a metric -> {id(attributes): (attributes, "{labels} ")}; holding the attributes keeps
-        # their id from being reused. Rebuilt on every render from the entries used, so stale ones go.
-        self._labels: Dict[frozenset, Dict[int, Tuple[Mapping[str, Any], str]]] = {}
+        self._template: Optional[_Template] = None
 
     def render(self, frame: Frame) -> bytes:
         if frame.series is not self._named_series:
             self._name_series(frame.series)
-        out: List[str] = [self._target_info]
-        append = out.append
-        previous, current = self._labels, {}
-        for spec, points in frame.metrics:
+            self._template = None
+        metrics = frame.metrics
+        points = [point for _, series in metrics for point in series]
+        attributes, values = tuple(map(_first, points)), tuple(map(_second, points))
+        shape = [(spec, len(series)) for spec, series in metrics]
+        template = self._template
+        if template is None or template.shape != shape or template.attributes != attributes:
+            template = self._template = self._build(metrics, shape, attributes)
+        if set(map(type, values)) <= _TYPED and _finite(values):
+            return template.fill(map(repr, values))  # an int's repr is its str, a float's round-trips
+        return template.fill(map(sample_value, values))
+
+    def _build(self, metrics, shape: list, attributes: tuple) -> _Template:
+        pieces: List[str] = []
+        current: List[str] = [self._target_info]
+        labels: Dict[Tuple[int, frozenset], str] = {}  # (id(attributes), label keys) -> "{labels} "
+        for spec, series in metrics:
             header, name = self._header(spec)
-            append(header)
-            keys = set()
-            for attributes, _ in points:
-                keys.update(attributes)
-            keys = frozenset(keys)
-            cached = previous.get(keys, {})
-            kept = current.setdefault(keys, {})
-            for attributes, value in points:
-                entry = cached.get(id(attributes))
-                if entry is None or entry[0] is not attributes:
-                    entry = (attributes, self._labels_of(attributes, keys))
-                kept[id(attributes)] = entry
-                append(name + entry[1] + sample_value(value) + "\n")
-        self._labels = current
-        return "".join(out).encode()
+            current.append(header)
+            keys = frozenset(key for point_attributes, _ in series for key in point_attributes)
+            for point_attributes, _ in series:
+                text = labels.get((id(point_attributes), keys))
+                if text is None:
+                    text = labels[(id(point_attributes), keys)] = self._labels_of(point_attributes, keys)
+                current.append(name + text)
+                pieces.append("".join(current))
+                current = ["\n"]
+        pieces.append("".join(current))
+        return _Template(shape, attributes, pieces)
 
     def _labels_of(self, attributes: Mapping[str, Any], keys: frozenset) -> str:
         labels = {label_name(k): "" for k in keys}
@@ -148,6 +175,18 @@ class PrometheusRenderer:
             help_text = spec.description.replace("\\", "\\\\").replace("\n", "\\n")
             header = self._headers[spec.name] = (f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n", name)
         return header
+
+
+_TYPED = frozenset((int, float))  # the types whose repr is the sample's text (finite floats)
+_first, _second = itemgetter(0), itemgetter(1)
+
+
+def _finite(values: tuple) -> bool:
+    """No NaN or ±Inf among ints and floats (their sum is then finite, unless it overflows: then False too)."""
+    try:
+        return math.isfinite(sum(values))
+    except OverflowError:  # ints too large for a float
+        return False
 
 
 def _family_names(name: str) -> Tuple[str, ...]:
