@@ -1,5 +1,5 @@
-"""FrameSource: one frame per Snapshot (and per set of instruments), the callbacks' values, a broken callback
-costing only its own metric."""
+"""FrameSource: one frame per Snapshot (and per set of instruments), the instruments' points, a broken
+instrument costing only its own metric."""
 import logging
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -36,7 +36,7 @@ def test_one_frame_per_snapshot_with_the_snapshot_s_values(make_simulator):
         assert rx == {device: simulator.value(device, "rx_bytes") for device in simulator.device_names}
         instrumentor.register_new_counters(later)  # nothing new: the same series, the same frame
         assert frames.current() is second
-        instrumentor._register(catalog.port_counter_spec("future_bytes"), lambda _options: iter(()))
+        instrumentor._register(catalog.port_counter_spec("future_bytes"), lambda _snapshot: [])
         assert frames.current() is not second  # a new instrument: a new frame, even for the same Snapshot
     finally:
         provider.shutdown()
@@ -48,7 +48,7 @@ def test_a_broken_callback_loses_its_metric_only_and_is_logged_once(make_simulat
     collector, instrumentor, provider = _instrumented(simulator)
     broken = catalog.port_counter_spec("broken_bytes")
 
-    def explode(_options):
+    def explode(_snapshot):
         raise RuntimeError("boom")
 
     try:

@@ -1,16 +1,14 @@
 """One interval's values as plain data: per registered instrument, its (attributes, value) pairs.
 
-The OTel instruments stay the one definition of every series (otel_efa/pipeline/instruments.py); this module runs
-the same callbacks, without the SDK's per-measurement work (attribute hashing and cleaning, exemplar
-reservoirs, aggregation objects), because the agent's own exporters need nothing of it: the values are
-observed once per interval and cumulative already. A frame is built at most once per Snapshot, whichever
+The OTel instruments stay the one definition of every series (otel_efa/pipeline/instruments.py); this module
+takes the points their callbacks observe, without the SDK's per-measurement work (attribute hashing and
+cleaning, exemplar reservoirs, aggregation objects), because the agent's own exporters need nothing of it:
+the values are observed once per interval and cumulative already. A frame is built at most once per Snapshot, whichever
 exporter asks first, and shared read-only by all of them (Prometheus scrapes, the OTLP worker).
 """
 import logging
 import threading
 from typing import Any, Mapping, NamedTuple, Optional, Tuple
-
-from opentelemetry.metrics import CallbackOptions
 
 from otel_efa.catalog import MetricSpec
 from otel_efa.pipeline.instruments import EfaInstrumentor
@@ -21,8 +19,6 @@ log = logging.getLogger(__name__)
 # (attributes, value): the attributes mapping is the callback's own (cached per port/device), so an
 # encoder may cache what it derives from it, keyed by identity, for as long as it holds the mapping.
 Point = Tuple[Mapping[str, Any], Any]
-
-_EMPTY: Mapping[str, Any] = {}
 
 
 class Frame(NamedTuple):
@@ -59,11 +55,10 @@ class FrameSource:
             return frame
 
     def _build(self, snapshot: Optional[Snapshot], series) -> Frame:
-        options = CallbackOptions()
         metrics = []
-        for spec, callback in series:
+        for spec, points_of in series:
             try:
-                points = tuple((o.attributes or _EMPTY, o.value) for o in callback(options))
+                points = tuple(points_of(snapshot))
             except Exception:  # as the SDK does: one broken callback loses its metric, not the others
                 if spec.name not in self._failing:
                     log.exception("observing %s failed; it is left out until it works again", spec.name)

@@ -3,10 +3,16 @@
 Shaped like ``opentelemetry-instrumentation-system-metrics``: an instrumentor takes a MeterProvider and
 registers one callback per instrument. The callbacks never touch sysfs; they serve the Snapshot of the
 last collection, so any number of readers and scrapes cost no extra reads.
+
+Each instrument's values come from one function of a Snapshot giving its points, ``(attributes, value)``
+pairs, built by comprehensions over rows (attributes, port or device) made once per Snapshot: the SDK's
+callback turns them into Observations, the agent's own exporters take them as they are (frame.py), so the
+fast path makes no object per point beyond its pair.
 """
 import dataclasses
 import logging
-from typing import Callable, Dict, Iterable, Iterator, Optional, Set, Tuple, Union
+from itertools import repeat
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Set, Tuple, Union
 
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
@@ -20,8 +26,10 @@ from otel_efa.pipeline.stats import AgentStats
 
 log = logging.getLogger(__name__)
 
-# What every instrument callback is: the SDK calls it with CallbackOptions, the frame with CallbackOptions().
+# What every instrument callback is: the SDK calls it with CallbackOptions.
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
+# An instrument's points in a Snapshot (None before the first collection): (attributes, value) pairs.
+Points = Callable[[Optional[Snapshot]], List[Tuple[Mapping[str, Any], Any]]]
 # Extra attributes per device (for example aws.efa.eni.id once resolved); empty by default.
 DeviceAttributes = Callable[[str], Dict[str, str]]
 # Extra attributes of node-level metrics (for example slurm.job.id); empty by default.
@@ -71,9 +79,10 @@ class EfaInstrumentor:
         self.device_info = device_info
         self._meter: Optional[Meter] = None
         self._registered: Set[str] = set()
-        # Every (spec, callback) registered, in order: the fast exporters run the same callbacks
-        # (otel_efa/pipeline/frame.py). A tuple replaced on each registration, so readers never see it change.
-        self.series: Tuple[Tuple[MetricSpec, Callback], ...] = ()
+        # Every (spec, points) registered, in order: the SDK's callbacks and the fast exporters
+        # (otel_efa/pipeline/frame.py) take the same points. A tuple replaced on each registration, so
+        # readers never see it change.
+        self.series: Tuple[Tuple[MetricSpec, Points], ...] = ()
         self._seen_device_counters: Set[str] = set()  # kernel names already given an instrument
         self._seen_port_counters: Set[str] = set()
         # Instrument names handed out; case-insensitive, as the API compares them (and the SDK would
@@ -81,12 +90,13 @@ class EfaInstrumentor:
         self._names = names.UniqueNames(str.lower)
         self._attribute_cache: Dict[Tuple[str, str], Dict[str, str]] = {}
         self._balance: Tuple[Optional[Snapshot], RailBalance] = (None, RailBalance(None, None))
+        self._rows: Tuple[Optional[Snapshot], Optional[dict], _Rows] = (None, None, _NO_ROWS)
 
     def instrument(self, meter_provider: MeterProvider) -> None:
         self._meter = meter_provider.get_meter("otel_efa", __version__)
         for spec in catalog.METRICS:
             self._names.claim(spec.name)
-            self._register(spec, self._callback_for(spec))
+            self._register(spec, self._points_for(spec))
 
     def register_new_counters(self, snapshot: Snapshot) -> None:
         """Counters the kernel added after the catalog was written appear as ``efa_<name>``.
@@ -117,7 +127,7 @@ class EfaInstrumentor:
                 why = "an instrument has that name" if name != wanted else "not a valid instrument name"
                 log.warning("the %s counter '%s' is exported as %s (%s)", spec.scope.value,
                             names.escape(kernel_name), name, why)
-            self._register(spec, self._callback_for(spec))
+            self._register(spec, self._points_for(spec))
 
     def forget_attributes(self) -> None:
         """Call when attributes change (an ENI id resolved, a job started), so callbacks pick them up.
@@ -127,13 +137,18 @@ class EfaInstrumentor:
         """
         self._attribute_cache = {}
 
-    def _register(self, spec: MetricSpec, callback: Callback) -> None:
+    def _register(self, spec: MetricSpec, points: Points) -> None:
         assert self._meter is not None, "instrument() first"
         create = (self._meter.create_observable_counter if spec.kind is Kind.COUNTER
                   else self._meter.create_observable_gauge)
-        create(spec.name, callbacks=[callback], unit=spec.unit, description=spec.description)
+        create(spec.name, callbacks=[self._callback(points)], unit=spec.unit, description=spec.description)
         self._registered.add(spec.name)
-        self.series = self.series + ((spec, callback),)
+        self.series = self.series + ((spec, points),)
+
+    def _callback(self, points: Points) -> Callback:
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(value, attributes) for attributes, value in points(self.collector.latest)]
+        return observe
 
     def _port_attributes(self, port: PortSnapshot) -> Dict[str, str]:
         cache = self._attribute_cache
@@ -156,74 +171,79 @@ class EfaInstrumentor:
             cache[key] = attributes
         return attributes
 
-    def _rail_balance(self) -> RailBalance:
+    def _rail_balance(self, snapshot: Optional[Snapshot]) -> RailBalance:
         """Computed once per snapshot, whichever node gauge asks first."""
-        snapshot = self.collector.latest
         seen, balance = self._balance
         if snapshot is not seen:
             balance = rail_balance(snapshot)
             self._balance = (snapshot, balance)
         return balance
 
-    def _ports(self) -> Iterator[PortSnapshot]:
-        snapshot = self.collector.latest
-        if snapshot is None:
-            return
-        for device in snapshot.devices:
-            yield from device.ports
+    def _rows_of(self, snapshot: Optional[Snapshot]) -> "_Rows":
+        """Every port and device of ``snapshot`` with its attributes, made once per Snapshot (and again
+        after forget_attributes()), whichever instrument asks first."""
+        seen, cache, rows = self._rows
+        if snapshot is seen and cache is self._attribute_cache:
+            return rows
+        cache = self._attribute_cache  # before the rows: a swap meanwhile makes the next call build again
+        devices = snapshot.devices if snapshot is not None else ()
+        ports = tuple(port for device in devices for port in device.ports)
+        rows = _Rows(ports=ports,
+                     port_attributes=tuple(map(self._port_attributes, ports)),
+                     port_counters=tuple(port.counters for port in ports),
+                     port_rates=tuple(port.rates for port in ports),
+                     device_attributes=tuple(self._device_attributes(device.name) for device in devices),
+                     device_counters=tuple(device.counters for device in devices))
+        self._rows = (snapshot, cache, rows)
+        return rows
 
-    def _callback_for(self, spec: MetricSpec):
+    def _points_for(self, spec: MetricSpec) -> Points:
         value_of = _PORT_GAUGE_VALUES.get(spec.name)
         if spec.scope is catalog.Scope.PORT and spec.kind is Kind.COUNTER:
-            return self._port_counter_observer(spec.kernel_name)
+            return self._port_counter_points(spec.kernel_name)
+        if spec.name in catalog.RATE_SOURCES:
+            return self._port_rate_points(catalog.RATE_SOURCES[spec.name])
         if value_of is not None:
-            return self._port_observer(value_of)
+            return self._port_points(value_of)
         if spec.name == "efa_device_info":
-            return self._device_info_observer
+            return self._device_info_points
         if spec.name in catalog.NODE_TOTAL_SOURCES:
-            return self._node_total_observer(catalog.NODE_TOTAL_SOURCES[spec.name].kernel_names)
+            return self._node_total_points(catalog.NODE_TOTAL_SOURCES[spec.name].kernel_names)
         if spec.scope is catalog.Scope.NODE:
-            return self._node_observer(_NODE_VALUES[spec.name])
+            return self._node_points(_NODE_VALUES[spec.name])
         if spec.scope is catalog.Scope.DEVICE:
-            return self._device_counter_observer(spec.kernel_name)
-        return _AGENT_OBSERVERS[spec.name](self)
+            return self._device_counter_points(spec.kernel_name)
+        return _AGENT_POINTS[spec.name](self)
 
-    def _port_observer(self, value_of: Callable[[PortSnapshot], Optional[float]]):
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            for port in self._ports():
-                value = value_of(port)
-                if value is not None:
-                    yield Observation(value, self._port_attributes(port))
-        return observe
+    def _port_points(self, value_of: Callable[[PortSnapshot], Optional[float]]) -> Points:
+        def points(snapshot: Optional[Snapshot]):
+            rows = self._rows_of(snapshot)
+            return _pairs(rows.port_attributes, list(map(value_of, rows.ports)))
+        return points
 
-    def _port_counter_observer(self, kernel_name: str):
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            for port in self._ports():
-                value = port.counters.get(kernel_name)
-                if value is not None:
-                    yield Observation(counter_value(value), self._port_attributes(port))
-        return observe
+    def _port_rate_points(self, kernel_name: str) -> Points:
+        def points(snapshot: Optional[Snapshot]):
+            rows = self._rows_of(snapshot)
+            return _pairs(rows.port_attributes, list(map(dict.get, rows.port_rates, repeat(kernel_name))))
+        return points
 
-    def _device_counter_observer(self, kernel_name: str):
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            snapshot = self.collector.latest
-            if snapshot is None:
-                return
-            for device in snapshot.devices:
-                value = device.counters.get(kernel_name)
-                if value is not None:
-                    yield Observation(counter_value(value), self._device_attributes(device.name))
-        return observe
+    def _port_counter_points(self, kernel_name: str) -> Points:
+        def points(snapshot: Optional[Snapshot]):
+            rows = self._rows_of(snapshot)
+            return _pairs(rows.port_attributes, list(map(dict.get, rows.port_counters, repeat(kernel_name))))
+        return points
 
+    def _device_counter_points(self, kernel_name: str) -> Points:
+        def points(snapshot: Optional[Snapshot]):
+            rows = self._rows_of(snapshot)
+            return _pairs(rows.device_attributes, list(map(dict.get, rows.device_counters, repeat(kernel_name))))
+        return points
 
-    def _device_info_observer(self, _options: CallbackOptions) -> Iterable[Observation]:
-        snapshot = self.collector.latest
+    def _device_info_points(self, snapshot: Optional[Snapshot]):
         if snapshot is None:
-            return
-        for device in snapshot.devices:
-            attributes = self._info_attributes(device.name)
-            if attributes is not None:
-                yield Observation(1, attributes)
+            return []
+        return [(attributes, 1) for device in snapshot.devices
+                if (attributes := self._info_attributes(device.name)) is not None]
 
     def _info_attributes(self, device: str) -> Optional[Dict[str, str]]:
         """Cached like the others (attribution calls forget_attributes() when a topology changes)."""
@@ -238,22 +258,47 @@ class EfaInstrumentor:
             cache[key] = attributes
         return attributes
 
-    def _node_total_observer(self, kernel_names: Tuple[str, ...]):
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            snapshot = self.collector.latest
+    def _node_total_points(self, kernel_names: Tuple[str, ...]) -> Points:
+        def points(snapshot: Optional[Snapshot]):
             if snapshot is None:
-                return
+                return []
             totals = [t for t in (snapshot.total(k) for k in kernel_names) if t is not None]
-            if totals:
-                yield Observation(counter_value(sum(totals)), self.node_attributes())
-        return observe
+            return [(self.node_attributes(), counter_value(sum(totals)))] if totals else []
+        return points
 
-    def _node_observer(self, value_of: Callable[[RailBalance], Optional[float]]):
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            value = value_of(self._rail_balance())
-            if value is not None:
-                yield Observation(value, self.node_attributes())
-        return observe
+    def _node_points(self, value_of: Callable[[RailBalance], Optional[float]]) -> Points:
+        def points(snapshot: Optional[Snapshot]):
+            value = value_of(self._rail_balance(snapshot))
+            return [] if value is None else [(self.node_attributes(), value)]
+        return points
+
+
+class _Rows(NamedTuple):
+    """A Snapshot's ports and devices as columns, so that a metric's points are C loops (map, zip)."""
+
+    ports: Tuple[PortSnapshot, ...]
+    port_attributes: Tuple[Dict[str, str], ...]
+    port_counters: Tuple[Dict[str, int], ...]
+    port_rates: Tuple[Dict[str, float], ...]
+    device_attributes: Tuple[Dict[str, str], ...]
+    device_counters: Tuple[Dict[str, int], ...]
+
+
+_NO_ROWS = _Rows((), (), (), (), (), ())
+
+
+def _pairs(attributes: Tuple[Dict[str, str], ...], values: list) -> List[Tuple[Mapping[str, Any], Any]]:
+    """(attributes, value) of every value that is not None, a value above 2**63-1 as a float (counter_value).
+
+    The common case, every value there and in int64, is two C loops: ``max`` (it raises TypeError on a
+    None among ints and floats) and ``zip``.
+    """
+    try:
+        if max(values) <= INT64_MAX:
+            return list(zip(attributes, values))
+    except (TypeError, ValueError):  # a None among them; no values at all
+        pass
+    return [(a, counter_value(v)) for a, v in zip(attributes, values) if v is not None]
 
 
 _NODE_VALUES: Dict[str, Callable[[RailBalance], Optional[float]]] = {
@@ -262,16 +307,11 @@ _NODE_VALUES: Dict[str, Callable[[RailBalance], Optional[float]]] = {
 }
 
 
-def _rate_value(kernel_name: str) -> Callable[[PortSnapshot], Optional[float]]:
-    return lambda port: port.rates.get(kernel_name)
-
-
 def _up(port: PortSnapshot) -> Optional[int]:
     return None if port.up is None else int(port.up)
 
 
-_PORT_GAUGE_VALUES: Dict[str, Callable[[PortSnapshot], Optional[float]]] = {
-    **{name: _rate_value(kernel) for name, kernel in catalog.RATE_SOURCES.items()},
+_PORT_GAUGE_VALUES: Dict[str, Callable[[PortSnapshot], Optional[float]]] = {  # rates aside
     "efa_port_up": _up,
     "efa_port_phys_state": lambda port: port.phys_state,
     "efa_link_speed": lambda port: port.link_bytes_per_second,
@@ -280,47 +320,45 @@ _PORT_GAUGE_VALUES: Dict[str, Callable[[PortSnapshot], Optional[float]]] = {
 }
 
 
-def _read_errors(instrumentor: EfaInstrumentor):
-    def observe(_options: CallbackOptions) -> Iterable[Observation]:
-        snapshot = instrumentor.collector.latest
-        if snapshot is not None:
-            for reason, count in snapshot.read_errors.items():
-                yield Observation(count, {catalog.ATTR_REASON: reason})
-    return observe
+_NO_ATTRIBUTES: Mapping[str, Any] = {}
+
+
+def _read_errors(instrumentor: EfaInstrumentor) -> Points:
+    def points(snapshot: Optional[Snapshot]):
+        if snapshot is None:
+            return []
+        return [({catalog.ATTR_REASON: reason}, count) for reason, count in snapshot.read_errors.items()]
+    return points
 
 
 def _snapshot_field(field: str):
-    def factory(instrumentor: EfaInstrumentor):
-        def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            snapshot = instrumentor.collector.latest
-            if snapshot is not None:
-                yield Observation(getattr(snapshot, field))
-        return observe
+    def factory(instrumentor: EfaInstrumentor) -> Points:
+        def points(snapshot: Optional[Snapshot]):
+            return [] if snapshot is None else [(_NO_ATTRIBUTES, getattr(snapshot, field))]
+        return points
     return factory
 
 
-def _dropped_datapoints(instrumentor: EfaInstrumentor):
-    def observe(_options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(instrumentor.stats.dropped_datapoints)
-    return observe
+def _dropped_datapoints(instrumentor: EfaInstrumentor) -> Points:
+    def points(_snapshot: Optional[Snapshot]):
+        return [(_NO_ATTRIBUTES, instrumentor.stats.dropped_datapoints)]
+    return points
 
 
-def _missed_intervals(instrumentor: EfaInstrumentor):
-    def observe(_options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(instrumentor.stats.missed_intervals)
-    return observe
+def _missed_intervals(instrumentor: EfaInstrumentor) -> Points:
+    def points(_snapshot: Optional[Snapshot]):
+        return [(_NO_ATTRIBUTES, instrumentor.stats.missed_intervals)]
+    return points
 
 
-def _expected_devices(instrumentor: EfaInstrumentor):
-    def observe(_options: CallbackOptions) -> Iterable[Observation]:
-        snapshot = instrumentor.collector.latest
+def _expected_devices(instrumentor: EfaInstrumentor) -> Points:
+    def points(snapshot: Optional[Snapshot]):
         known = instance_types.lookup(snapshot.instance_type) if snapshot is not None else None
-        if known is not None:
-            yield Observation(known.efa_devices)
-    return observe
+        return [] if known is None else [(_NO_ATTRIBUTES, known.efa_devices)]
+    return points
 
 
-_AGENT_OBSERVERS = {
+_AGENT_POINTS: Dict[str, Callable[[EfaInstrumentor], Points]] = {
     "otel_efa_read_errors": _read_errors,
     "otel_efa_collections": _snapshot_field("collections"),
     "otel_efa_collection_duration": _snapshot_field("duration"),
