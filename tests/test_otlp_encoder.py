@@ -10,6 +10,7 @@ comparison leaves it out; the export test then sends one, through the agent's ex
 import logging
 
 import pytest
+from changing_frames import frames_with_changing_series
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -203,3 +204,49 @@ def test_grpc_over_tls_trusts_the_certificate_variable_and_nothing_else(make_sim
         node.close()
     assert len(requests) == 1  # the trusted export only
     assert exporters[1].reporter.failing_since is not None
+
+
+def _reference_bytes(frame, start: int) -> bytes:
+    """The request the encoder's semantics describe, built message by message with opentelemetry-proto
+    (counters cumulative monotonic Sums from ``start``, as_int for an int in int64, else as_double)."""
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    from otel_efa.catalog import Kind
+    from otel_efa.exporters.otlp_encoder import key_values
+
+    request = ExportMetricsServiceRequest()
+    resource_metrics = request.resource_metrics.add()
+    resource_metrics.resource.attributes.extend(key_values(RESOURCE.attributes))
+    resource_metrics.schema_url = RESOURCE.schema_url or ""
+    scope_metrics = resource_metrics.scope_metrics.add()
+    scope_metrics.scope.name, scope_metrics.scope.version = "otel_efa", __version__
+    for spec, points in frame.metrics:
+        metric = scope_metrics.metrics.add(name=spec.name, description=spec.description, unit=spec.unit)
+        if spec.kind is Kind.COUNTER:
+            data = metric.sum
+            data.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+            data.is_monotonic = True
+        else:
+            data = metric.gauge
+        for attributes, value in points:
+            point = data.data_points.add(time_unix_nano=int(frame.snapshot.wall_time * 1e9))
+            if spec.kind is Kind.COUNTER:
+                point.start_time_unix_nano = start
+            point.attributes.extend(key_values(attributes))
+            if type(value) is int and -2 ** 63 <= value < 2 ** 63:
+                point.as_int = value
+            else:
+                point.as_double = value
+    return request.SerializeToString()
+
+
+def test_the_template_follows_every_change_of_series_values_and_kinds_byte_for_byte():
+    """One encoder through frames that change (kept layouts, metrics encoded anew, value kinds switching):
+    every request equals, byte for byte, the same request built message by message, and a new encoder's."""
+    start = 1_690_000_000_000_000_000
+    encoder = OtlpEncoder(RESOURCE, "otel_efa", __version__, start_time_unix_nano=start)
+    for frame in frames_with_changing_series():
+        ours = encoder.encode(frame)
+        assert ours == _reference_bytes(frame, start), frame.snapshot.collections
+        assert ours == OtlpEncoder(RESOURCE, "otel_efa", __version__, start_time_unix_nano=start).encode(frame)
+    assert _request(ours).resource_metrics[0].scope_metrics[0].metrics == []  # the last frame had nothing

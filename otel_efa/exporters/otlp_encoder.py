@@ -9,7 +9,7 @@ value is ``as_int`` (sfixed64) or ``as_double`` (double), each one tag byte and 
 set of series (metrics, their points' attributes) the request has one byte layout, every length prefix
 included: the bytes between the slots are built once (opentelemetry-proto's messages serialize the
 resource, scope, metric headers and attributes) and an export is one ``struct.pack`` of those constant
-pieces, the time and the values: no per-point Python. The layout is rebuilt when the series change
+pieces, the time and the values: no per-point Python. The layout is made anew when the series change
 (compared by the attribute mappings, identity first, content when not the same object).
 
 A value that is an ``int`` in int64 range goes as ``as_int``; anything else as ``as_double``, so a counter
@@ -19,7 +19,7 @@ the whole export.
 import struct
 import time
 from operator import itemgetter
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList
 from opentelemetry.proto.metrics.v1 import metrics_pb2
@@ -156,17 +156,36 @@ def _kind(value: Any) -> str:
     return "q" if type(value) is int and INT64_MIN <= value <= INT64_MAX else "d"
 
 
+class _MetricTemplate(NamedTuple):
+    """One metric's part of the request (its ScopeMetrics.metrics field) around its points' slots."""
+
+    spec: MetricSpec
+    attributes: tuple  # its points' attribute mappings, in order
+    constants: List[bytes]  # the bytes between the slots: one more than there are points
+    size: int  # the field's bytes, slots included
+
+
 class OtlpEncoder:
-    """Encodes frames for one resource and one scope. Not thread-safe: the OTLP worker is its only caller."""
+    """Encodes frames for one resource and one scope. Not thread-safe: the OTLP worker is its only caller.
+
+    A layout is kept per set of series seen lately (a gauge that comes and goes, such as the rail imbalance
+    of a node that turns idle, switches between two), and each metric's part per metric, so a new layout
+    only encodes the metrics whose series changed.
+    """
+
+    MAX_LAYOUTS = 4
 
     def __init__(self, resource: Resource, scope_name: str, scope_version: str,
                  start_time_unix_nano: Optional[int] = None):
         self.start_time_unix_nano = start_time_unix_nano or time.time_ns()
-        self._resource = ResourceMessage(attributes=key_values(resource.attributes)).SerializeToString()
-        self._resource_schema_url = (resource.schema_url or "").encode()
-        self._scope = InstrumentationScope(name=scope_name, version=scope_version).SerializeToString()
-        self._headers: Dict[str, bytes] = {}  # metric name -> its name, description and unit fields
-        self._layout: Optional[_Layout] = None
+        resource_message = ResourceMessage(attributes=key_values(resource.attributes)).SerializeToString()
+        self._resource_field = length_delimited(1, len(resource_message)) + resource_message
+        schema_url = (resource.schema_url or "").encode()
+        self._schema_url_field = length_delimited(3, len(schema_url)) + schema_url if schema_url else b""
+        scope = InstrumentationScope(name=scope_name, version=scope_version).SerializeToString()
+        self._scope_field = length_delimited(1, len(scope)) + scope
+        self._layouts: List[_Layout] = []  # the most recently used first
+        self._metrics: Dict[str, _MetricTemplate] = {}  # metric name -> its latest part
 
     def encode(self, frame: Frame) -> bytes:
         """The serialized ExportMetricsServiceRequest of ``frame``."""
@@ -175,9 +194,7 @@ class OtlpEncoder:
         points = [point for _, series in metrics for point in series]
         attributes, values = tuple(map(_first, points)), tuple(map(_second, points))
         shape = [(spec, len(series)) for spec, series in metrics]
-        layout = self._layout
-        if layout is None or layout.shape != shape or layout.attributes != attributes:
-            layout = self._layout = self._build(metrics, shape, attributes)
+        layout = self._layout(metrics, shape, attributes)
         types = tuple(map(type, values))
         if types != layout.types:
             layout.packer = layout.packer_for("".join(["q" if t is int else "d" for t in types]))
@@ -189,44 +206,59 @@ class OtlpEncoder:
             return _pack(layout.packer_for(kinds), now,
                          tuple(v if k == "q" else float(v) for v, k in zip(values, kinds)))
 
+    def _layout(self, metrics, shape: list, attributes: tuple) -> _Layout:
+        layouts = self._layouts
+        for i, layout in enumerate(layouts):
+            if layout.shape == shape and layout.attributes == attributes:
+                if i:
+                    layouts.insert(0, layouts.pop(i))
+                return layout
+        layout = self._build(metrics, shape, attributes)
+        layouts.insert(0, layout)
+        del layouts[self.MAX_LAYOUTS:]
+        return layout
+
     def _build(self, metrics, shape: list, attributes: tuple) -> _Layout:
         encoded: Dict[int, bytes] = {}  # id(attributes) -> its KeyValue fields (the frame holds them meanwhile)
-        start = _START_TIME + struct.pack("<Q", self.start_time_unix_nano) + _TIME
-        scope_metrics = _Pieces()
-        scope_metrics.add(length_delimited(1, len(self._scope)) + self._scope)
-        for spec, series in metrics:
-            counter = spec.kind is Kind.COUNTER
-            data = _Pieces()
-            for point_attributes, _ in series:
-                fields = encoded.get(id(point_attributes))
-                if fields is None:
-                    fields = encoded[id(point_attributes)] = b"".join(
-                        length_delimited(7, len(kv)) + kv
-                        for kv in (k.SerializeToString() for k in key_values(point_attributes)))
-                point = _Pieces()
-                point.add(start if counter else _TIME)
-                point.add_slots()
-                point.add(fields)
-                data.add_field(1, point)
-            if counter:
-                data.add(_CUMULATIVE_MONOTONIC)
-            metric = _Pieces()
-            metric.add(self._header(spec))
-            metric.add_field(_SUM if counter else _GAUGE, data)
-            scope_metrics.add_field(2, metric)
-        resource_metrics = _Pieces()
-        resource_metrics.add(length_delimited(1, len(self._resource)) + self._resource)
-        resource_metrics.add_field(2, scope_metrics)
-        if self._resource_schema_url:
-            resource_metrics.add(length_delimited(3, len(self._resource_schema_url)) + self._resource_schema_url)
-        request = _Pieces()
-        request.add_field(1, resource_metrics)
-        return _Layout(shape, attributes, request.constants())
+        parts = [self._metric(spec, series, encoded) for spec, series in metrics]
+        scope_size = len(self._scope_field) + sum(part.size for part in parts)
+        scope_metrics_field = length_delimited(2, scope_size)
+        resource_metrics_size = (len(self._resource_field) + len(scope_metrics_field) + scope_size
+                                 + len(self._schema_url_field))
+        constants = [length_delimited(1, resource_metrics_size) + self._resource_field + scope_metrics_field
+                     + self._scope_field]
+        for part in parts:
+            constants[-1] += part.constants[0]
+            constants.extend(part.constants[1:])
+        constants[-1] += self._schema_url_field
+        return _Layout(shape, attributes, constants)
 
-    def _header(self, spec: MetricSpec) -> bytes:
-        header = self._headers.get(spec.name)
-        if header is None:
-            header = metrics_pb2.Metric(name=spec.name, description=spec.description,
-                                        unit=spec.unit).SerializeToString()
-            self._headers[spec.name] = header
-        return header
+    def _metric(self, spec: MetricSpec, series, encoded: Dict[int, bytes]) -> _MetricTemplate:
+        attributes = tuple(map(_first, series))
+        template = self._metrics.get(spec.name)
+        if template is not None and template.spec is spec and template.attributes == attributes:
+            return template
+        counter = spec.kind is Kind.COUNTER
+        start = _START_TIME + struct.pack("<Q", self.start_time_unix_nano) + _TIME if counter else _TIME
+        data = _Pieces()
+        for point_attributes in attributes:
+            fields = encoded.get(id(point_attributes))
+            if fields is None:
+                fields = encoded[id(point_attributes)] = b"".join(
+                    length_delimited(7, len(kv)) + kv
+                    for kv in (k.SerializeToString() for k in key_values(point_attributes)))
+            point = _Pieces()
+            point.add(start)
+            point.add_slots()
+            point.add(fields)
+            data.add_field(1, point)
+        if counter:
+            data.add(_CUMULATIVE_MONOTONIC)
+        metric = _Pieces()
+        metric.add(metrics_pb2.Metric(name=spec.name, description=spec.description, unit=spec.unit)
+                   .SerializeToString())
+        metric.add_field(_SUM if counter else _GAUGE, data)
+        field = _Pieces()
+        field.add_field(2, metric)  # ScopeMetrics.metrics
+        template = self._metrics[spec.name] = _MetricTemplate(spec, attributes, field.constants(), field.size)
+        return template

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 from operator import itemgetter
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from otel_efa import names
 from otel_efa.catalog import Kind, MetricSpec, prometheus_name
@@ -98,8 +98,23 @@ class _Template:
         return "".join(parts).encode()  # type: ignore[arg-type]
 
 
+class _MetricText(NamedTuple):
+    """One metric's lines around its values: HELP, TYPE and the first sample's name and labels, then each
+    further sample's; one more piece than there are points (the last is the line end)."""
+
+    spec: MetricSpec
+    attributes: tuple
+    pieces: List[str]
+
+
 class PrometheusRenderer:
-    """Renders frames for one resource and one instrumentation scope. Not thread-safe: one caller at a time."""
+    """Renders frames for one resource and one instrumentation scope. Not thread-safe: one caller at a time.
+
+    A template is kept per set of series seen lately (a gauge that comes and goes switches between two),
+    and each metric's text per metric, so a new template only formats the metrics whose series changed.
+    """
+
+    MAX_TEMPLATES = 4
 
     def __init__(self, resource_attributes: Mapping[str, Any], scope_name: str, scope_version: str):
         self._scope = (("otel_scope_name", scope_name), ("otel_scope_schema_url", ""),
@@ -111,40 +126,56 @@ class PrometheusRenderer:
         self._names = names.UniqueNames(reserved=(TARGET_INFO,))
         self._prometheus_names: Dict[str, str] = {}  # OTel name -> the Prometheus name it was given
         self._named_series: tuple = ()  # the instrumentor's series the names were given for
-        self._template: Optional[_Template] = None
+        self._templates: List[_Template] = []  # the most recently used first
+        self._metrics: Dict[str, _MetricText] = {}  # metric name -> its latest text
 
     def render(self, frame: Frame) -> bytes:
         if frame.series is not self._named_series:
             self._name_series(frame.series)
-            self._template = None
         metrics = frame.metrics
         points = [point for _, series in metrics for point in series]
         attributes, values = tuple(map(_first, points)), tuple(map(_second, points))
         shape = [(spec, len(series)) for spec, series in metrics]
-        template = self._template
-        if template is None or template.shape != shape or template.attributes != attributes:
-            template = self._template = self._build(metrics, shape, attributes)
+        template = self._template(metrics, shape, attributes)
         if set(map(type, values)) <= _TYPED and _finite(values):
             return template.fill(map(repr, values))  # an int's repr is its str, a float's round-trips
         return template.fill(map(sample_value, values))
 
-    def _build(self, metrics, shape: list, attributes: tuple) -> _Template:
-        pieces: List[str] = []
-        current: List[str] = [self._target_info]
+    def _template(self, metrics, shape: list, attributes: tuple) -> _Template:
+        templates = self._templates
+        for i, template in enumerate(templates):
+            if template.shape == shape and template.attributes == attributes:
+                if i:
+                    templates.insert(0, templates.pop(i))
+                return template
         labels: Dict[Tuple[int, frozenset], str] = {}  # (id(attributes), label keys) -> "{labels} "
+        pieces = [self._target_info]
         for spec, series in metrics:
-            header, name = self._header(spec)
-            current.append(header)
-            keys = frozenset(key for point_attributes, _ in series for key in point_attributes)
-            for point_attributes, _ in series:
-                text = labels.get((id(point_attributes), keys))
-                if text is None:
-                    text = labels[(id(point_attributes), keys)] = self._labels_of(point_attributes, keys)
-                current.append(name + text)
-                pieces.append("".join(current))
-                current = ["\n"]
-        pieces.append("".join(current))
-        return _Template(shape, attributes, pieces)
+            text = self._metric(spec, series, labels)
+            pieces[-1] += text.pieces[0]
+            pieces.extend(text.pieces[1:])
+        template = _Template(shape, attributes, pieces)
+        templates.insert(0, template)
+        del templates[self.MAX_TEMPLATES:]
+        return template
+
+    def _metric(self, spec: MetricSpec, series, labels: Dict[Tuple[int, frozenset], str]) -> _MetricText:
+        attributes = tuple(map(_first, series))
+        text = self._metrics.get(spec.name)
+        if text is not None and text.spec is spec and text.attributes == attributes:
+            return text
+        header, name = self._header(spec)
+        keys = frozenset(key for point_attributes in attributes for key in point_attributes)
+        pieces, current = [], header
+        for point_attributes in attributes:
+            label_text = labels.get((id(point_attributes), keys))
+            if label_text is None:
+                label_text = labels[(id(point_attributes), keys)] = self._labels_of(point_attributes, keys)
+            pieces.append(current + name + label_text)
+            current = "\n"
+        pieces.append(current)
+        text = self._metrics[spec.name] = _MetricText(spec, attributes, pieces)
+        return text
 
     def _labels_of(self, attributes: Mapping[str, Any], keys: frozenset) -> str:
         labels = {label_name(k): "" for k in keys}
