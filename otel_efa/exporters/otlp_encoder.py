@@ -27,6 +27,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMes
 from opentelemetry.sdk.resources import Resource
 
 from otel_efa.catalog import Kind, MetricSpec
+from otel_efa.exporters.columns import columns
 from otel_efa.pipeline.frame import Frame
 
 INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
@@ -40,7 +41,7 @@ _TIME = bytes([3 << 3 | _FIXED64])  # NumberDataPoint.time_unix_nano, fixed64
 _CUMULATIVE_MONOTONIC = bytes([2 << 3 | _VARINT, metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE, 3 << 3 | _VARINT, 1])
 _SUM, _GAUGE = 7, 5  # Metric's oneof data: Sum sum = 7, Gauge gauge = 5
 _SLOT_BYTES = 8 + 1 + 8  # a point's time, value tag and value
-_first, _second = itemgetter(0), itemgetter(1)  # of a point: its attributes, its value
+_first = itemgetter(0)  # of a point: its attributes
 
 
 def any_value(value: Any) -> AnyValue:
@@ -191,9 +192,7 @@ class OtlpEncoder:
         """The serialized ExportMetricsServiceRequest of ``frame``."""
         now = int(frame.snapshot.wall_time * 1e9) if frame.snapshot is not None else time.time_ns()
         metrics = frame.metrics
-        points = [point for _, series in metrics for point in series]
-        attributes, values = tuple(map(_first, points)), tuple(map(_second, points))
-        shape = [(spec, len(series)) for spec, series in metrics]
+        shape, attributes, values = columns(metrics)
         layout = self._layout(metrics, shape, attributes)
         types = tuple(map(type, values))
         if types != layout.types:

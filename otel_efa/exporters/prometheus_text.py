@@ -32,6 +32,7 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tup
 
 from otel_efa import names
 from otel_efa.catalog import Kind, MetricSpec, prometheus_name
+from otel_efa.exporters.columns import columns
 from otel_efa.pipeline.frame import Frame
 
 log = logging.getLogger(__name__)
@@ -133,9 +134,7 @@ class PrometheusRenderer:
         if frame.series is not self._named_series:
             self._name_series(frame.series)
         metrics = frame.metrics
-        points = [point for _, series in metrics for point in series]
-        attributes, values = tuple(map(_first, points)), tuple(map(_second, points))
-        shape = [(spec, len(series)) for spec, series in metrics]
+        shape, attributes, values = columns(metrics)
         template = self._template(metrics, shape, attributes)
         if set(map(type, values)) <= _TYPED and _finite(values):
             return template.fill(map(repr, values))  # an int's repr is its str, a float's round-trips
@@ -209,7 +208,7 @@ class PrometheusRenderer:
 
 
 _TYPED = frozenset((int, float))  # the types whose repr is the sample's text (finite floats)
-_first, _second = itemgetter(0), itemgetter(1)
+_first = itemgetter(0)  # of a point: its attributes
 
 
 def _finite(values: tuple) -> bool:
