@@ -106,7 +106,11 @@ class EfaInstrumentor:
         once in the log. Counters found together are taken in sorted order, device counters first, so
         the same tree gives the same names on every start.
         """
-        for device in snapshot.devices:
+        devices = snapshot.devices
+        if (set().union(*(d.counters.keys() for d in devices)) <= self._seen_device_counters
+                and set().union(*(p.counters.keys() for d in devices for p in d.ports)) <= self._seen_port_counters):
+            return  # nothing new (every interval but the first few): two unions, no call per port
+        for device in devices:
             self._register_unknown(device.counters.keys() - self._seen_device_counters,
                                    self._seen_device_counters, catalog.device_counter_spec)
             for port in device.ports:
@@ -259,10 +263,10 @@ class EfaInstrumentor:
         return attributes
 
     def _node_total_points(self, kernel_names: Tuple[str, ...]) -> Points:
-        def points(snapshot: Optional[Snapshot]):
-            if snapshot is None:
-                return []
-            totals = [t for t in (snapshot.total(k) for k in kernel_names) if t is not None]
+        def points(snapshot: Optional[Snapshot]):  # Snapshot.total() of each name, from the columns
+            port_counters = self._rows_of(snapshot).port_counters
+            found = ([v for v in map(dict.get, port_counters, repeat(k)) if v is not None] for k in kernel_names)
+            totals = [sum(values) for values in found if values]
             return [(self.node_attributes(), counter_value(sum(totals)))] if totals else []
         return points
 
