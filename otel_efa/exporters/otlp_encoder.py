@@ -7,9 +7,9 @@ monotonic Sums starting at the agent's start, gauges Gauges.
 Every varying field of a data point is fixed-width in protobuf: ``time_unix_nano`` is a fixed64 and the
 value is ``as_int`` (sfixed64) or ``as_double`` (double), each one tag byte and eight bytes. So for a given
 set of series (metrics, their points' attributes) the request has one byte layout, every length prefix
-included: the bytes between the slots are built once (opentelemetry-proto's messages serialize the
-resource, scope, metric headers and attributes) and an export is one ``struct.pack`` of those constant
-pieces, the time and the values: no per-point Python. The layout is made anew when the series change
+included: the bytes between the slots are built once (protobuf_wire.py writes the resource, scope, metric
+headers and attributes) and an export is one ``struct.pack`` of those constant pieces, the time and the
+values: no per-point Python. The layout is made anew when the series change
 (compared by the attribute mappings, identity first, content when not the same object).
 
 A value that is an ``int`` in int64 range goes as ``as_int``; anything else as ``as_double``, so a counter
@@ -19,66 +19,34 @@ the whole export.
 import struct
 import time
 from operator import itemgetter
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList
-from opentelemetry.proto.metrics.v1 import metrics_pb2
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMessage
 from opentelemetry.sdk.resources import Resource
 
 from otel_efa.catalog import Kind, MetricSpec
 from otel_efa.exporters.columns import columns
+from otel_efa.exporters.protobuf_wire import (
+    FIXED64,
+    INT64_MAX,
+    INT64_MIN,
+    VARINT,
+    key_values,
+    length_delimited,
+    message_field,
+    string_field,
+)
 from otel_efa.pipeline.frame import Frame
 
-INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
-
 # Tag bytes (field number << 3 | wire type) of what the template writes by hand.
-_FIXED64, _LENGTH_DELIMITED, _VARINT = 1, 2, 0
-AS_INT_TAG = 6 << 3 | _FIXED64  # NumberDataPoint.as_int, sfixed64
-AS_DOUBLE_TAG = 4 << 3 | _FIXED64  # NumberDataPoint.as_double
-_START_TIME = bytes([2 << 3 | _FIXED64])  # NumberDataPoint.start_time_unix_nano, fixed64
-_TIME = bytes([3 << 3 | _FIXED64])  # NumberDataPoint.time_unix_nano, fixed64
-_CUMULATIVE_MONOTONIC = bytes([2 << 3 | _VARINT, metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE, 3 << 3 | _VARINT, 1])
+AS_INT_TAG = 6 << 3 | FIXED64  # NumberDataPoint.as_int, sfixed64
+AS_DOUBLE_TAG = 4 << 3 | FIXED64  # NumberDataPoint.as_double
+_START_TIME = bytes([2 << 3 | FIXED64])  # NumberDataPoint.start_time_unix_nano, fixed64
+_TIME = bytes([3 << 3 | FIXED64])  # NumberDataPoint.time_unix_nano, fixed64
+_CUMULATIVE = 2  # AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+_CUMULATIVE_MONOTONIC = bytes([2 << 3 | VARINT, _CUMULATIVE, 3 << 3 | VARINT, 1])  # Sum's temporality, is_monotonic
 _SUM, _GAUGE = 7, 5  # Metric's oneof data: Sum sum = 7, Gauge gauge = 5
 _SLOT_BYTES = 8 + 1 + 8  # a point's time, value tag and value
 _first = itemgetter(0)  # of a point: its attributes
-
-
-def any_value(value: Any) -> AnyValue:
-    """An attribute value as OTLP's AnyValue (bool before int: a bool is an int in Python)."""
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value) if INT64_MIN <= value <= INT64_MAX else AnyValue(double_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, bytes):
-        return AnyValue(bytes_value=value)
-    if isinstance(value, Mapping):
-        return AnyValue(kvlist_value=KeyValueList(values=key_values(value)))
-    if isinstance(value, (list, tuple)):
-        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
-    return AnyValue(string_value=str(value))
-
-
-def key_values(attributes: Mapping[str, Any]) -> List[KeyValue]:
-    return [KeyValue(key=k, value=any_value(v)) for k, v in attributes.items()]
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def length_delimited(field_number: int, size: int) -> bytes:
-    """The tag and length that go before a ``size``-byte message or string in field ``field_number``."""
-    return varint(field_number << 3 | _LENGTH_DELIMITED) + varint(size)
 
 
 class _Pieces:
@@ -179,12 +147,9 @@ class OtlpEncoder:
     def __init__(self, resource: Resource, scope_name: str, scope_version: str,
                  start_time_unix_nano: Optional[int] = None):
         self.start_time_unix_nano = start_time_unix_nano or time.time_ns()
-        resource_message = ResourceMessage(attributes=key_values(resource.attributes)).SerializeToString()
-        self._resource_field = length_delimited(1, len(resource_message)) + resource_message
-        schema_url = (resource.schema_url or "").encode()
-        self._schema_url_field = length_delimited(3, len(schema_url)) + schema_url if schema_url else b""
-        scope = InstrumentationScope(name=scope_name, version=scope_version).SerializeToString()
-        self._scope_field = length_delimited(1, len(scope)) + scope
+        self._resource_field = message_field(1, key_values(1, resource.attributes))  # Resource.attributes
+        self._schema_url_field = string_field(3, resource.schema_url or "")
+        self._scope_field = message_field(1, string_field(1, scope_name) + string_field(2, scope_version))
         self._layouts: List[_Layout] = []  # the most recently used first
         self._metrics: Dict[str, _MetricTemplate] = {}  # metric name -> its latest part
 
@@ -243,9 +208,7 @@ class OtlpEncoder:
         for point_attributes in attributes:
             fields = encoded.get(id(point_attributes))
             if fields is None:
-                fields = encoded[id(point_attributes)] = b"".join(
-                    length_delimited(7, len(kv)) + kv
-                    for kv in (k.SerializeToString() for k in key_values(point_attributes)))
+                fields = encoded[id(point_attributes)] = key_values(7, point_attributes)  # NumberDataPoint
             point = _Pieces()
             point.add(start)
             point.add_slots()
@@ -254,8 +217,7 @@ class OtlpEncoder:
         if counter:
             data.add(_CUMULATIVE_MONOTONIC)
         metric = _Pieces()
-        metric.add(metrics_pb2.Metric(name=spec.name, description=spec.description, unit=spec.unit)
-                   .SerializeToString())
+        metric.add(string_field(1, spec.name) + string_field(2, spec.description) + string_field(3, spec.unit))
         metric.add_field(_SUM if counter else _GAUGE, data)
         field = _Pieces()
         field.add_field(2, metric)  # ScopeMetrics.metrics

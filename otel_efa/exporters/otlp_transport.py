@@ -13,8 +13,7 @@ import urllib.request
 from typing import Optional
 from urllib.parse import urlparse
 
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+from otel_efa.exporters.protobuf_wire import DecodeError, ExportResponse, parse_export_response
 
 
 class ExportFailed(Exception):
@@ -95,12 +94,11 @@ class GrpcSender:
                                                        certificate_chain=_read(client_certificate))
             self._channel = grpc.secure_channel(target, credentials, options=GRPC_CHANNEL_OPTIONS,
                                                 compression=compression)
-        self._export = self._channel.unary_unary(GRPC_EXPORT_METHOD,
-                                                 response_deserializer=ExportMetricsServiceResponse.FromString)
+        self._export = self._channel.unary_unary(GRPC_EXPORT_METHOD, response_deserializer=parse_export_response)
         self._metadata = tuple((key.lower(), value) for key, value in headers)
         self._timeout = timeout
 
-    def send(self, body: bytes) -> ExportMetricsServiceResponse:
+    def send(self, body: bytes) -> ExportResponse:
         """``body``: a serialized ExportMetricsServiceRequest."""
         try:
             return self._export(body, timeout=self._timeout, metadata=self._metadata)
@@ -134,7 +132,7 @@ class HttpSender:
             if client_certificate and client_key:
                 self._context.load_cert_chain(client_certificate, client_key)
 
-    def send(self, body: bytes) -> ExportMetricsServiceResponse:
+    def send(self, body: bytes) -> ExportResponse:
         """``body``: a serialized ExportMetricsServiceRequest."""
         if self._gzip:
             body = gzip.compress(body, compresslevel=6)
@@ -144,10 +142,7 @@ class HttpSender:
             with urllib.request.urlopen(post, timeout=self._timeout, context=self._context) as reply:
                 content = read_capped(reply, deadline)
                 protobuf = "protobuf" in (reply.headers.get("Content-Type") or "")
-            response = ExportMetricsServiceResponse()
-            if content and protobuf:
-                response.ParseFromString(content)
-            return response
+            return parse_export_response(content) if content and protobuf else ExportResponse()
         except ExportFailed:
             raise
         except urllib.error.HTTPError as e:
@@ -157,7 +152,7 @@ class HttpSender:
             raise ExportFailed(short(e.reason)) from None
         # A timeout or a reset (OSError, ssl errors included), a peer that speaks no HTTP (BadStatusLine,
         # LineTooLong), a reply cut short (IncompleteRead, RemoteDisconnected), a body that is no protobuf
-        # (protobuf's DecodeError): each is an outage like a refused connection, never a traceback.
+        # (DecodeError): each is an outage like a refused connection, never a traceback.
         except (OSError, http.client.HTTPException, DecodeError) as e:
             raise ExportFailed(problem(e)) from None
 
