@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/agent_footprint.py [--devices 4,16,32] [--intervals 1,60] [--seconds 300]
                                                    [--exporters otlp,prometheus,log [--exporters ...]]
+                                                   [--otlp-protocol grpc|http/protobuf]
 
 Every configuration (devices x interval x exporter set) is ``otel-efa run --exporters <set>`` (by default
 ``otlp,prometheus,log``) in its own process, on its own tree kept moving by its own ``otel-efa simulate
@@ -75,12 +76,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def otlp_sink(count: int, moto_port: int = 0) -> None:
-    """The receiver process: ``count`` gRPC receivers (and moto's server on ``moto_port`` unless 0); their
-    ports on the first line, then, once stdin closes, each one's first arrival (monotonic, the same clock
-    in every process), request count and the number of points in its last request."""
+def otlp_sink(count: int, moto_port: int = 0, protocol: str = "grpc") -> None:
+    """The receiver process: ``count`` OTLP receivers of ``protocol`` (and moto's server on ``moto_port``
+    unless 0); their ports on the first line, then, once stdin closes, each one's first arrival (monotonic,
+    the same clock in every process), request count and the number of points in its last request."""
     sys.path.insert(0, os.path.join(REPO, "tests"))
-    from otlp_receiver import GrpcReceiver, points
+    from otlp_receiver import GrpcReceiver, HttpReceiver, points
 
     moto = None
     if moto_port:
@@ -92,7 +93,7 @@ def otlp_sink(count: int, moto_port: int = 0) -> None:
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
         moto.start()
 
-    class CountingReceiver(GrpcReceiver):
+    class CountingReceiver(GrpcReceiver if protocol == "grpc" else HttpReceiver):  # type: ignore[misc]
         """Keeps what the benchmark needs, not every request (hours of 1 s exports would pile up)."""
 
         first: Optional[float] = None
@@ -180,10 +181,10 @@ def scrape(run: Run) -> bytes:
         return response.read()
 
 
-def start_agent(run: Run, profile: str, timeout: float = 120, moto_port: int = 0) -> None:
+def start_agent(run: Run, profile: str, timeout: float = 120, moto_port: int = 0, protocol: str = "grpc") -> None:
     """Launch the agent and wait for its first /metrics with EFA series in it."""
     run.prometheus_port = free_port()
-    env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true",
+    env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true", OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
                OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{run.otlp_port}")
     if "cloudwatch" in run.exporters.split(","):
         env.update(CLOUDWATCH_ENVIRONMENT, AWS_ENDPOINT_URL=f"http://127.0.0.1:{moto_port}",
@@ -253,7 +254,8 @@ def stop(processes) -> None:
 
 
 def report(runs: List[Run], args) -> None:
-    print(f"\notel-efa run --exporters {' | '.join(args.exporters)} on a simulated {args.profile} (first N devices); "
+    print(f"\notel-efa run --exporters {' | '.join(args.exporters)} (OTLP over {args.otlp_protocol}) on a simulated "
+          f"{args.profile} (first N devices); "
           f"{args.seconds:g} s measured after start-up + {args.warmup:g} s warm-up; /metrics scraped every "
           f"{args.scrape_every:g} s; all configurations concurrently on {os.cpu_count()} cores")
     print(f"{'exporters':<28} {'devices':>7} {'interval':>8} {'CPU % core':>10} {'CPU ms/coll':>11} {'RSS MiB':>8} "
@@ -303,11 +305,13 @@ def main() -> None:
     parser.add_argument("--exporters", action="append",
                         help=f"an --exporters set for the agents, repeatable: each set is run at every device count "
                              f"and interval (default {EXPORTERS})")
+    parser.add_argument("--otlp-protocol", choices=("grpc", "http/protobuf"), default="grpc",
+                        help="the agents' OTLP protocol, and the receiver's (default grpc)")
     parser.add_argument("--otlp-sink", type=int, help=argparse.SUPPRESS)  # the receiver process
     parser.add_argument("--moto-port", type=int, default=0, help=argparse.SUPPRESS)  # its moto server
     args = parser.parse_args()
     if args.otlp_sink is not None:
-        otlp_sink(args.otlp_sink, args.moto_port)
+        otlp_sink(args.otlp_sink, args.moto_port, args.otlp_protocol)
         return
     args.exporters = args.exporters or [EXPORTERS]
     moto_port = free_port() if any("cloudwatch" in e.split(",") for e in args.exporters) else 0
@@ -318,7 +322,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="agent-footprint-") as work, \
             ThreadPoolExecutor(max_workers=len(configurations)) as measuring:
         sink = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--otlp-sink", str(len(configurations)),
-                                 "--moto-port", str(moto_port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 "--moto-port", str(moto_port), "--otlp-protocol", args.otlp_protocol],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True)
         try:
             ports = json.loads(sink.stdout.readline())
@@ -332,7 +337,7 @@ def main() -> None:
                     raise RuntimeError(f"{run.name}: the simulator exited with {run.simulator.wait()}")
             measured = []
             for run in runs:
-                start_agent(run, args.profile, moto_port=moto_port)
+                start_agent(run, args.profile, moto_port=moto_port, protocol=args.otlp_protocol)
                 print(f"{run.name}: EFA series on /metrics {run.first_scrape - run.launched:.2f} s after launch",
                       file=sys.stderr, flush=True)
                 measured.append(measuring.submit(measure, run, args.seconds, args.warmup,
