@@ -36,7 +36,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -142,6 +142,7 @@ class Run:
     otlp_requests: int = 0
     otlp_points: int = 0
     skipped: int = 0  # intervals the agent logged as skipped (a machine too busy to keep the schedule)
+    ends_at: Optional[float] = None  # monotonic time the measuring window closes, once it is known
 
     @property
     def name(self) -> str:
@@ -215,7 +216,7 @@ def measure(run: Run, seconds: float, warmup: float, scrape_every: float) -> Non
     interval = run.interval
     start = run.first_scrape + (max(0, math.ceil(warmup / interval - 0.5)) + 0.5) * interval
     run.collections = max(1, round(seconds / interval))
-    end = start + run.collections * interval
+    end = run.ends_at = start + run.collections * interval
     next_scrape = run.first_scrape + scrape_every
     cpu_start = started = None
     while True:
@@ -313,6 +314,8 @@ def main() -> None:
     if args.otlp_sink is not None:
         otlp_sink(args.otlp_sink, args.moto_port, args.otlp_protocol)
         return
+    from progress import Progress  # benchmarks/, this script's directory
+
     args.exporters = args.exporters or [EXPORTERS]
     moto_port = free_port() if any("cloudwatch" in e.split(",") for e in args.exporters) else 0
 
@@ -336,14 +339,22 @@ def main() -> None:
                 if not run.simulator.stdout.readline():  # a line once the tree is written
                     raise RuntimeError(f"{run.name}: the simulator exited with {run.simulator.wait()}")
             measured = []
+            progress = Progress("agent_footprint", unit="configurations")
             for run in runs:
+                progress.update(len(measured), len(runs), note=f"starting {run.name}")
                 start_agent(run, args.profile, moto_port=moto_port, protocol=args.otlp_protocol)
-                print(f"{run.name}: EFA series on /metrics {run.first_scrape - run.launched:.2f} s after launch",
-                      file=sys.stderr, flush=True)
                 measured.append(measuring.submit(measure, run, args.seconds, args.warmup,
                                                  args.scrape_every))
-            for future in as_completed(measured):
-                future.result()  # a failure at once: the finally below stops the rest
+            while True:
+                done, pending = wait(measured, timeout=progress.every, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()  # a failure at once: the finally below stops the rest
+                if not pending:
+                    break
+                ends = [run.ends_at for run in runs if run.ends_at is not None]
+                left = max(ends) - time.monotonic() if len(ends) == len(runs) else None
+                progress.update(len(done), len(runs), left=left, note="measuring all configurations at once")
+            progress.finish()
             sink.stdin.close()
             for run, received in zip(runs, json.loads(sink.stdout.readline())):
                 run.first_otlp, run.otlp_requests, run.otlp_points = (received["first"], received["requests"],

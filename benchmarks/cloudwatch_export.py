@@ -13,9 +13,11 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_efa.cloudwatch import packing
 from otel_efa.config import Config
+from otel_efa.exporters import ExporterContext
 from otel_efa.exporters.cloudwatch import CloudWatchExporter
 from otel_efa.node.sysfs import SysfsReader
 from otel_efa.pipeline.collector import Collector
+from otel_efa.pipeline.instruments import EfaInstrumentor
 from otel_efa.tools.simulator import Simulator
 
 
@@ -31,14 +33,15 @@ def main() -> None:
         simulator = Simulator("p5.48xlarge", root, clock=lambda: clock[0])
         collector = Collector(SysfsReader(root), "p5.48xlarge", clock=lambda: clock[0],
                               wall_clock=lambda: 1.7e9 + clock[0])
-        exporter = CloudWatchExporter(config, Resource.create({"host.id": "i-0bench"}))
+        exporter = CloudWatchExporter(ExporterContext(config, Resource.create({"host.id": "i-0bench"})))
+        instrumentor = EfaInstrumentor()
         export_cpu = []
         for _ in range(101):
             clock[0] += 60
             simulator.advance(clock[0])
-            snapshot = collector.collect()
+            interval = instrumentor.interval(collector.collect())
             started = time.process_time()
-            exporter.export(snapshot)
+            exporter.export(interval)
             export_cpu.append(time.process_time() - started)
         # The benchmark does the sender thread's work itself (no thread, nothing sent).
         started = time.process_time()

@@ -233,6 +233,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.otlp_sink:
         return serve_otlp_sink()
+    from progress import Progress  # benchmarks/, this script's directory
+
+    progress = Progress("compare_node_exporter", unit="windows")
+    windows = args.rounds * (2 + len(AGENT_RUNS))  # node_exporter, each agent run, the pread floor
+    progress.update(0, windows, note="starting the simulator, node_exporter and the agents")
     scrapes = args.scrapes or args.cycles
     results: Dict[str, List[float]] = {key: [] for key in ["node_exporter", "floor"] + [run[0] for run in AGENT_RUNS]}
     idle_shares: List[float] = []
@@ -265,16 +270,24 @@ def main() -> None:
         our_text = get(agents["full"].url)
         agents["full"].process.send_signal(signal.SIGSTOP)
 
-        for _ in range(args.rounds):
+        measured = 0
+        progress.update(0, windows, note="measuring")
+        for round_number in range(1, args.rounds + 1):
             before = cpu_seconds(exporter.pid)
             ne_wall = paced(scrapes, args.interval, exporter.scrape)
             ne_busy = cpu_seconds(exporter.pid) - before
+            measured += 1
+            progress.update(measured, windows, note=f"round {round_number} of {args.rounds}: node_exporter")
             idle_before, idle_started = cpu_seconds(exporter.pid), time.monotonic()
             for key, _, _, scraped in AGENT_RUNS:  # node_exporter sits idle meanwhile: its idle CPU
                 per_cycle, counted = agents[key].measure(args.cycles, args.interval, scraped)
                 results[key].append(per_cycle)
                 fewest_cycles = min(fewest_cycles, counted)
+                measured += 1
+                progress.update(measured, windows, note=f"round {round_number} of {args.rounds}: {key}")
             results["floor"].append(floor.measure(args.cycles, args.interval))
+            measured += 1
+            progress.update(measured, windows, note=f"round {round_number} of {args.rounds}: pread floor")
             idle_rate = (cpu_seconds(exporter.pid) - idle_before) / (time.monotonic() - idle_started)
             results["node_exporter"].append(1000 * (ne_busy - idle_rate * ne_wall) / scrapes)
             idle_shares.append(idle_rate * ne_wall / ne_busy if ne_busy else 0.0)
@@ -282,6 +295,7 @@ def main() -> None:
         agent_file_count = agent_files(root)
         ne_file_count = node_exporter_files(root)
     sink_summary = json.loads(sink.stdout.readline() or "{}")
+    progress.finish()
 
     medians = {key: statistics.median(values) for key, values in results.items()}
     ne = medians["node_exporter"]

@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -131,7 +131,7 @@ def concurrent_scrapers(agent: Agent, rounds: int, gzipped: bool) -> Dict[str, f
         for _ in range(rounds):
             barrier = threading.Barrier(200)
 
-            def one(_):
+            def one(_, barrier=barrier):
                 barrier.wait()
                 try:
                     return scrape(agent.port, gzipped=gzipped)
@@ -148,17 +148,22 @@ def concurrent_scrapers(agent: Agent, rounds: int, gzipped: bool) -> Dict[str, f
             "max ms": 1000 * latencies[-1], "failed": failures}
 
 
-def run_tree(name: str, tree: str, root: str, otlp_port: int, work: str, rounds: int) -> Dict[str, Dict]:
+def phases(rounds: int) -> List[Tuple[str, Callable[[Agent], Dict]]]:
+    return [("150 idle connections", idle_connections), ("30 header floods", header_floods),
+            ("200 concurrent scrapers, gzip", lambda a: concurrent_scrapers(a, rounds, True)),
+            ("200 concurrent scrapers, plain", lambda a: concurrent_scrapers(a, rounds, False))]
+
+
+def run_tree(name: str, tree: str, root: str, otlp_port: int, work: str, rounds: int,
+             phase_done: Callable[[str], None]) -> Dict[str, Dict]:
     results = {}
-    for phase, measure in (("150 idle connections", idle_connections), ("30 header floods", header_floods),
-                           ("200 concurrent scrapers, gzip", lambda a: concurrent_scrapers(a, rounds, True)),
-                           ("200 concurrent scrapers, plain", lambda a: concurrent_scrapers(a, rounds, False))):
+    for phase, measure in phases(rounds):
         agent = Agent(tree, root, otlp_port, work)
         try:
             results[phase] = measure(agent)
         finally:
             agent.stop()
-        print(f"{name}: {phase}: {results[phase]}", file=sys.stderr, flush=True)
+        phase_done(f"{name}: {phase}")
     return results
 
 
@@ -167,6 +172,17 @@ def main() -> None:
     parser.add_argument("--baseline-tree", help="a checkout of an older otel_efa to run side by side")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of 200 concurrent scrapes")
     args = parser.parse_args()
+    from progress import Progress  # benchmarks/, this script's directory
+
+    progress = Progress("endpoint_hostile", unit="phases")
+    trees = [("this tree", REPO)] + ([("baseline", args.baseline_tree)] if args.baseline_tree else [])
+    total, done = len(trees) * len(phases(args.rounds)), []
+
+    def phase_done(what: str) -> None:
+        done.append(what)
+        progress.update(len(done), total, note=f"{what} done")
+
+    progress.update(0, total, note="starting the simulator and the OTLP sink")
     with tempfile.TemporaryDirectory(prefix="endpoint-hostile-") as work:
         root = os.path.join(work, "sys")
         simulator = subprocess.Popen([sys.executable, "-m", "otel_efa", "simulate", "p5.48xlarge", "--root", root,
@@ -176,13 +192,14 @@ def main() -> None:
         try:
             simulator.stdout.readline()
             otlp_port = json.loads(sink.stdout.readline())[0]
-            trees = [("this tree", REPO)] + ([("baseline", args.baseline_tree)] if args.baseline_tree else [])
-            results = {name: run_tree(name, tree, root, otlp_port, work, args.rounds) for name, tree in trees}
+            results = {name: run_tree(name, tree, root, otlp_port, work, args.rounds, phase_done)
+                       for name, tree in trees}
         finally:
             simulator.terminate()
             sink.stdin.close()
             simulator.wait(15)
             sink.wait(15)
+    progress.finish()
     print(f"\notel-efa run --exporters prometheus,otlp, simulated p5.48xlarge (32 devices), {os.cpu_count()} cores")
     for phase in results["this tree"]:
         print(f"{phase}:")

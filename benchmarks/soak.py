@@ -25,6 +25,9 @@ After the warm-up it judges, and exits 1 when one fails:
 Also shown: thread growth, CPU (% of a core and per interval), the agent's own warnings about
 falling behind, and what the OTLP receiver and CloudWatch (moto) received.
 
+While it runs, progress and the time left go to standard error (benchmarks/progress.py); the table of
+scrapes and the verdict are printed to standard output at the end.
+
 tests/test_soak.py runs the same code for ~45 s at a 0.25 s interval in ``make test``.
 """
 import argparse
@@ -268,8 +271,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_soak(settings: Settings, show: Callable[[str], None] = print) -> Report:
-    """Start simulator, peers and agent; measure; stop everything (also on failure); return the data."""
+def run_soak(settings: Settings, progress=None) -> Report:
+    """Start simulator, peers and agent; measure; stop everything (also on failure); return the data.
+
+    ``progress``: a benchmarks/progress.py Progress, told how far the run is after every sample."""
     cli = [sys.executable, "-m", "otel_efa"]
     with ExitStack() as stack:
         work = stack.enter_context(tempfile.TemporaryDirectory(prefix="otel-efa-soak-"))
@@ -300,6 +305,8 @@ def run_soak(settings: Settings, show: Callable[[str], None] = print) -> Report:
             with open(stderr_path) as f:
                 return RuntimeError(f"{what}; the agent's stderr ends:\n{f.read()[-3000:]}")
 
+        if progress is not None:
+            progress.update(0, settings.duration, left=settings.duration, note="the agent is starting")
         deadline = started + 60
         while scrape_counters(port) is None:
             if agent.poll() is not None or time.monotonic() > deadline:
@@ -307,7 +314,6 @@ def run_soak(settings: Settings, show: Callable[[str], None] = print) -> Report:
             time.sleep(0.1)
 
         report = Report(settings, [], [])
-        show(_header(settings))
         next_sample = time.monotonic()
         # Scrapes fall on warmup + n * scrape_every, so the judged window starts on a count.
         next_scrape = started + settings.warmup % settings.scrape_every
@@ -322,14 +328,15 @@ def run_soak(settings: Settings, show: Callable[[str], None] = print) -> Report:
             if now >= next_sample:
                 report.samples.append(probe(agent.pid, started))
                 next_sample += settings.sample_every
+                if progress is not None:
+                    progress.update(round(now - started), settings.duration, left=settings.duration - (now - started),
+                                    note=_progress_note(report))
             if now >= next_scrape:
                 report.scrapes.append(_scrape(port, agent.pid, started, agent_failed))
-                show(_row(report, report.scrapes[-1]))
                 next_scrape += settings.scrape_every
             time.sleep(max(0.0, min(next_sample, next_scrape, started + settings.duration) - time.monotonic()))
         report.samples.append(probe(agent.pid, started))
         report.scrapes.append(_scrape(port, agent.pid, started, agent_failed))
-        show(_row(report, report.scrapes[-1]))
 
         _stop(agent)
         with open(stderr_path) as f:
@@ -409,8 +416,23 @@ def _header(settings: Settings) -> str:
             f"{'missed':>6} {'run-queue wait (s)':>18}")
 
 
-def _row(report: Report, scrape: Scrape) -> str:
-    previous = report.scrapes[-2].sample if len(report.scrapes) > 1 else None
+def _progress_note(report: Report) -> str:
+    sample = report.samples[-1]
+    counted = f", {report.scrapes[-1].collections} collections, {report.scrapes[-1].missed} missed" \
+        if report.scrapes else ""
+    phase = " (warm-up)" if sample.at < report.settings.warmup else ""
+    return f"RSS {sample.rss_bytes / MIB:.1f} MiB, {sample.fds} fds{counted}{phase}"
+
+
+def table(report: Report) -> str:
+    """The header and one row per scrape: what the agent looked like from outside over the run."""
+    previous: List[Optional[Scrape]] = [None] + list(report.scrapes[:-1])
+    return "\n".join([_header(report.settings)] + [_row(report, scrape, before)
+                                                   for scrape, before in zip(report.scrapes, previous)])
+
+
+def _row(report: Report, scrape: Scrape, before: Optional[Scrape]) -> str:
+    previous = before.sample if before is not None else None
     s = scrape.sample
     cpu = (100 * (s.cpu_seconds - previous.cpu_seconds) / (s.at - previous.at)
            if previous is not None and s.at > previous.at else float("nan"))
@@ -461,7 +483,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     settings = Settings(profile=args.profile, interval=args.interval, duration=args.minutes * 60,
                         warmup=args.warmup, scrape_every=args.scrape_every, sample_every=args.sample_every,
                         exporters=args.exporters)
-    report = run_soak(settings, show=lambda line: print(line, flush=True))
+    from progress import Progress  # benchmarks/, this script's directory
+
+    progress = Progress(f"soak ({settings.duration:g} s, judged after {settings.warmup:g} s)", unit="s")
+    report = run_soak(settings, progress)
+    progress.finish()
+    print(table(report))
     print(summary(report))
     return 1 if report.failures() else 0
 

@@ -4,23 +4,29 @@ Keys are dotted paths (``interval``, ``prometheus.address``, ``cloudwatch.batch_
 variable of a key is ``OTEL_EFA_`` + the key upper-cased with dots as underscores
 (``OTEL_EFA_CLOUDWATCH_BATCH_SIZE``). A key nobody knows or a value that does not fit is a
 :class:`ConfigError` naming the key; the command line turns it into one line and exit status 2.
+
+This module declares the keys: the sections below, their defaults and checks, and :data:`KEYS`, the table of
+every dotted key. Reading and merging the three sources is otel_efa/config_sources.py (:func:`load`).
 """
 import dataclasses
 import os
+import re
 import reprlib
-import stat
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from otel_efa import catalog
+
 DEFAULT_CONFIG_FILE = "/etc/otel-efa/config.yaml"
 ENV_PREFIX = "OTEL_EFA_"
-EXPORTERS = ("otlp", "prometheus", "cloudwatch", "log", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_FILE_BYTES = 1024 * 1024  # a config is a few hundred bytes; this refuses /dev/zero's kin and 10 MB values
 MAX_VALUE_CHARS = 4096  # a path, a URL, a header list: longer is a mistake (or an attack), refused
 QUOTE_CHARS = 80  # what an error quotes of a value or a key, at most
 MAX_INTERVAL_S = 24 * 3600.0  # a collection interval longer than a day is a typo (and overflows timers)
+INSTRUMENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_./-]{0,254}\Z")  # the OTel API's syntax
+INSTRUMENT_PATTERN = re.compile(r"[A-Za-z*?][A-Za-z0-9_./*?-]{0,254}\Z")  # with an SDK View's wildcards
 
 
 def quote(value: Any) -> str:
@@ -106,8 +112,10 @@ class OtlpConfig:
         if self.compression not in (None,) + self.COMPRESSIONS:
             raise ConfigError("otlp.compression", f"must be gzip or none, got {quote(self.compression)}")
         if self.endpoint is not None and "://" not in self.endpoint:
+            from otel_efa.otlp_settings import default_endpoint  # the defaults' one place
+
             raise ConfigError("otlp.endpoint",
-                              f"must be a URL such as http://127.0.0.1:4317, got {quote(self.endpoint)}")
+                              f"must be a URL such as {default_endpoint()}, got {quote(self.endpoint)}")
         if self.headers is not None:
             for item in filter(None, (part.strip() for part in self.headers.split(","))):
                 if "=" not in item or not item.split("=", 1)[0].strip():
@@ -120,20 +128,19 @@ class CloudWatchConfig:
     AWS_DEFAULT_REGION, else IMDS. Every dimension set and health event is a priced metric
     (``otel-efa cost``)."""
 
-    namespace: str = "ParallelCluster/Network"
-    region: Optional[str] = None
-    batch_size: int = 1  # collection intervals per PutMetricData flush (the seed's BATCH_SIZE)
+    namespace: str = catalog.CLOUDWATCH_NAMESPACE  # the quick-start's; must not start with AWS/
+    region: Optional[str] = None  # else AWS_REGION / AWS_DEFAULT_REGION, else IMDS; none: exit 2 at start
+    batch_size: int = 1  # collection intervals per PutMetricData flush (the quick-start's BATCH_SIZE)
     buffer_minutes: float = 60.0  # data kept across an outage; older data is dropped and counted
     storage_resolution: int = 60  # 60 (standard) or 1 (high resolution, priced the same per metric)
-    dimension_sets: List[str] = field(default_factory=lambda: ["instance"])  # instance, device, cluster, job
+    # instance, device, cluster, job (catalog.CLOUDWATCH_DIMENSION_SETS)
+    dimension_sets: List[str] = field(default_factory=lambda: list(catalog.CLOUDWATCH_DEFAULT_DIMENSION_SETS))
     cluster_name: Optional[str] = None  # needed by the "cluster" dimension set
     health_events: bool = False  # also publish the SRD health event counters (node totals)
     retry_mode: str = "standard"  # botocore's standard or adaptive retry mode
     max_attempts: int = 5  # per PutMetricData call, first attempt included
 
     def validate(self) -> None:
-        from otel_efa.catalog import CLOUDWATCH_DIMENSION_SETS
-
         if not self.namespace:
             raise ConfigError("cloudwatch.namespace", "must not be empty")
         if self.namespace.startswith("AWS/"):
@@ -145,10 +152,10 @@ class CloudWatchConfig:
                               "must be above 0 and at most 20160 (CloudWatch refuses data older than 2 weeks)")
         if self.storage_resolution not in (1, 60):
             raise ConfigError("cloudwatch.storage_resolution", "must be 1 or 60")
-        unknown = [d for d in self.dimension_sets if d not in CLOUDWATCH_DIMENSION_SETS]
+        unknown = [d for d in self.dimension_sets if d not in catalog.CLOUDWATCH_DIMENSION_SETS]
         if unknown or not self.dimension_sets:
             raise ConfigError("cloudwatch.dimension_sets",
-                              f"choose one or more of {', '.join(CLOUDWATCH_DIMENSION_SETS)}")
+                              f"choose one or more of {', '.join(catalog.CLOUDWATCH_DIMENSION_SETS)}")
         if "cluster" in self.dimension_sets and not self.cluster_name:
             raise ConfigError("cloudwatch.cluster_name", "needed by dimension set 'cluster'")
         if self.retry_mode not in ("standard", "adaptive"):
@@ -165,7 +172,7 @@ class SlurmConfig:
     makes new CloudWatch metrics, which ``otel-efa cost`` prices.
     """
 
-    enabled: bool = False
+    enabled: bool = False  # run squeue and put the running job ids on the metrics
     timeout: float = 2.0  # seconds one squeue run may take before it is killed
     cache_seconds: float = 30.0  # job ids are reused this long before squeue runs again
     node_name: Optional[str] = None  # Slurm's name for this node; default the short hostname
@@ -180,16 +187,41 @@ class SlurmConfig:
 
 
 @dataclass
+class SdkConfig:
+    """Views of the ``otel-sdk`` exporter's MeterProvider (otel_efa/exporters/otel_sdk.py), on that path only."""
+
+    drop_metrics: List[str] = field(default_factory=list)  # instrument names, * and ? allowed: not exported
+    rename_metrics: List[str] = field(default_factory=list)  # old=new: instrument old exported as new
+
+    def validate(self) -> None:
+        bad = [p for p in self.drop_metrics if not INSTRUMENT_PATTERN.match(p)]
+        if bad:
+            raise ConfigError("sdk.drop_metrics", f"expected instrument names (wildcards * and ?), got {quote(bad[0])}")
+        olds = [pair.partition("=")[0].strip().lower() for pair in self.rename_metrics]
+        for pair in self.rename_metrics:
+            old, sep, new = (part.strip() for part in pair.partition("="))
+            names = INSTRUMENT_NAME.match(old) and INSTRUMENT_NAME.match(new)
+            if not sep or not names or olds.count(old.lower()) > 1:
+                raise ConfigError("sdk.rename_metrics", f"expected old=new (instrument names, each old once), "
+                                                        f"got {quote(pair)}")
+
+
+@dataclass
 class Config:
-    interval: float = 60.0  # seconds between collections (the seed's COLLECTION_INTERVAL)
-    sysfs: str = "/sys"
+    interval: float = 60.0  # seconds between collections (the quick-start's COLLECTION_INTERVAL)
+    sysfs: str = "/sys"  # where the kernel's counters are read: /sys, or a copied or simulated tree
     simulate: Optional[str] = None  # an instance profile: run on a simulated node
-    # Read a counter tree not owned by root or world-writable (a test or copied tree); see sysfs_trust.py.
+    # Faults on the simulated node, each KIND[:DEVICE][@SECONDS] (otel_efa/tools/simulator/faults.py), e.g.
+    # retransmit-storm:rdmap79s0@60: what alerts and dashboards show when hardware misbehaves.
+    simulate_faults: List[str] = field(default_factory=list)
+    # Read a counter tree not owned by root or world-writable (a test or copied tree); see otel_efa/node/sysfs_trust.py.
     allow_untrusted_sysfs: bool = False
     instance_type: Optional[str] = None  # overrides what IMDS says (link speed, expected devices)
+    # Where the metrics go: any of otlp, prometheus, cloudwatch, log, console, otel-sdk, or an installed
+    # plugin's name (an entry point of the group otel_efa.exporters).
     exporters: List[str] = field(default_factory=lambda: ["prometheus", "log"])
-    log_file: Optional[str] = None  # the seed's human log line; None: standard output
-    log_level: str = "info"
+    log_file: Optional[str] = None  # where the quick-start's human log line goes; null: standard output
+    log_level: str = "info"  # of the agent's own messages on standard error: debug, info, warning, error
     count: Optional[int] = None  # stop after this many collections (tests, one-shot runs)
     # The ParallelCluster cluster this node belongs to (OTEL_EFA_CLUSTER_NAME, which the node installer
     # writes): the resource attribute aws.parallelcluster.cluster_name, and CloudWatch's ClusterName
@@ -199,15 +231,19 @@ class Config:
     otlp: OtlpConfig = field(default_factory=OtlpConfig)
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    sdk: SdkConfig = field(default_factory=SdkConfig)
 
     def validate(self) -> None:
         if not 0 < self.interval <= MAX_INTERVAL_S:
             raise ConfigError("interval", f"must be above 0 and at most {MAX_INTERVAL_S:.0f} seconds (a day)")
+        from otel_efa.exporters.registry import names as exporter_names
+
+        known = exporter_names()  # the built-ins and any plugin installed (otel_efa/exporters/registry.py)
         if not self.exporters:
-            raise ConfigError("exporters", f"must name at least one exporter: {', '.join(EXPORTERS)}")
-        unknown = [e for e in self.exporters if e not in EXPORTERS]
+            raise ConfigError("exporters", f"must name at least one exporter: {', '.join(known)}")
+        unknown = [e for e in self.exporters if e not in known]
         if unknown:
-            raise ConfigError("exporters", f"unknown exporter {quote(unknown[0])}; choose from {', '.join(EXPORTERS)}")
+            raise ConfigError("exporters", f"unknown exporter {quote(unknown[0])}; choose from {', '.join(known)}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         if self.count is not None and self.count < 1:
@@ -219,10 +255,18 @@ class Config:
                                   f"{', '.join(INSTANCE_TYPES)}")
             if self.sysfs != Config.sysfs:
                 raise ConfigError("simulate", "cannot be used with sysfs (a simulated node writes its own tree)")
+        if self.simulate_faults:
+            from otel_efa.tools.simulator.faults import check_specs
+            if self.simulate is None:
+                raise ConfigError("simulate_faults", "needs simulate: faults go on a simulated node")
+            problem = check_specs(self.simulate, self.simulate_faults)
+            if problem:
+                raise ConfigError("simulate_faults", problem)
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
-            if dataclasses.is_dataclass(section):
-                section.validate()
+            validate = getattr(section, "validate", None)
+            if dataclasses.is_dataclass(section) and validate is not None:
+                validate()
         if self.cluster_name is not None and not self.cluster_name.strip():
             raise ConfigError("cluster_name", "must not be empty")
         if "job" in self.cloudwatch.dimension_sets and not self.slurm.enabled:
@@ -250,184 +294,27 @@ def env_name(key: str) -> str:
     return ENV_PREFIX + key.upper().replace(".", "_")
 
 
-def _convert(key: str, hint: Any, value: Any, source: str) -> Any:
-    optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
-    if optional:
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none")):
-            return None
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    try:
-        if typing.get_origin(hint) in (list, List):
-            if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                return list(value)
-            raise ValueError(f"expected a list of names, got {quote(value)}")
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"expected true or false, got {quote(value)}")
-        if hint is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(f"expected a whole number, got {quote(value)}")
-            return int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError(f"expected a number, got {quote(value)}")
-            number = float(value)
-            if number != number or number in (float("inf"), float("-inf")):
-                raise ValueError(f"expected a finite number, got {quote(value)}")
-            return number
-        if hint is str:
-            if isinstance(value, (dict, list, set, bytes)) or "\x00" in str(value):
-                raise ValueError(f"expected text, got {quote(value)}")
-            return str(value)
-    except (TypeError, ValueError, OverflowError) as e:
-        message = str(e) if "expected" in str(e) else f"expected {hint.__name__}, got {quote(value)}"
-        raise ConfigError(key, message, source) from None
-    raise ConfigError(key, f"unsupported type {hint!r}", source)
-
-
-def _set(config: Config, key: str, value: Any, source: str) -> None:
-    if key not in KEYS:
-        raise ConfigError(key, "unknown key", source)
-    hint, attribute = KEYS[key]
-    if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
-        raise ConfigError(key, f"the value is {len(value)} characters long; at most {MAX_VALUE_CHARS}", source)
-    target = config
-    for part in key.split(".")[:-1]:
-        target = getattr(target, part)
-    setattr(target, attribute, _convert(key, hint, value, source))
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    flat = {}
-    for name, value in data.items():
-        key = f"{prefix}{name}"
-        if isinstance(value, dict) and key in SECTIONS:
-            flat.update(_flatten(value, key + "."))
-        else:
-            flat[key] = value
-    return flat
-
-
-def _read_bytes(path: str) -> bytes:
-    """The file's bytes, refusing what is no regular file before reading it: opened non-blocking, so a FIFO
-    nobody writes to cannot hang the agent, and read up to MAX_FILE_BYTES (/dev/zero never ends).
-    os.devnull is the empty file: ``cost`` and ``dashboard cloudwatch`` pass it to price the defaults."""
-    if path == os.devnull:
-        return b""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError("--config", f"{path} is not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError("--config", f"{path} is larger than {MAX_FILE_BYTES} bytes")
-    return data
-
-
-def _loader():
-    """PyYAML's SafeLoader without aliases: a config has no use for them, and nested aliases (the billion
-    laughs) make a value that is small in the file and enormous wherever it is used or quoted."""
-    import yaml
-
-    class NoAliasLoader(yaml.SafeLoader):
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.events.AliasEvent):
-                mark = self.peek_event().start_mark
-                raise ConfigError("--config", f"{self.name} uses a YAML alias at line {mark.line + 1}; "
-                                  "aliases are not supported")
-            return super().compose_node(parent, index)
-
-    return NoAliasLoader
-
-
-def read_file(path: str) -> Dict[str, Any]:
-    import yaml  # only needed when there is a file
-
-    raw = _read_bytes(path)
-    try:
-        loader = _loader()(raw.decode("utf-8"))
-        loader.name = path
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError("--config", f"{path} is not valid YAML{where}") from None
-    except UnicodeDecodeError:
-        raise ConfigError("--config", f"{path} is not UTF-8 text") from None
-    except ValueError as e:  # from PyYAML's constructors: a date such as 2001-13-45, an int of 5000 digits
-        problem = str(e).split(";")[0]  # not Python's advice to raise its digit limit
-        raise ConfigError("--config", f"{path} is not valid YAML: {problem}") from None
-    except RecursionError:
-        raise ConfigError("--config", f"{path} nests deeper than YAML can read") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError("--config", f"{path} must hold a mapping of keys, not {type(data).__name__}")
-    return _flatten(data)
-
-
 def load(config_file: Optional[str] = None, environ: Mapping[str, str] = os.environ,
          flags: Optional[Mapping[str, Any]] = None, check_paths: bool = False) -> Config:
     """File, then environment, then flags (dotted keys; None means not given). Validated; with
-    ``check_paths`` (the agent), the sysfs root must also be there."""
-    config = Config()
-    path = config_file
-    if path is None and os.path.exists(DEFAULT_CONFIG_FILE):
-        path = DEFAULT_CONFIG_FILE
-    if path is not None:
-        for key, value in read_file(path).items():
-            _set(config, key, value, path)
-    known_env = {env_name(k): k for k in KEYS}
-    for name in sorted(environ):
-        if name.startswith(ENV_PREFIX):
-            if name not in known_env:
-                raise ConfigError(name, "unknown environment variable", "environment")
-            _set(config, known_env[name], environ[name], name)
-    for key, value in (flags or {}).items():
-        if value is not None:
-            _set(config, key, value, "command line")
-    if config.cloudwatch.cluster_name is None:
-        config.cloudwatch.cluster_name = config.cluster_name
-    try:
-        config.validate()
-        if check_paths:
-            _check_sysfs_root(config)
-    except ConfigError as e:
-        if not e.source:
-            raise ConfigError(e.key, e.problem, _source_of(e.key, path, environ, flags)) from None
-        raise
-    return config
+    ``check_paths`` (the agent), the sysfs root must also be there. (otel_efa/config_sources.py reads them.)"""
+    from otel_efa.config_sources import load_config
+
+    return load_config(config_file, environ, flags, check_paths)
 
 
-def _check_sysfs_root(config: Config) -> None:
-    """A missing root would read as a node without EFA devices, and the agent would export nothing, quietly."""
-    if config.simulate is None and not os.path.isdir(config.sysfs):
-        problem = "is not a directory" if os.path.exists(config.sysfs) else "does not exist"
-        raise ConfigError("sysfs", f"the sysfs root {config.sysfs} {problem}")
+def read_file(path: str) -> Dict[str, Any]:
+    """The YAML file's keys, flattened to dotted keys (otel_efa/config_sources.py)."""
+    from otel_efa.config_sources import read_file as read
+
+    return read(path)
 
 
-def _source_of(key: str, path: Optional[str], environ: Mapping[str, str], flags) -> str:
-    if flags and flags.get(key) is not None:
-        return "command line"
-    if env_name(key) in environ:
-        return env_name(key)
-    return path or "defaults"
+def __getattr__(name: str) -> Any:
+    """``EXPORTERS``: the names of the exporters installed (the registry's, plugins included), looked up
+    when asked for rather than on import."""
+    if name == "EXPORTERS":
+        from otel_efa.exporters.registry import names
+
+        return names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,11 +48,11 @@ def _escape_character(character: str) -> str:
     if character == "\\":
         return "\\\\"
     if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
-        return "\\x%02x" % (code - 0xDC00)
+        return f"\\x{code - 0xDC00:02x}"
     if 0xD800 <= code <= 0xDFFF:  # any other lone surrogate cannot be UTF-8 either
-        return "\\u%04x" % code
+        return f"\\u{code:04x}"
     if code < 0x20 or code == 0x7F:
-        return "\\x%02x" % code
+        return f"\\x{code:02x}"
     return character
 
 
@@ -92,10 +92,10 @@ def cloudwatch_value(name: str) -> str:
     """A CloudWatch dimension value: printable ASCII with at least one non-space character."""
     text = escape(name)
     if not text.isascii():
-        text = "".join(c if c.isascii() else "".join("\\x%02x" % b for b in c.encode("utf-8", "surrogatepass"))
+        text = "".join(c if c.isascii() else "".join(f"\\x{b:02x}" for b in c.encode("utf-8", "surrogatepass"))
                        for c in text)
     if not text.strip():
-        text = "".join("\\x%02x" % ord(c) for c in text) or "\\x"
+        text = "".join(f"\\x{ord(c):02x}" for c in text) or "\\x"
     if len(text) > MAX_CLOUDWATCH_VALUE:  # only a name longer than any file name can be
         text = text[:MAX_CLOUDWATCH_VALUE - 9] + "_" + stable_suffix(name)
     return text

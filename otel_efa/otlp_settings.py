@@ -160,7 +160,7 @@ def _timeout(config: OtlpConfig, environ: Mapping[str, str]) -> Tuple[float, Tup
         raise ConfigError(source, f"expected milliseconds (e.g. 10000 for 10 s), got {text!r}") from None
     if not 0 < milliseconds < math.inf:
         raise ConfigError(source, f"must be a positive number of milliseconds, got {text!r}")
-    notes = ()
+    notes: Tuple[str, ...] = ()
     if milliseconds < SECONDS_LIKE_TIMEOUT_MS:
         notes = (f"{source}={text} is {text} ms: OTLP timeouts are milliseconds (the specification; "
                  f"opentelemetry-python reads seconds); for {text} s write {milliseconds * 1000:g}",)

@@ -13,7 +13,7 @@
 # says why and exits 0, so the node still boots.
 #
 # It installs from the bundle `otel-efa deploy upload` put under s3://S3_BUCKET/S3_PREFIX/ (layout:
-# README, "On the node"), synced to /opt/otel-efa/bundle and checked against its SHA256SUMS: the agent
+# docs/operations.md), synced to /opt/otel-efa/bundle and checked against its SHA256SUMS: the agent
 # wheel into its own venv built with the node's Python (3.9+), /etc/otel-efa/config.yaml for the
 # monitoring type, the systemd unit and a drop-in with region and cluster name (OTEL_EFA_CLUSTER_NAME),
 # the logrotate rule, the efa-monitor system user, and ADOT (adot/install-adot.sh --mode amp) when the
@@ -256,7 +256,7 @@ if [ "$NEEDS_ADOT" = yes ]; then
         bash "$BUNDLE/adot/install-adot.sh" --mode amp --region "$REGION" --amp-url "$AMP_URL" \
             --cluster-name "$CLUSTER_NAME" --config-dir "$BUNDLE/otel-config" --root "${ROOT:-/}" || exit $?
     else
-        log "warning: no adot/install-adot.sh in the bundle; OTLP exports wait for a collector on localhost:4317"
+        log "warning: no adot/install-adot.sh in the bundle; OTLP exports wait for a collector on 127.0.0.1:4317"
     fi
 fi
 

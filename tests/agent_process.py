@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from conftest import wait_for
+from waiting import wait_until
 
 
 class AgentProcess:
@@ -28,7 +28,7 @@ class AgentProcess:
     def expect(self, predicate, what: str, timeout: float = 20.0) -> None:
         """wait_for(), with the agent's own log in the failure message."""
         try:
-            wait_for(predicate, what, timeout)
+            wait_until(predicate, timeout, what)
         except AssertionError as e:
             raise AssertionError(f"{e}; exit status {self.process.poll()}; its log:\n{self.log()}") from None
 

@@ -24,13 +24,16 @@ from moto.server import ThreadedMotoServer
 from opentelemetry.sdk.resources import Resource
 
 from otel_efa.config import Config
+from otel_efa.exporters import ExporterContext, no_jobs
 from otel_efa.exporters.cloudwatch import CloudWatchExporter
 from otel_efa.node.sysfs import SysfsReader
 from otel_efa.pipeline.collector import Collector
+from otel_efa.pipeline.instruments import EfaInstrumentor
+from otel_efa.pipeline.stats import AgentStats
 
 NAMESPACE = "ParallelCluster/Network"
 REGION = "us-east-1"
-SEED_NAMES = ["rx_bytes_rate", "tx_bytes_rate", "rx_packets_rate", "tx_packets_rate", "rx_errors", "tx_discards"]
+QUICK_START_NAMES = ["rx_bytes_rate", "tx_bytes_rate", "rx_packets_rate", "tx_packets_rate", "rx_errors", "tx_discards"]
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -211,18 +214,21 @@ class Node:
     """A simulated node and the agent's data path on a clock the test moves.
 
     Wall-clock timestamps start on a minute boundary half an hour ago, so each step of 60 s is one
-    CloudWatch minute and the seed's one-hour query window covers them.
+    CloudWatch minute and the quick-start's one-hour query window covers them.
     """
 
     def __init__(self, make_simulator, config: Config, instance_id: str, profile: str = "p4d.24xlarge",
-                 gbps: float = 100.0):
+                 gbps: float = 100.0, jobs=no_jobs):
         self.t = [1000.0]
         now = time.time()
         self.wall0 = now - now % 60 - 1800
         self.sim = make_simulator(profile, gbps=gbps, clock=lambda: self.t[0])
         self.collector = Collector(SysfsReader(self.sim.root), profile, clock=lambda: self.t[0],
                                    wall_clock=lambda: self.wall0 + self.t[0] - 1000.0)
-        self.exporter = CloudWatchExporter(config, Resource.create({"host.id": instance_id}))
+        self.instrumentor = EfaInstrumentor(stats=AgentStats())
+        context = ExporterContext(config, Resource.create({"host.id": instance_id}), stats=self.instrumentor.stats,
+                                  jobs=jobs)
+        self.exporter = CloudWatchExporter(context)
         self.exporter.start()
         self.snapshots = []
 
@@ -231,7 +237,7 @@ class Node:
         self.sim.advance(self.t[0])
         snapshot = self.collector.collect()
         self.snapshots.append(snapshot)
-        self.exporter.export(snapshot)
+        self.exporter.export(self.instrumentor.interval(snapshot))
         return snapshot
 
     def node_rate(self, counter: str) -> float:

@@ -117,4 +117,4 @@ class NodePath:
 
 def _gpus(simulator: Simulator) -> List[str]:
     """PCI addresses of the node's GPUs (where the simulator put them)."""
-    return [gpu for device in simulator.declared_topology().values() for gpu in device.gpus]
+    return sorted({gpu for device in simulator.declared_topology().values() for gpu in device.gpus})

@@ -9,12 +9,12 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 BUILDS = REPO / "build" / "collector"
@@ -53,17 +53,16 @@ class CollectorProcess:
         return self.log_path.read_text(errors="replace")
 
     def _wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(f"collector {self.version} exited {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"http://{self.health}/", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"collector {self.version} not ready within {timeout} s:\n{self.log()}")
+            with urllib.request.urlopen(f"http://{self.health}/", timeout=1) as response:
+                return response.status == 200
+
+        try:
+            wait_until(healthy, timeout, f"collector {self.version}'s health check", every=0.1, ignoring=(OSError,))
+        except AssertionError as e:
+            raise AssertionError(f"{e}:\n{self.log()}") from None
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -4,9 +4,10 @@ loopback port, reading a simulated sysfs tree. Used by the tests and by benchmar
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.request
 from typing import Dict, Tuple
+
+from waiting import wait_until
 
 BINARY = "prometheus-node-exporter"
 
@@ -34,17 +35,14 @@ class NodeExporter:
         return self.process.pid
 
     def _wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def answers() -> bool:
             if self.process.poll() is not None:
                 self._log.seek(0)
                 raise RuntimeError(f"{BINARY} exited: {self._log.read().decode(errors='replace')}")
-            try:
-                self.scrape()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{BINARY} did not answer on {self.url}")
+            self.scrape()
+            return True
+
+        wait_until(answers, timeout, f"{BINARY} on {self.url}", every=0.1, ignoring=(OSError,))
 
     def scrape(self) -> str:
         with urllib.request.urlopen(self.url, timeout=10) as response:

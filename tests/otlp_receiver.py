@@ -1,9 +1,12 @@
-"""Real OTLP receivers for tests: gRPC (opentelemetry-proto's MetricsService) and http/protobuf.
+"""The tests' one OTLP sink: real receivers over gRPC (opentelemetry-proto's MetricsService) and
+http/protobuf, and a collector that misbehaves on demand (``MisbehavingReceiver``).
 
-Both keep every ExportMetricsServiceRequest they get, and flatten it into points a test can look up by
-(metric name, attributes).
+Each keeps every ExportMetricsServiceRequest it takes, with its arrival time and headers, in ``requests``
+(``wait_for(count, timeout)`` waits on their arrival), and ``points()`` flattens a request into points a
+test can look up by (metric name, attributes).
 """
 import gzip
+import socket
 import threading
 import time
 from concurrent import futures
@@ -147,3 +150,128 @@ class HttpReceiver(_Store):
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class MisbehavingReceiver(_Store):
+    """An OTLP/HTTP collector on a loopback port that answers what no HTTP server would, until a test sets
+    ``mode = "good"``. A raw socket server, not http.server. Modes:
+
+    - ``hang``: accepts the connection and never reads or answers (every export waits for its timeout;
+      any protocol, gRPC too); ``accepted`` holds the connections
+    - ``raw``: non-HTTP bytes instead of a status line (http.client.BadStatusLine)
+    - ``endless``: 200 and a body that never ends, as fast as the agent reads it
+    - ``not_protobuf``: 200, Content-Type application/x-protobuf, a body that is no protobuf (DecodeError)
+    - ``mid_reply``: 200 with Content-Length 100000, 10 bytes of it, then close (IncompleteRead)
+    - ``good``: decode the ExportMetricsServiceRequest, keep it in ``requests``, answer ``reply``
+
+    ``garbage_replies`` counts the requests answered in any mode but good. The port can be bound again as
+    soon as ``close()`` returns (a collector that comes back on it).
+    """
+
+    MODES = ("hang", "raw", "endless", "not_protobuf", "mid_reply", "good")
+
+    def __init__(self, mode: str):
+        super().__init__()
+        assert mode in self.MODES, mode
+        self.mode = mode
+        self.garbage_replies = 0
+        self.accepted: List[socket.socket] = []
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/metrics"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._sock.accept()
+            except OSError:
+                return
+            self.accepted.append(connection)
+            if self.mode != "hang":
+                threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection:
+            try:
+                body, headers = self._read_request(connection)
+                mode = self.mode
+                if mode != "good":
+                    self.garbage_replies += 1
+                getattr(self, f"_{mode}")(connection, body, headers)
+            except OSError:  # the agent gave up on us: fine
+                pass
+
+    @staticmethod
+    def _read_request(connection: socket.socket) -> Tuple[bytes, Dict[str, str]]:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = connection.recv(65536)
+            if not chunk:
+                raise OSError("closed before the headers ended")
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        headers = {}
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+        length = int(headers.get("content-length", "0"))
+        while len(body) < length:
+            chunk = connection.recv(65536)
+            if not chunk:
+                raise OSError("closed before the body ended")
+            body += chunk
+        if headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        return body, headers
+
+    @staticmethod
+    def _hang(_connection, _body, _headers) -> None:
+        pass  # a connection that was accepted before the mode became hang is answered nothing
+
+    @staticmethod
+    def _raw(connection, _body, _headers) -> None:
+        connection.sendall(b"\x16\x03\x01 SSH-2.0-nonsense \xff\xfe" * 100 + b"\r\n")
+
+    @staticmethod
+    def _endless(connection, _body, _headers) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n"
+                           b"Connection: close\r\n\r\n")
+        chunk = b"\xff" * 65536
+        while True:  # until the agent hangs up (OSError)
+            connection.sendall(chunk)
+
+    @staticmethod
+    def _not_protobuf(connection, _body, _headers) -> None:
+        body = b"\xff\xff\xff\xff this is no protobuf"
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: "
+                           + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+
+    @staticmethod
+    def _mid_reply(connection, _body, _headers) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 100000\r\n"
+                           b"Connection: close\r\n\r\n0123456789")
+
+    def _good(self, connection, body, headers) -> None:
+        request = metrics_service_pb2.ExportMetricsServiceRequest()
+        request.ParseFromString(body)
+        self.add(request, headers)
+        reply = self.reply.SerializeToString()
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: "
+                           + str(len(reply)).encode() + b"\r\nConnection: close\r\n\r\n" + reply)
+
+    def close(self) -> None:
+        """Free the port at once (shutdown wakes the accept() that would hold the socket listening) and
+        drop every connection."""
+        for sock in [self._sock] + self.accepted:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # closed already, or never connected
+                pass
+            sock.close()

@@ -7,26 +7,14 @@ A ``node`` here is anything with ``query(expr) -> list`` (an instant query where
 paths, so both tests call these same checks.
 """
 import os
-import time
 from typing import Dict, List, Tuple
 
 import promql_checks
+from waiting import wait_until
 
 from otel_efa.artifacts.alarms import prometheus_rules
 from otel_efa.artifacts.dashboards import grafana
 from otel_efa.artifacts.promql import DEVICE
-
-
-def poll(check, what: str, timeout: float = 30.0, every: float = 0.2):
-    """check() until it returns something truthy; fail naming ``what`` and the last value at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {value!r})")
-        time.sleep(every)
 
 
 def dashboard_queries() -> List[Tuple[str, str]]:
@@ -86,7 +74,7 @@ def _expect(node, window: str, alert: str, cluster: str, instance: str, timeout:
         series = _firing(node, window, alert)
         return series if len(series) == 1 and all(series[0].get(k) == v for k, v in want.items()) else None
 
-    poll(matches, f"{alert} with {want}", timeout=timeout)
+    wait_until(matches, timeout, f"{alert} with {want}", every=0.2)
 
 
 def assert_alerts_quiet_then_firing_on_each_fault(node, window: str, cluster: str, instance: str,
@@ -104,22 +92,23 @@ def assert_alerts_quiet_then_firing_on_each_fault(node, window: str, cluster: st
     def expect(alert: str, timeout: float = 30, **labels: str) -> None:
         _expect(node, window, alert, cluster, instance, timeout, **labels)
 
-    sim.set_port_state(down, "1: DOWN")
+    # The simulator's own faults (otel-efa run --simulate ... --fault KIND:DEVICE), one at a time.
+    sim.inject(f"port-down:{down}")
     expect("EfaPortDown", **{DEVICE: down})
+    sim.port_up(down)  # a down port carries nothing either: back up, so the next alert has one series
 
-    sim.set_device_level(slow, 0.05)
+    sim.inject(f"idle-rail:{slow}")
     expect("EfaDeviceImbalance", **{DEVICE: slow})
 
-    for alert, kernel_name, _ in prometheus_rules.SRD_EVENTS:
-        sim.set_value(events, kernel_name, sim.value(events, kernel_name) + 1)
+    sim.inject(f"retransmit-storm:{events}")
+    for alert, _, _ in prometheus_rules.SRD_EVENTS:
         expect(alert, **{DEVICE: events})
-    sim.set_value(events, "retrans_pkts", sim.value(events, "retrans_pkts") + 50_000_000)
     expect("EfaRetransmitRatioHigh", **{DEVICE: events})
 
-    sim.remove_device(gone)
+    sim.inject(f"device-missing:{gone}")
     expect("EfaDevicesMissing")
 
     assert not _firing(node, window, "EfaAgentDown") and not _firing(node, window, "EfaAgentAbsent")
     node.stop_agent()
     expect("EfaAgentDown", timeout=agent_down_timeout)
-    poll(lambda: node.query(rules(window)["EfaAgentAbsent"]), "EfaAgentAbsent", timeout=agent_down_timeout)
+    wait_until(lambda: node.query(rules(window)["EfaAgentAbsent"]), agent_down_timeout, "EfaAgentAbsent", every=0.2)

@@ -3,12 +3,12 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from typing import Dict, List, Optional, Sequence
 
 import pytest
+from waiting import wait_until
 
 
 class PrometheusServer:
@@ -30,17 +30,13 @@ class PrometheusServer:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(open(f"{self.dir}/prometheus.log").read())
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("prometheus did not become ready")
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+                return response.status == 200
+
+        wait_until(ready, timeout, "prometheus's /-/ready", every=0.1, ignoring=(OSError,))
 
     def query(self, expression: str) -> List[dict]:
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
@@ -54,14 +50,12 @@ class PrometheusServer:
         return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(expression)}
 
     def wait_for(self, expression: str, timeout: float = 60, count: int = 1) -> List[dict]:
-        deadline = time.monotonic() + timeout
-        result: Optional[List[dict]] = None
-        while time.monotonic() < deadline:
+        """The instant query's result once it has at least ``count`` series."""
+        def enough() -> Optional[List[dict]]:
             result = self.query(expression)
-            if len(result) >= count:
-                return result
-            time.sleep(0.5)
-        raise AssertionError(f"no data for {expression!r} within {timeout}s (last: {result})")
+            return result if len(result) >= count else None
+
+        return wait_until(enough, timeout, f"{count} series of {expression!r}", every=0.25)
 
     def stop(self) -> None:
         self.process.terminate()

@@ -45,22 +45,24 @@ class RichNode:
 
         self.now = [0.0]  # the collector's clock moves with the simulated traffic: a second takes a second
         self.collector = Collector(SysfsReader(simulator.root), PROFILE, clock=lambda: self.now[0])
-        self.instrumentor = EfaInstrumentor(self.collector, device_attributes=device_attributes,
+        self.instrumentor = EfaInstrumentor(device_attributes=device_attributes,
                                             node_attributes=lambda: {catalog.ATTR_SLURM_JOB: "12,13"},
                                             device_info=device_info)
+        self.interval = None  # the Interval of the last collect()
 
     def instrument(self, meter_provider) -> None:
         self.instrumentor.instrument(meter_provider)
 
     def collect(self):
-        """Two collections with traffic between them, so rates and the rail gauges have values."""
-        self.collector.collect()
+        """Two collections with traffic between them, so rates and the rail gauges have values; the second
+        one's Interval is :attr:`interval` (and what the instruments serve)."""
+        self.instrumentor.interval(self.collector.collect())
         self.simulator.advance_by(1.0)
         self.now[0] += 1.0
         if self.huge:
             self.simulator.set_value(self.simulator.devices[0].name, "rdma_write_wr_err", HUGE)
         snapshot = self.collector.collect()
-        self.instrumentor.register_new_counters(snapshot)
+        self.interval = self.instrumentor.interval(snapshot)
         return snapshot
 
     def close(self) -> None:

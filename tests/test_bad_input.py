@@ -80,9 +80,8 @@ def test_counter_file_vanishes_and_returns(make_simulator, make_pipeline):
 def test_device_removed_and_readded_gives_no_bogus_rate(make_simulator, make_pipeline):
     sim = make_simulator("p4d.24xlarge", gbps=200)
     gone = sim.devices[2].name
-    pipeline = make_pipeline(sim.root)
     clock = [0.0]
-    pipeline.collector._clock = lambda: clock[0]
+    pipeline = make_pipeline(sim.root, clock=lambda: clock[0])
 
     def step(seconds=1.0):
         sim.advance_by(seconds)
@@ -107,9 +106,8 @@ def test_device_removed_and_readded_gives_no_bogus_rate(make_simulator, make_pip
 
 def test_reset_counter_gives_no_negative_rate(make_simulator, make_pipeline):
     sim = make_simulator("p4d.24xlarge")
-    pipeline = make_pipeline(sim.root)
     clock = [0.0]
-    pipeline.collector._clock = lambda: clock[0]  # a second of traffic takes a second
+    pipeline = make_pipeline(sim.root, clock=lambda: clock[0])  # a second of traffic takes a second
     pipeline.collect()
     sim.advance_by(1.0)
     clock[0] += 1.0

@@ -40,7 +40,7 @@ def test_unknown_counters_get_generic_specs():
     assert "lifespan" in catalog.NOT_COUNTERS
 
 
-def test_cloudwatch_metrics_are_the_seeds_six():
+def test_cloudwatch_metrics_are_the_quick_starts_six():
     assert [(c.name, c.unit) for c in catalog.CLOUDWATCH_METRICS] == [
         ("rx_bytes_rate", "Bytes/Second"), ("tx_bytes_rate", "Bytes/Second"),
         ("rx_packets_rate", "Count/Second"), ("tx_packets_rate", "Count/Second"),
@@ -75,3 +75,41 @@ def test_every_metric_has_one_prometheus_name_on_every_path():
     checks it on the real collector)."""
     for spec in catalog.METRICS:
         assert spec.prometheus_name == remote_write_name(spec), spec.name
+
+
+def test_groups_are_made_of_catalog_counters():
+    """The kernel groups cover the port counters once each; the SRD triple and the fault groups are the
+    counters their names say (drops, work request errors, SRD events; device errors and lost commands)."""
+    groups = catalog.BASE_PORT_COUNTERS + catalog.RDMA_WRITE_COUNTERS + catalog.RETRANS_COUNTERS
+    assert groups == tuple(m.kernel_name for m in catalog.PORT_COUNTERS)
+    assert set(catalog.SRD_HEALTH_EVENTS) == {k for k in catalog.RETRANS_COUNTERS if k.endswith("_events")}
+    assert set(catalog.FAULT_PORT_COUNTERS) == {k for k in catalog.PORT_COUNTER_BY_KERNEL
+                                                if k.endswith(("_drops", "_err", "_events"))}
+    assert set(catalog.FAULT_DEVICE_COUNTERS) == {k for k in catalog.DEVICE_COUNTER_BY_KERNEL
+                                                  if k.endswith("_err") or k.startswith("no_completion")}
+    assert [c.name for c in catalog.CLOUDWATCH_HEALTH_METRICS] == list(catalog.SRD_HEALTH_EVENTS)
+
+
+def test_attributes_are_declared_per_metric():
+    """Own keys by scope (plus an info metric's, a reason); the ENI and the Slurm job where the node adds them."""
+    for m in catalog.METRICS:
+        assert m.declared_attributes == m.attributes + m.context_attributes
+        assert len(set(m.declared_attributes)) == len(m.declared_attributes), m.name
+    assert catalog.READ_ERRORS.attributes == (catalog.ATTR_REASON,)
+    assert catalog.DEVICE_INFO.attributes == (catalog.ATTR_DEVICE,) + catalog.INFO_ATTRIBUTES
+    assert catalog.port_counter_spec("future_bytes").declared_attributes == (
+        catalog.ATTR_DEVICE, catalog.ATTR_PORT, catalog.ATTR_ENI, catalog.ATTR_SLURM_JOB)
+    assert catalog.RAIL_IMBALANCE.declared_attributes == (catalog.ATTR_SLURM_JOB,)
+    assert catalog.COLLECTIONS.declared_attributes == ()
+
+
+def test_cloudwatch_defaults_come_from_the_catalog():
+    from otel_efa.cloudwatch.metrics import published_specs
+    from otel_efa.config import CloudWatchConfig
+
+    config = CloudWatchConfig()
+    assert config.namespace == catalog.CLOUDWATCH_NAMESPACE
+    assert tuple(config.dimension_sets) == catalog.CLOUDWATCH_DEFAULT_DIMENSION_SETS
+    assert published_specs(config) == catalog.CLOUDWATCH_METRICS
+    assert published_specs(CloudWatchConfig(health_events=True)) == (catalog.CLOUDWATCH_METRICS
+                                                                      + catalog.CLOUDWATCH_HEALTH_METRICS)

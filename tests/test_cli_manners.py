@@ -1,9 +1,14 @@
 """CLI manners: every user error is one line on standard error and a non-zero exit status (2 for usage and
-configuration), never a traceback and never a hang; a closed standard output ends the command quietly.
+configuration), never a traceback and never a hang; a closed standard output ends the command quietly. Every
+command's parser, walked: each option says what it is and its default, an extra argument is refused;
+``--version`` comes from the package metadata; ``run --count N`` prints the lines of its N collections.
 
 Each case runs ``python -m otel_efa ...`` as a process. AWS cases never leave loopback: the endpoint is a
-closed loopback port, IMDS is disabled (and its endpoint a closed loopback port, conftest.py), and the shared config and credentials files are absent.
+closed loopback port, IMDS is disabled (and its endpoint a closed loopback port, conftest.py), and the shared
+config and credentials files are absent.
 """
+import argparse
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -11,6 +16,10 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
+
+import otel_efa
+from otel_efa import cli
+from otel_efa.node.instance_types import INSTANCE_TYPES
 
 REPO = Path(__file__).resolve().parent.parent
 NOWHERE = "/nonexistent/otel-efa-root"
@@ -68,7 +77,7 @@ CASES = [
      ["--interval"]),
     ("simulate-interval-too-long", ["simulate", "p4d.24xlarge", "--root", "{tmp}", "--interval", "1e9", "--once"],
      2, ["--interval"]),
-    ("collector-config-write-bad-path", ["collector-config", "adot", "--write", "{file}/sub"], 2, ["--write"]),
+    ("collector-config-write-bad-path", ["collector-config", "--write", "{file}/sub"], 2, ["--write", "cannot write"]),
     ("doctor-timeout-zero", ["doctor", "--timeout", "0"], 2, ["--timeout"]),
     ("doctor-timeout-nan", ["doctor", "--timeout", "nan"], 2, ["--timeout"]),
     ("doctor-pid-negative", ["doctor", "--pid", "-1"], 2, ["--pid"]),
@@ -150,3 +159,121 @@ def test_run_with_its_stdout_reader_gone_says_so_once_and_keeps_collecting(tmp_p
     assert "Traceback" not in result.stderr and "ERROR" not in result.stderr, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "standard output is closed" in line]
     assert len(warnings) == 1 and "WARNING" in warnings[0], result.stderr
+
+
+# --- every command's parser, walked ------------------------------------------------------------------------
+
+def _parsers(parser, prefix=()):
+    """(argv prefix, parser) of the top parser and every command and kind below it."""
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, prefix + (name,))
+
+
+PARSERS = list(_parsers(cli.build_parser()))
+LEAVES = [(prefix, parser) for prefix, parser in PARSERS if parser._subparsers is None]
+GENERIC_NAMES = {"what", "arg", "args", "value", "thing", "x"}
+
+
+def _stated(default, text: str) -> bool:
+    if isinstance(default, float) and f"{default:g}" in text:
+        return True
+    return str(default) in text
+
+
+def test_every_option_has_a_help_that_states_its_default():
+    """Every option and positional of every command says what it is; an optional one says what happens
+    without it (its default), and a default value is the one the parser really uses."""
+    problems = []
+    for prefix, parser in PARSERS:
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+                continue
+            where = " ".join(("otel-efa",) + prefix + ("/".join(action.option_strings) or action.dest,))
+            if isinstance(action, argparse._SubParsersAction):
+                problems += [f"{where} {choice.dest}: no help" for choice in action._choices_actions
+                             if not (choice.help or "").strip()]
+                continue
+            text = formatter._expand_help(action) if action.help else ""
+            if not text.strip():
+                problems.append(f"{where}: no help")
+                continue
+            if not action.option_strings:  # a positional: named for what it is, its choices listed
+                if action.dest in GENERIC_NAMES or str(action.metavar).lower() in GENERIC_NAMES:
+                    problems.append(f"{where}: a positional named {action.metavar or action.dest!r}")
+                problems += [f"{where}: choice {c!r} not in the help"
+                             for c in action.choices or () if str(c) not in text]
+            if action.required or action.nargs == 0 and action.option_strings:
+                continue  # a required option has no default; a flag's is off
+            if not action.option_strings and action.default is None:
+                continue  # an optional positional without a default: its help says when it is needed
+            if "default" not in text:
+                problems.append(f"{where}: no default stated in {text!r}")
+            elif action.default not in (None, [], argparse.SUPPRESS) and not _stated(action.default, text):
+                problems.append(f"{where}: default {action.default!r} is not the one stated in {text!r}")
+    assert problems == []
+
+
+def _minimal_argv(parser) -> list:
+    """Arguments the parser accepts: every required option and every positional given a valid value."""
+    argv = []
+    for action in parser._actions:
+        if action.option_strings and not action.required:
+            continue
+        value = str(sorted(action.choices)[0]) if action.choices else "1"
+        argv += [action.option_strings[0], value] if action.option_strings else [value]
+    return argv
+
+
+@pytest.mark.parametrize("prefix,parser", LEAVES, ids=[" ".join(prefix) for prefix, _ in LEAVES])
+def test_an_extra_argument_is_refused_with_one_line(prefix, parser, capsys):
+    argv = list(prefix) + _minimal_argv(parser)
+    cli.build_parser().parse_args(argv)  # accepted as it is...
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser().parse_args(argv + ["unexpected-extra"])  # ...and refused with one more
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_.value.code == 2
+    assert len(lines) == 1 and "unexpected-extra" in lines[0], lines
+    assert lines[0].startswith(f"otel-efa {' '.join(prefix)}: error: "), "names the command it was given to"
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["collector-config"], ["adot", "head-node", "--write"]),
+    (["collector-config", "head-node", "amp"], ["DESTINATION", "adot only"]),
+    (["collector-config", "adot", "--cluster-name", "c"], ["--cluster-name", "head-node only"]),
+    (["collector-config", "adot", "--write", "out"], ["--write", "adot"]),
+    (["collector-config", "adot", "cloudwatch", "--write", "out"], ["--write"]),
+], ids=["no-collector", "destination-for-head-node", "cluster-name-for-adot", "write-with-collector",
+        "write-with-destination"])
+def test_collector_config_refuses_what_it_would_ignore(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser().parse_args(argv)
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("otel-efa collector-config: error: ") and all(w in lines[0] for w in words), lines
+
+
+def test_version_comes_from_the_package_metadata(tmp_path, monkeypatch, capsys):
+    result = _cli(["--version"], _environment(tmp_path))
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout == f"otel-efa {importlib.metadata.version('otel-efa')}\n"
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser().parse_args(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"otel-efa {otel_efa.__version__}\n"
+
+
+def test_run_count_1_prints_the_line_of_its_one_collection(tmp_path):
+    """The log line is the default exporter's output: one collection, one line per device, with no rate yet."""
+    result = _cli(["run", "--simulate", "p4d.24xlarge", "--count", "1", "--exporters", "log"], _environment(tmp_path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == INSTANCE_TYPES["p4d.24xlarge"].efa_devices, result.stdout
+    assert all(line.endswith(": RX=- Mbps, TX=- Mbps") for line in lines), lines

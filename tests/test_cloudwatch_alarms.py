@@ -16,8 +16,6 @@ import cloudwatch_math as cwm
 import pytest
 from aws_peers import cloudwatch, config_with, moto, node, proxy  # noqa: F401
 from botocore.validate import validate_parameters
-from conftest import free_port
-from moto.server import ThreadedMotoServer
 
 from otel_efa import catalog
 from otel_efa.artifacts.alarms import cloudwatch_alarms
@@ -27,17 +25,13 @@ INSTANCES = ("i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2")
 
 
 @pytest.fixture(scope="module")
-def aws():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="testing",
+def aws(moto):
+    env = dict(os.environ, AWS_ENDPOINT_URL=moto.url, AWS_ACCESS_KEY_ID="testing",
                AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION, AWS_EC2_METADATA_DISABLED="true")
     env.pop("AWS_PROFILE", None)
     session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
     clients = {name: session.client(name, endpoint_url=env["AWS_ENDPOINT_URL"]) for name in ("cloudwatch", "ec2")}
-    yield env, clients
-    server.stop()
+    return env, clients
 
 
 def _put_agent_metrics(cloudwatch, instance_id: str) -> None:

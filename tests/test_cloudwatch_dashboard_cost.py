@@ -52,7 +52,7 @@ def check_dashboard(client, cluster, expect_scoped):
     body = json.loads(client.get_dashboard(DashboardName=f"ParallelCluster-{cluster}-EFA")["DashboardBody"])
     found = list(searches(body))
     assert found, "the dashboard references no metrics"
-    for title, namespace, dims, terms, stat in found:
+    for title, namespace, dims, terms, _stat in found:
         pages = client.get_paginator("list_metrics").paginate(Namespace=namespace, MetricName=terms["MetricName"])
         listed = [m for page in pages for m in page["Metrics"]]
         matching = [m for m in listed if tuple(sorted(d["Name"] for d in m["Dimensions"])) == dims

@@ -13,16 +13,15 @@ import sys
 import time
 
 import pytest
-from aws_peers import NAMESPACE, SEED_NAMES, cloudwatch, config_with, moto, node, proxy, statistics  # noqa: F401
+from aws_peers import NAMESPACE, QUICK_START_NAMES, cloudwatch, config_with, moto, node, proxy, statistics  # noqa: F401
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from waiting import wait_until
 
-from otel_efa.pipeline.instruments import EfaInstrumentor
 
-
-def test_the_seeds_queries_return_the_simulated_rate(proxy, moto, node):
-    """list-metrics and get-metric-statistics with exactly the seed's parameters."""
-    instance_id = "i-0seed00000000001"
+def test_the_quick_starts_queries_return_the_simulated_rate(proxy, moto, node):
+    """list-metrics and get-metric-statistics with exactly the quick-start's parameters."""
+    instance_id = "i-0a1b2c3d4e5f60001"
     n = node(config_with(batch_size=3), instance_id, gbps=100.0)
     for _ in range(7):  # the first collection gives totals only; six minutes of rates follow
         n.step(60)
@@ -31,7 +30,7 @@ def test_the_seeds_queries_return_the_simulated_rate(proxy, moto, node):
     client = cloudwatch(moto)
     listed = client.list_metrics(Namespace=NAMESPACE)["Metrics"]
     mine = [m for m in listed if m["Dimensions"] == [{"Name": "InstanceId", "Value": instance_id}]]
-    assert sorted(m["MetricName"] for m in mine) == sorted(SEED_NAMES)
+    assert sorted(m["MetricName"] for m in mine) == sorted(QUICK_START_NAMES)
 
     # aws cloudwatch get-metric-statistics --namespace ParallelCluster/Network --metric-name rx_bytes_rate
     #   --dimensions Name=InstanceId,Value=... --period 60 --statistics Average (one hour window)
@@ -90,7 +89,7 @@ def test_calls_respect_the_limits_and_are_as_few_as_possible(proxy, moto, node):
     for call in calls:
         check_limits(call)
         assert call.gzipped  # botocore compresses bodies above 10 KiB
-    # Per-device values add up to the node total the seed's dimension shows.
+    # Per-device values add up to the node total the quick-start's dimension shows.
     client = cloudwatch(moto)
     device = n.sim.device_names[3]
     per_device = statistics(client, instance_id, "rx_bytes_rate", ["Average"],
@@ -165,8 +164,7 @@ def test_an_outage_longer_than_the_buffer_drops_the_oldest_and_counts_them(proxy
     instance_id = "i-0outage000000001"
     n = node(config_with(batch_size=1, max_attempts=1, buffer_minutes=5), instance_id)
     reader = InMemoryMetricReader()
-    instrumentor = EfaInstrumentor(n.collector, stats=n.exporter.stats)
-    instrumentor.instrument(MeterProvider(metric_readers=[reader]))
+    n.instrumentor.instrument(MeterProvider(metric_readers=[reader]))
     proxy.outage = True
     for _ in range(10):
         n.step(60)
@@ -181,6 +179,7 @@ def test_an_outage_longer_than_the_buffer_drops_the_oldest_and_counts_them(proxy
     expected_dropped = sum(per_snapshot[id(s)] for s in lost)
     assert len(kept) == 6 and expected_dropped == 20
     assert n.exporter.stats.dropped_datapoints == expected_dropped
+    n.instrumentor.interval(n.snapshots[-1])  # the next Interval carries the count, to the instruments too
     dropped_metric = [p.value for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
                       for m in sm.metrics if m.name == "otel_efa_dropped_datapoints" for p in m.data.data_points]
     assert dropped_metric == [expected_dropped]
@@ -204,11 +203,8 @@ def test_sigterm_mid_batch_delivers_the_batch(proxy, moto, tmp_path):
          "--exporters", "cloudwatch,log", "--log-file", str(log_file)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if log_file.exists() and len(log_file.read_text().splitlines()) >= 4 * 4:
-                break
-            time.sleep(0.1)
+        wait_until(lambda: log_file.exists() and len(log_file.read_text().splitlines()) >= 5 * 4, 30,
+                   "five intervals in the log file (4 with a rate)")
         assert not proxy.puts(), "nothing is sent before the batch completes"
         agent.send_signal(signal.SIGTERM)
         sent = time.monotonic()
@@ -219,7 +215,8 @@ def test_sigterm_mid_batch_delivers_the_batch(proxy, moto, tmp_path):
             agent.kill()
     assert agent.returncode == 0, output.decode()
     assert took < 10
-    intervals_with_rates = len(log_file.read_text().splitlines()) // 4  # p4d: one line per device
+    rated = [line for line in log_file.read_text().splitlines() if "RX=-" not in line]  # the first: no rate
+    intervals_with_rates = len(rated) // 4  # p4d: one line per device
     assert intervals_with_rates >= 4
     assert [c.status for c in proxy.puts()] == [200]
     client = cloudwatch(moto)
@@ -228,8 +225,8 @@ def test_sigterm_mid_batch_delivers_the_batch(proxy, moto, tmp_path):
     totals = statistics(client, instance_id, "rx_errors", ["SampleCount"])
     assert sum(p["SampleCount"] for p in totals) == intervals_with_rates + 1
     listed = client.list_metrics(Namespace=NAMESPACE, Dimensions=[{"Name": "InstanceId", "Value": instance_id}])
-    assert sorted(m["MetricName"] for m in listed["Metrics"]) == sorted(SEED_NAMES)
+    assert sorted(m["MetricName"] for m in listed["Metrics"]) == sorted(QUICK_START_NAMES)
     mean = sum(p["Average"] * p["SampleCount"] for p in rates) / intervals_with_rates
     # The simulator's default is 40 % of line rate. Inside the agent process it ticks on its own thread,
-    # so each 0.5 s rate carries a tick of jitter; the exact comparison is the seed-query test's.
+    # so each 0.5 s rate carries a tick of jitter; the exact comparison is the quick-start query test's.
     assert mean == pytest.approx(400e9 * 0.4 / 8, rel=0.15)

@@ -3,11 +3,10 @@
 moto in server mode behind the recording proxy (aws_peers); the jobs come from the agent's attribution
 in the last test, from a stand-in squeue (Slurm cannot run here).
 """
-import time
-
 from aws_peers import NAMESPACE, cloudwatch, moto, node, proxy, statistics  # noqa: F401
 from opentelemetry.sdk.resources import Resource
 from test_slurm import NODE, squeue  # noqa: F401
+from waiting import wait_until
 
 from otel_efa.config import CloudWatchConfig, Config, SlurmConfig
 
@@ -22,8 +21,7 @@ def _config() -> Config:
 
 def test_job_series_follow_the_running_jobs(moto, proxy, node):
     jobs = [("1234",)]
-    n = node(_config(), INSTANCE)
-    n.exporter.attach_jobs(lambda: jobs[0])
+    n = node(_config(), INSTANCE, jobs=lambda: jobs[0])
     n.step(60)
     n.step(60)  # minute 2: job 1234
     jobs[0] = ()
@@ -50,11 +48,6 @@ def test_the_agent_hands_its_running_jobs_to_every_exporter(make_simulator, run_
     config = Config(sysfs=simulator.root, interval=0.1, exporters=["log"], log_file=str(squeue.dir / "log"),
                     slurm=SlurmConfig(enabled=True, node_name=NODE, cache_seconds=0.1))
     agent = run_agent(config, resource=Resource.create({"service.name": "otel-efa"})).agent
-    deadline = time.monotonic() + 10
-    while agent.exporters[0].job_ids() != ("77",) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert agent.exporters[0].job_ids() == ("77",)
+    wait_until(lambda: agent.exporters[0].job_ids() == ("77",), 10, "job 77 handed to the exporter")
     squeue.jobs.write_text("")
-    while agent.exporters[0].job_ids() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert agent.exporters[0].job_ids() == ()
+    wait_until(lambda: agent.exporters[0].job_ids() == (), 10, "no job handed to the exporter")

@@ -14,6 +14,7 @@ from opentelemetry.sdk.resources import Resource
 from otel_efa.cli import main
 from otel_efa.cloudwatch.session import resolve_region
 from otel_efa.config import Config, ConfigError
+from otel_efa.exporters import ExporterContext
 from otel_efa.exporters.cloudwatch import CloudWatchExporter
 from otel_efa.node.imds import ImdsClient
 from otel_efa.node.resource import build_resource
@@ -66,7 +67,7 @@ def test_imds_gives_region_and_instance_id(imds):
     client = ImdsClient(environ=environ)
     assert resolve_region(None, imds=client, environ=environ) == "eu-north-1"  # asked directly
     resource = build_resource(client)
-    exporter = CloudWatchExporter(Config(), resource)
+    exporter = CloudWatchExporter(ExporterContext(Config(), resource))
     assert (exporter.region, exporter.instance_id) == ("eu-north-1", "i-0imds0000000001")
 
 

@@ -53,7 +53,7 @@ def _collector_regex(pattern: str) -> "re.Pattern":
 def test_committed_files_are_what_the_generator_makes():
     generated = collector_config.files()
     committed = {p.name: p.read_text() for p in CONFIG_DIR.iterdir()}
-    assert committed == generated, "run: otel-efa collector-config adot --write otel-config"
+    assert committed == generated, "run: otel-efa collector-config --write otel-config"
 
 
 def test_one_file_per_monitoring_mode():
@@ -99,7 +99,7 @@ def test_receivers_listen_on_loopback_only_and_scrape_the_node(path):
 
 @pytest.mark.parametrize("path", [p for p in ADOT_FILES if "amp" not in p.name or "both" in p.name],
                          ids=lambda p: p.name)
-def test_cloudwatch_pipeline_makes_the_seeds_six_metrics_from_catalog_metrics(path):
+def test_cloudwatch_pipeline_makes_the_quick_starts_six_metrics_from_catalog_metrics(path):
     config = _load(path)
     transforms = config["processors"]["metricstransform/cloudwatch"]["transforms"]
     by_name = {c.name: c for c in catalog.CLOUDWATCH_METRICS}
@@ -137,7 +137,7 @@ def test_cloudwatch_pipeline_makes_the_seeds_six_metrics_from_catalog_metrics(pa
 
 
 def test_every_environment_placeholder_is_documented_and_installed():
-    readme = (ROOT / "README.md").read_text()
+    documented = "".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     installer = (ROOT / "adot" / "install-adot.sh").read_text()
     used = set()
     for path in ADOT_FILES:
@@ -147,7 +147,7 @@ def test_every_environment_placeholder_is_documented_and_installed():
         assert "$" not in leftover, f"{path.name}: a $ that is neither ${{env:...}} nor $$"
     assert used == set(collector_config.ENVIRONMENT)
     for name in used:
-        assert f"`{name}`" in readme, f"{name} is not documented in README.md"
+        assert f"`{name}`" in documented, f"{name} is not documented in README.md or docs/"
         assert name in installer, f"install-adot.sh does not write {name}"
 
 

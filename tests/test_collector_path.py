@@ -5,7 +5,6 @@ tests below read what arrived (see ``collector_path`` for the peers and what sta
 tests run in file order on one path: the healthy node first, then the faults (errors, a device reset).
 """
 import statistics
-import time
 from typing import Dict, Iterator, List, Tuple
 
 import path_checks
@@ -14,6 +13,7 @@ from cloudwatch_math import evaluate_alarm
 from collector_path import CLUSTER, INSTANCE_ID, REGION, NodePath
 from collector_process import versions
 from netns import isolated_network
+from waiting import wait_until
 
 from otel_efa import catalog
 from otel_efa.artifacts.alarms import cloudwatch_alarms
@@ -36,15 +36,14 @@ def path(request, tmp_path_factory) -> Iterator[NodePath]:
 
 def wait_for_documents(path: NodePath, what: str, predicate, timeout: float = 60) -> List[Dict]:
     """EMF documents once ``predicate(documents)`` holds; the agent's and collector's logs on failure."""
-    deadline = time.monotonic() + timeout
-    while True:
-        documents = [d for d in path.emf_documents() if "rx_errors" in d]
-        if predicate(documents):
-            return documents
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; {len(documents)} documents"
-                                 f"{path.diagnostics()}")
-        time.sleep(0.2)
+    def documents() -> Tuple[List[Dict], ...]:  # a tuple, so that an empty list that satisfies is truthy
+        found = [d for d in path.emf_documents() if "rx_errors" in d]
+        return (found,) if predicate(found) else ()
+
+    try:
+        return wait_until(documents, timeout, what, every=0.2)[0]
+    except AssertionError as e:
+        raise AssertionError(f"{e}{path.diagnostics()}") from None
 
 
 def alarm_states(alarm: Dict, values: List[float]) -> List[str]:

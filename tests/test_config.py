@@ -28,7 +28,7 @@ def test_precedence_flags_over_environment_over_file(tmp_path):
     assert from_flags.prometheus.address == "127.0.0.1:2000"  # a flag not given does not override
 
 
-def test_defaults_match_the_seed():
+def test_defaults_match_the_quick_start():
     config = load(None, environ={})
     assert config.interval == 60 and config.cloudwatch.namespace == "ParallelCluster/Network"
     assert config.prometheus.address == "0.0.0.0:9464"

@@ -1,8 +1,7 @@
 """``otel-efa doctor`` on a simulated node whose peers are real: the agent (``otel-efa run``) on a
-ticking simulated sysfs tree, an OTLP gRPC receiver (opentelemetry-proto's MetricsServiceServicer),
-CloudWatch as moto in server mode, and for the taken Prometheus port Debian's prometheus-node-exporter.
-The gRPC receiver runs in its own process: gRPC's fork handlers in the pytest process would abort every
-later fork()-based subprocess on Python 3.9.
+ticking simulated sysfs tree, an OTLP gRPC receiver (tests/otlp_receiver.py; the pytest process runs it
+with gRPC's fork support off, conftest.py, so the subprocesses forked meanwhile start cleanly), CloudWatch
+as moto in server mode, and for the taken Prometheus port Debian's prometheus-node-exporter.
 systemctl is a stand-in (no systemd as PID 1 here) reporting efa-monitor active with the agent's pid.
 
 The doctor reads its own config file (interval 60 s, every exporter), while the agent it examines runs
@@ -20,40 +19,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, wait_for
-from moto.server import ThreadedMotoServer
+from aws_peers import Moto
+from conftest import free_port
 from node_stand_ins import install_systemctl, run_as_nobody
+from otlp_receiver import GrpcReceiver
+from waiting import wait_until
 
 from otel_efa.tools import doctor
 from otel_efa.tools.simulator import Simulator
-
-RECEIVER = """
-import sys
-from concurrent import futures
-import grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-
-class Receiver(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def Export(self, request, context):
-        return metrics_service_pb2.ExportMetricsServiceResponse()
-
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Receiver(), server)
-server.add_insecure_port("127.0.0.1:" + sys.argv[1])
-server.start()
-sys.stdin.read()  # until the test closes our stdin
-server.stop(0)
-"""
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _serves_metrics(url: str) -> bool:
@@ -79,14 +52,12 @@ class HealthyNode:
              "--log-file", str(self.log), "--instance-type", "p4d.24xlarge"],
             env=dict(os.environ, AWS_EC2_METADATA_DISABLED="true"), stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE)
-        self.otlp_port = free_port()
-        self.otlp = subprocess.Popen([sys.executable, "-c", RECEIVER, str(self.otlp_port)], stdin=subprocess.PIPE)
-        self.moto_port = free_port()
-        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
-        self.moto.start()
+        self.otlp = GrpcReceiver()
+        self.otlp_port = self.otlp.port
+        self.moto = Moto(free_port()).start()
         install_systemctl(base / "bin", base / "systemctl", active_units=["efa-monitor"], main_pid=self.agent.pid)
         self.env = dict(os.environ, PATH=f"{base / 'bin'}:{os.environ['PATH']}",
-                        AWS_ENDPOINT_URL=f"http://127.0.0.1:{self.moto_port}", AWS_ACCESS_KEY_ID="testing",
+                        AWS_ENDPOINT_URL=self.moto.url, AWS_ACCESS_KEY_ID="testing",
                         AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
                         AWS_EC2_METADATA_DISABLED="true")
         for name in [n for n in self.env if n.startswith("OTEL_")]:
@@ -95,10 +66,9 @@ class HealthyNode:
         self.root = base / "root"  # an installed ADOT, as its package leaves it (doctor --root)
         (self.root / "opt/aws/aws-otel-collector/bin").mkdir(parents=True)
         (self.root / "opt/aws/aws-otel-collector/bin/VERSION").write_text("v0.49.0\n")
-        wait_for(lambda: _listening(self.otlp_port), "the OTLP receiver")
-        wait_for(lambda: self.log.exists() and self.log.stat().st_size > 0, "the agent's first log line")
-        wait_for(lambda: _serves_metrics(f"http://127.0.0.1:{self.prometheus_port}/metrics"),
-                  "the agent's Prometheus endpoint")
+        wait_until(lambda: self.log.exists() and self.log.stat().st_size > 0, what="the agent's first log line")
+        wait_until(lambda: _serves_metrics(f"http://127.0.0.1:{self.prometheus_port}/metrics"),
+                   what="the agent's Prometheus endpoint")
 
     def write_config(self, name: str, **overrides) -> Path:
         settings = {
@@ -127,8 +97,7 @@ class HealthyNode:
     def close(self) -> None:
         self.agent.terminate()
         self.agent.wait(10)
-        self.otlp.stdin.close()
-        self.otlp.wait(10)
+        self.otlp.stop()
         self.moto.stop()
         self.running.stop()
         self.simulator.close()
@@ -231,7 +200,7 @@ def test_prometheus_port_taken_fails_with_its_fix(node):
     other = subprocess.Popen(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{port}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/metrics"), "node exporter")
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/metrics"), what="node exporter")
         config = node.write_config("port-taken.yaml", **{"prometheus.address": f"0.0.0.0:{port}"})
         done = node.doctor(config=config)
     finally:

@@ -1,5 +1,4 @@
 """ENI attribution: gids/0 -> MAC -> IMDSv2 interface-id, against a fake IMDSv2 server on loopback."""
-import time
 import urllib.request
 
 import pytest
@@ -7,6 +6,7 @@ from conftest import free_port
 from fake_imds import FakeImds
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import wait_until
 
 from otel_efa.config import Config, PrometheusConfig
 from otel_efa.node.attribution import Attribution
@@ -29,16 +29,6 @@ def imds(monkeypatch):
     server.close()
 
 
-def wait_for(condition, timeout: float = 10.0, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met within %.1f s" % timeout)
-
-
 def test_mac_round_trips_through_the_kernels_link_local_address():
     for mac in ("0e:00:5a:00:c1:00", "02:ff:10:20:30:40", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00"):
         assert mac_from_link_local(link_local_from_mac(mac)) == mac
@@ -51,7 +41,7 @@ def test_mac_round_trips_through_the_kernels_link_local_address():
 def _attribution(simulator, **kwargs):
     config = Config(sysfs=simulator.root, interval=0.1)
     attribution = Attribution(config, simulator.root, **kwargs)
-    attribution.refresh_topology()  # as start() does
+    attribution.place(_snapshot(simulator))  # as the agent loop does
     return attribution
 
 
@@ -158,17 +148,17 @@ def test_agent_exports_eni_ids_once_imds_answers(make_simulator, imds, run_agent
     def labels_of(sample_name):
         return [s.labels for s in _scrape(port) if s.name == sample_name]
 
-    wait_for(lambda: len(labels_of("efa_rx_bytes_total")) == 4)
+    wait_until(lambda: len(labels_of("efa_rx_bytes_total")) == 4, 10, "the four devices' series")
     assert all("aws_efa_eni_id" not in labels for labels in labels_of("efa_rx_bytes_total"))
     imds.enis = {d.mac: _eni(d.index) for d in simulator.devices}
     expected = {d.name: _eni(d.index) for d in simulator.devices}
 
     def resolved():
-        found = {l["aws_efa_device"]: l.get("aws_efa_eni_id") for l in labels_of("efa_rx_bytes_total")}
+        found = {s["aws_efa_device"]: s.get("aws_efa_eni_id") for s in labels_of("efa_rx_bytes_total")}
         return found == expected
 
-    wait_for(resolved)
-    devices = {l["aws_efa_device"]: l.get("aws_efa_eni_id") for l in labels_of("efa_device_cmds_err_total")}
+    wait_until(resolved, 10, "every device's ENI id")
+    devices = {s["aws_efa_device"]: s.get("aws_efa_eni_id") for s in labels_of("efa_device_cmds_err_total")}
     assert devices == expected
 
 

@@ -14,8 +14,6 @@ import glob
 import os
 import re
 import signal
-import socket
-import threading
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -23,9 +21,9 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 from agent_process import AgentProcess
-from aws_peers import SEED_NAMES, FaultProxy, cloudwatch, moto, proxy, statistics  # noqa: F401
-from conftest import wait_for
-from otlp_receiver import GrpcReceiver, points
+from aws_peers import QUICK_START_NAMES, FaultProxy, cloudwatch, moto, proxy, statistics  # noqa: F401
+from otlp_receiver import GrpcReceiver, MisbehavingReceiver, points
+from waiting import wait_until
 
 from otel_efa import catalog
 from otel_efa.pipeline.agent import SHUTDOWN_BUDGET_S
@@ -33,7 +31,7 @@ from otel_efa.pipeline.agent import SHUTDOWN_BUDGET_S
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = "p4d.24xlarge"  # four devices: one log line each per interval
 INTERVAL = "0.5"
-STAMP = re.compile(r"^(\S+) (\S+): RX=(\d+\.\d\d) Mbps, TX=(\d+\.\d\d) Mbps")
+STAMP = re.compile(r"^(\S+) (\S+): RX=(\d+\.\d\d|-) Mbps, TX=(\d+\.\d\d|-) Mbps")
 KERNEL_NAME = {spec.name: spec.kernel_name for spec in catalog.PORT_COUNTERS}
 RATE_METRICS = [s.name for s in catalog.CLOUDWATCH_METRICS if s.statistic == "rate"]
 TOTAL_METRICS = [s.name for s in catalog.CLOUDWATCH_METRICS if s.statistic == "total"]
@@ -77,13 +75,16 @@ def receiver():
 
 # --- what arrived ------------------------------------------------------------------------------
 def intervals(log_file: Path) -> List[Tuple[str, List[str]]]:
-    """The log file's intervals in order: (timestamp, lines). One collection stamps its lines alike."""
+    """The log file's intervals with a rate, in order: (timestamp, lines). One collection stamps its lines
+    alike; the first collection's lines (``RX=- Mbps``: no rate yet) are left out."""
     found: List[Tuple[str, List[str]]] = []
     if not log_file.exists():
         return found
     for line in log_file.read_text().splitlines():
         match = STAMP.match(line)
         assert match, f"unexpected log line {line!r}"
+        if match.group(3) == "-":
+            continue
         if not found or found[-1][0] != match.group(1):
             found.append((match.group(1), []))
         found[-1][1].append(line)
@@ -125,7 +126,7 @@ def assert_totals_match(simulator, receiver: GrpcReceiver) -> int:
     simulator's ground truth, every port counter of every device. Returns how many values were checked."""
     truth = simulator.values()
     seen = len(receiver.requests)
-    wait_for(lambda: len(receiver.requests) >= seen + 2, "two exports after the counters stopped")
+    wait_until(lambda: len(receiver.requests) >= seen + 2, what="two exports after the counters stopped")
     totals = port_totals(receiver.requests[-1][1])
     assert totals, "no port counters exported"
     for key, value in totals.items():
@@ -134,7 +135,7 @@ def assert_totals_match(simulator, receiver: GrpcReceiver) -> int:
 
 
 def cloudwatch_counts(moto, instance_id: str, name: str) -> Dict[float, float]:
-    """minute start (epoch seconds) -> SampleCount that moto holds for the seed metric ``name``."""
+    """minute start (epoch seconds) -> SampleCount that moto holds for the quick-start's metric ``name``."""
     return {p["Timestamp"].timestamp(): p["SampleCount"]
             for p in statistics(cloudwatch(moto), instance_id, name, ["SampleCount"])}
 
@@ -148,37 +149,6 @@ def epoch(stamp: str) -> float:
 
 
 # --- 1. the OTLP collector hangs, then answers again -------------------------------------------------
-class BlackHole:
-    """A collector that hangs: it accepts connections and never reads or answers anything."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        # so the collector that comes back can bind the port while connections of ours linger
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.accepted: List[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(connection)
-
-    def close(self) -> None:
-        """Free the port at once (shutdown wakes the accept() that would hold the socket listening)."""
-        for sock in [self.sock] + self.accepted:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:  # closed already, or never connected
-                pass
-            sock.close()
-
-
 def test_otlp_collector_hung_then_back_keeps_collecting_and_recovers_whole_totals(make_simulator, start_agent,
                                                                                   tmp_path):
     """The collector down and back (connection refused) is ``test_otlp_outage.py``. Here it hangs
@@ -189,7 +159,7 @@ def test_otlp_collector_hung_then_back_keeps_collecting_and_recovers_whole_total
     """
     simulator = make_simulator(PROFILE)
     running = simulator.start(tick=0.05)
-    hole = BlackHole()
+    hole = MisbehavingReceiver("hang")  # a collector that accepts connections and never answers
     log_file = tmp_path / "efa_monitor.log"
     back: Optional[GrpcReceiver] = None
     agent = start_agent(simulator.root, "otlp,log", "--log-file", str(log_file), env={
@@ -475,7 +445,7 @@ def test_sigterm_during_a_hung_otlp_export_exits_zero_within_the_budget(make_sim
     """
     simulator = make_simulator(PROFILE)
     running = simulator.start(tick=0.05)
-    hole = BlackHole()
+    hole = MisbehavingReceiver("hang")  # a collector that accepts connections and never answers
     log_file = tmp_path / "efa_monitor.log"
     try:
         agent = start_agent(simulator.root, "otlp,log", "--log-file", str(log_file), env={
@@ -521,7 +491,7 @@ def test_sigterm_during_a_slow_put_metric_data_delivers_or_reports_every_datapoi
         agent.expect(lambda: len(intervals(log_file)) >= collected + 2, "more collections behind the slow call")
         code, took = agent.stop()
         running.stop()
-        wait_for(lambda: all(r.status for r in proxy.puts()), "the slow call processed", 20)
+        wait_until(lambda: all(r.status for r in proxy.puts()), 20, "the slow call processed")
     finally:
         running.stop()
     print(f"SIGTERM to exit with PutMetricData under way: {took:.2f} s")
@@ -535,5 +505,5 @@ def test_sigterm_during_a_slow_put_metric_data_delivers_or_reports_every_datapoi
 
     intervals_with_rates = len(intervals(log_file))
     collected_points = len(RATE_METRICS) * intervals_with_rates + len(TOTAL_METRICS) * (intervals_with_rates + 1)
-    delivered = sum(sum(cloudwatch_counts(moto, instance_id, name).values()) for name in SEED_NAMES)
+    delivered = sum(sum(cloudwatch_counts(moto, instance_id, name).values()) for name in QUICK_START_NAMES)
     assert delivered + unsent == collected_points, (delivered, unsent, in_flight, collected_points)

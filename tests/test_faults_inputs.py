@@ -22,11 +22,12 @@ import urllib.request
 from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 import pytest
-from conftest import free_port, wait_for
+from conftest import free_port
 from opentelemetry.sdk.resources import Resource
 from otlp_receiver import GrpcReceiver, points
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_server import PrometheusServer
+from waiting import wait_until
 
 from otel_efa import catalog
 from otel_efa.config import Config, OtlpConfig, PrometheusConfig
@@ -127,8 +128,8 @@ class Node:
         assert self._running is None
         truth = self.sim.values()
         stopped = time.monotonic()
-        wait_for(lambda: self.agent.collector.latest is not None and self.agent.collector.latest.monotonic > stopped,
-                 "a collection after the counters stopped")
+        wait_until(lambda: self.agent.collector.latest is not None and self.agent.collector.latest.monotonic > stopped,
+                   what="a collection after the counters stopped")
         after = self.agent.collector.latest.collections
         otlp: Dict[Key, object] = {}
 
@@ -141,7 +142,7 @@ class Node:
                     return True
             return False
 
-        wait_for(exported, f"an OTLP export of collection {after} or later")
+        wait_until(exported, what=f"an OTLP export of collection {after} or later")
         prometheus = scrape(self.prometheus_port)
         assert prometheus[COLLECTIONS] >= after
         return truth, otlp, prometheus
@@ -444,14 +445,17 @@ def _agent_as_nobody(root: str, prometheus_port: int, log_fd: int) -> int:
 def _stop_child(pid: int, timeout: float = 10.0) -> int:
     """SIGTERM, then SIGKILL if it is still there after ``timeout``; its exit code."""
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def reaped() -> Tuple[int, ...]:
         done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        return (status,) if done else ()  # a tuple: exit status 0 is an answer too
+
+    try:
+        status = wait_until(reaped, timeout, "the agent's exit after SIGTERM")[0]
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+        status = os.waitpid(pid, 0)[1]
+    return os.waitstatus_to_exitcode(status)
 
 
 def test_fault_permission_denied(tmp_path):
@@ -485,7 +489,7 @@ def test_fault_permission_denied(tmp_path):
                         return False
                     return found.get(COLLECTIONS, 0) >= collections
 
-                wait_for(ready, f"collection {collections} on the agent's Prometheus endpoint")
+                wait_until(ready, what=f"collection {collections} on the agent's Prometheus endpoint")
                 return found
 
             scrape_after(1)  # the agent is up

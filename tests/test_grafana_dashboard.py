@@ -16,7 +16,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -27,6 +26,7 @@ import pytest
 import yaml
 from conftest import free_port
 from dcgm_stand_in import DEFAULT_FIELDS, DcgmExporterStandIn
+from waiting import wait_until
 
 from otel_efa import catalog
 from otel_efa.artifacts.alarms import prometheus_rules
@@ -109,16 +109,10 @@ class Cluster:
 
     def wait_for_history(self, seconds: float, timeout: float = 60) -> None:
         """Until every agent has been scraped for ``seconds`` (so a rate window is full)."""
-        deadline = time.monotonic() + timeout
         wanted = f"count_over_time(up{{job=\"otel-efa\"}}[{seconds:.0f}s]) >= {seconds - 1:.0f}"
-        while time.monotonic() < deadline:
-            try:
-                if len(self.query(wanted)) == len(NODES):
-                    return
-            except OSError:
-                pass  # Prometheus still starting
-            time.sleep(0.5)
-        raise AssertionError(f"Prometheus did not collect {seconds} s of samples from every agent in time")
+        wait_until(lambda: len(self.query(wanted)) == len(NODES), timeout,
+                   f"{seconds} s of samples from every agent in Prometheus", every=0.25,
+                   ignoring=(OSError,))  # Prometheus still starting
 
     def stop(self) -> None:
         for process in self.agents + ([self.prometheus] if self.prometheus else []):

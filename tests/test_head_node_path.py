@@ -29,6 +29,7 @@ from dcgm_stand_in import DcgmExporterStandIn
 from netns import isolated_network
 from node_exporter_server import NodeExporter
 from prometheus_server import PrometheusServer
+from waiting import wait_until
 
 from otel_efa.artifacts.alarms import prometheus_rules
 from otel_efa.artifacts.dashboards import grafana
@@ -110,9 +111,10 @@ def head_node(tmp_path_factory):
         try:
             node = HeadNode(base, simulator)
             # Every job scraped, and the agent's counters held for longer than the rules' window.
-            path_checks.poll(lambda: len(node.query("up == 1")) == 3, "all three jobs up")
-            path_checks.poll(lambda: node.query(f"count_over_time({grafana.promql.name('otel_efa_collections')}[1m]) > 12"),
-                 "12 s of the agent's samples")
+            wait_until(lambda: len(node.query("up == 1")) == 3, 30, "all three jobs up", every=0.2)
+            collections = grafana.promql.name("otel_efa_collections")
+            wait_until(lambda: node.query(f"count_over_time({collections}[1m]) > 12"), 30,
+                       "12 s of the agent's samples", every=0.2)
             yield node
         finally:
             if node:

@@ -35,9 +35,8 @@ def test_totals_equal_ground_truth_exactly_up_to_u64_max(make_simulator, make_pi
 
 def test_kinds_units_and_every_catalog_metric_present(make_simulator, make_pipeline):
     sim = make_simulator("p5.48xlarge")
-    pipeline = make_pipeline(sim.root, "p5.48xlarge")
     clock = [0.0]
-    pipeline.collector._clock = lambda: clock[0]  # a second of traffic takes a second
+    pipeline = make_pipeline(sim.root, "p5.48xlarge", clock=lambda: clock[0])  # a second of traffic takes a second
     pipeline.collect()
     sim.advance_by(1.0)
     clock[0] += 1.0
@@ -58,9 +57,8 @@ def test_kinds_units_and_every_catalog_metric_present(make_simulator, make_pipel
 
 def test_rates_link_speed_and_utilization(make_simulator, make_pipeline):
     sim = make_simulator("p5en.48xlarge", gbps=1600)  # 100 Gbps of each 200 Gbps device
-    pipeline = make_pipeline(sim.root, "p5en.48xlarge")
     clock = [1000.0]
-    pipeline.collector._clock = lambda: clock[0]
+    pipeline = make_pipeline(sim.root, "p5en.48xlarge", clock=lambda: clock[0])
     pipeline.collect()
     assert not any(name == "efa_rx_throughput" for name, _ in pipeline.collect())  # first sample: no rate
     sim.advance_by(2.5)

@@ -18,9 +18,9 @@ from typing import Dict, List, Optional
 
 import pytest
 from collector_process import CollectorProcess, versions
-from conftest import wait_for
 from netns import isolated_network
 from tls_certs import make_pki
+from waiting import wait_until
 
 pytestmark = pytest.mark.collector
 
@@ -99,8 +99,8 @@ class Run:
     def expect_arrival(self, environ: Dict[str, str]) -> Agent:
         agent = self._start(environ)
         try:
-            wait_for(lambda: arrived(self.collector.log(), self.device) or agent.process.poll() is not None,
-                     "the export in the collector's debug output", WAIT_S)
+            wait_until(lambda: arrived(self.collector.log(), self.device) or agent.process.poll() is not None,
+                       WAIT_S, "the export in the collector's debug output")
         finally:
             agent.stop()
         assert arrived(self.collector.log(), self.device), \
@@ -113,7 +113,7 @@ class Run:
         """The one outage line; nothing arrived."""
         agent = self._start(environ)
         try:
-            wait_for(lambda: agent.failing_lines() or agent.process.poll() is not None, "the outage warning", WAIT_S)
+            wait_until(lambda: agent.failing_lines() or agent.process.poll() is not None, WAIT_S, "the outage warning")
         finally:
             agent.stop()
         log = agent.stderr()
@@ -246,7 +246,7 @@ class CountingRelay:
 
     def take(self) -> int:
         """Bytes sent since the last take(), once every connection has ended."""
-        wait_for(lambda: all(not t.is_alive() for t in self._threads[1:]), "the relay's connections to end", 15)
+        wait_until(lambda: all(not t.is_alive() for t in self._threads[1:]), 15, "the relay's connections to end")
         with self._lock:
             sent, self.sent = self.sent, 0
         return sent

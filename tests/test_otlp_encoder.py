@@ -10,7 +10,7 @@ comparison leaves it out; the export test then sends one, through the agent's ex
 import logging
 
 import pytest
-from changing_frames import frames_with_changing_series
+from changing_intervals import intervals_with_changing_series
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -20,9 +20,9 @@ from rich_node import HUGE, ODD_TEXT, PROFILE, RESOURCE, RichNode
 
 from otel_efa import __version__
 from otel_efa.config import Config, OtlpConfig
+from otel_efa.exporters import ExporterContext
 from otel_efa.exporters.otlp import OtlpExporter
 from otel_efa.exporters.otlp_encoder import OtlpEncoder
-from otel_efa.pipeline.frame import FrameSource
 
 
 def _request(body: bytes) -> ExportMetricsServiceRequest:
@@ -63,7 +63,7 @@ def test_same_metrics_points_attributes_and_values_as_the_sdk_encoder(make_simul
         node.instrument(provider)
         snapshot = node.collect()
         expected = encode_metrics(reader.get_metrics_data())
-        ours = _request(OtlpEncoder(RESOURCE, "otel_efa", __version__).encode(FrameSource(node.instrumentor).current()))
+        ours = _request(OtlpEncoder(RESOURCE, "otel_efa", __version__).encode(node.interval))
     finally:
         provider.shutdown()
         node.close()
@@ -91,9 +91,9 @@ def test_sums_start_with_the_agent_and_points_carry_the_snapshot_time(make_simul
         node.instrument(provider)
         snapshot = node.collect()
         encoder = OtlpEncoder(RESOURCE, "otel_efa", __version__, start_time_unix_nano=123)
-        first = _request(encoder.encode(FrameSource(node.instrumentor).current()))
+        first = _request(encoder.encode(node.interval))
         later = node.collect()
-        second = _request(encoder.encode(FrameSource(node.instrumentor).current()))
+        second = _request(encoder.encode(node.interval))
     finally:
         provider.shutdown()
         node.close()
@@ -117,13 +117,12 @@ def test_gzip_export_arrives_with_a_huge_counter_as_double_and_a_rejection_logge
     receiver.reply.partial_success.rejected_data_points = 3
     receiver.reply.partial_success.error_message = "3 points too old"
     config = Config(otlp=OtlpConfig(endpoint=receiver.endpoint, protocol=protocol, compression="gzip"))
-    exporter = OtlpExporter(config, RESOURCE)
+    exporter = OtlpExporter(ExporterContext(config, RESOURCE))
     try:
         node.instrument(provider)
         snapshot = node.collect()
-        exporter.attach_frames(FrameSource(node.instrumentor))
         exporter.start()
-        assert exporter.export_now() and exporter.export_now()
+        assert exporter.export_now(node.interval) and exporter.export_now(node.interval)
         requests = receiver.wait_for(2, timeout=5)
     finally:
         exporter.shutdown(2.0)
@@ -183,18 +182,17 @@ def test_grpc_over_tls_trusts_the_certificate_variable_and_nothing_else(make_sim
     try:
         node.instrument(provider)
         node.collect()
-        frames = FrameSource(node.instrumentor)
         for trusted in (True, False):
             if trusted:
                 monkeypatch.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(ca_file))
             else:
                 monkeypatch.delenv("OTEL_EXPORTER_OTLP_CERTIFICATE")
-            exporter = OtlpExporter(Config(otlp=OtlpConfig(endpoint=receiver.endpoint, timeout=3.0)), RESOURCE)
+            exporter = OtlpExporter(ExporterContext(Config(otlp=OtlpConfig(endpoint=receiver.endpoint, timeout=3.0)),
+                                                    RESOURCE))
             exporters.append(exporter)
             assert exporter.settings.insecure is False
-            exporter.attach_frames(frames)
             exporter.start()
-            assert exporter.export_now() is trusted
+            assert exporter.export_now(node.interval) is trusted
         requests = receiver.wait_for(1, timeout=5)
     finally:
         for exporter in exporters:
@@ -268,15 +266,15 @@ def _reference_bytes(frame, start: int) -> bytes:
 
 
 def test_the_template_follows_every_change_of_series_values_and_kinds_byte_for_byte():
-    """One encoder through frames that change (kept layouts, metrics encoded anew, value kinds switching):
+    """One encoder through intervals that change (kept layouts, metrics encoded anew, value kinds switching):
     every request equals, byte for byte, the same request built message by message, and a new encoder's."""
     start = 1_690_000_000_000_000_000
     encoder = OtlpEncoder(RESOURCE, "otel_efa", __version__, start_time_unix_nano=start)
-    for frame in frames_with_changing_series():
+    for frame in intervals_with_changing_series():
         ours = encoder.encode(frame)
         assert ours == _reference_bytes(frame, start), frame.snapshot.collections
         assert ours == OtlpEncoder(RESOURCE, "otel_efa", __version__, start_time_unix_nano=start).encode(frame)
-    assert _request(ours).resource_metrics[0].scope_metrics[0].metrics == []  # the last frame had nothing
+    assert _request(ours).resource_metrics[0].scope_metrics[0].metrics == []  # the last interval had nothing
 
 
 ODD_VALUES = ["", "text", 'q"uo\\te\n', "ünï", True, False, 0, 1, -1, 2 ** 63 - 1, -2 ** 63, 2 ** 63, -2 ** 63 - 1,

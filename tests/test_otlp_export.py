@@ -3,9 +3,10 @@ import logging
 import time
 
 import pytest
-from conftest import free_port, wait_for
+from conftest import free_port
 from fake_imds import FakeImds
 from otlp_receiver import GrpcReceiver, HttpReceiver, points, resource_attributes
+from waiting import wait_until
 
 from otel_efa import catalog
 from otel_efa.catalog import Kind, Scope
@@ -88,7 +89,7 @@ def test_every_catalog_metric_arrives_with_ground_truth(protocol, make_simulator
         receiver.wait_for(3, timeout=20)
         running.stop()
         stopped_at = time.monotonic()
-        wait_for(lambda: agent.agent.collector.latest.monotonic > stopped_at, "a collection after the stop", 5)
+        wait_until(lambda: agent.agent.collector.latest.monotonic > stopped_at, 5, "a collection after the stop")
         agent.stop()  # the final flush exports the latest Snapshot
         snapshot = agent.agent.collector.latest
         requests = receiver.wait_for(1, timeout=1)
@@ -165,8 +166,8 @@ def test_shutdown_with_the_collector_gone_finishes_within_the_timeout(make_simul
     config.otlp.timeout = 2.0
     agent = run_agent(config)
     exporter = agent.agent.exporters[0]
-    wait_for(lambda: exporter.reporter.failing_since is not None, "the first failed export", 10)
-    time.sleep(1.0)  # a retry is under way again
+    wait_until(lambda: exporter.reporter.failing_since is not None, 10, "the first failed export")
+    wait_until(lambda: exporter.reporter.failed_exports >= 2, 10, "a second failed export")  # it keeps trying
     started = time.monotonic()
     agent.stop()
     took = time.monotonic() - started

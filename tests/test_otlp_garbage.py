@@ -1,7 +1,7 @@
 """The collector answers garbage (OTLP over http/protobuf), then turns good: every failure a transport can
 raise is an outage like any other.
 
-``otel-efa run`` is a real process against a loopback server of tests/garbage_collector.py: non-HTTP bytes,
+``otel-efa run`` is a real process against tests/otlp_receiver.py's MisbehavingReceiver: non-HTTP bytes,
 a body that never ends, 200 with a body that is no protobuf, a reply cut in the middle. For each: one
 warning when the outage starts, no traceback, RSS bounded while the garbage flows (an unbounded read of an
 endless body grew it by hundreds of MB), and once the server turns good, the export carries the node's
@@ -11,8 +11,7 @@ import os
 
 import pytest
 from agent_process import AgentProcess, rss_kb
-from garbage_collector import GarbageCollector
-from otlp_receiver import points
+from otlp_receiver import MisbehavingReceiver, points
 
 from otel_efa import catalog
 
@@ -32,7 +31,7 @@ def test_garbage_from_the_collector_is_one_outage_with_bounded_memory_and_whole_
                                                                                       tmp_path):
     simulator = make_simulator(PROFILE)
     running = simulator.start(tick=0.05)
-    server = GarbageCollector(mode)
+    server = MisbehavingReceiver(mode)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_EFA_", "OTEL_EXPORTER_"))}
     env.update(AWS_EC2_METADATA_DISABLED="true", PYTHONUNBUFFERED="1", OTEL_EFA_OTLP_ENDPOINT=server.endpoint,
                OTEL_EFA_OTLP_PROTOCOL="http/protobuf", OTEL_EFA_OTLP_TIMEOUT="2")
@@ -49,7 +48,7 @@ def test_garbage_from_the_collector_is_one_outage_with_bounded_memory_and_whole_
         truth = simulator.values()
         server.mode = "good"
         agent.expect(lambda: len(server.requests) >= 2 and agent.lines("works again"), "exports once it is good")
-        exported = _port_totals(server.requests[-1])
+        exported = _port_totals(server.requests[-1][1])
         code, _ = agent.stop()
     finally:
         running.stop()

@@ -1,5 +1,5 @@
-"""The collector goes away for 30 s and comes back: the agent keeps collecting, memory stays flat, two
-warnings in all, and the first export after recovery carries the simulator's exact totals.
+"""The collector goes away for 15 s (60 intervals) and comes back: the agent keeps collecting, memory stays
+flat, two warnings in all, and the first export after recovery carries the simulator's exact totals.
 
 The agent runs as a subprocess (``otel-efa run``) so that its RSS can be read from /proc; the simulated
 node is this test's, so its ground truth is at hand.
@@ -16,9 +16,10 @@ from otlp_receiver import GrpcReceiver, points
 from otel_efa import catalog
 
 PROFILE = "p5.48xlarge"  # 32 devices: the biggest export, so a queue would show in RSS
-OUTAGE_S = 30.0
-ADVANCE_S = 12.0  # counters move during the first part of the outage, then hold still
-OTLP_TIMEOUT_S = 3.0  # an export holding pre-stop values has given up long before the receiver returns
+INTERVAL_S = 0.25
+OUTAGE_S = 15.0  # 60 intervals, 42 of them between the two RSS readings
+ADVANCE_S = 6.0  # counters move during the first part of the outage, then hold still
+OTLP_TIMEOUT_S = 1.5  # an export holding pre-stop values has given up long before the receiver returns
 RSS_GROWTH_LIMIT_KB = 8 * 1024
 
 
@@ -36,7 +37,7 @@ def test_outage_keeps_collecting_warns_twice_and_recovers_whole_totals(make_simu
     with open(stderr_path, "w") as stderr:
         agent = subprocess.Popen(
             [sys.executable, "-m", "otel_efa", "run", "--sysfs", simulator.root, "--instance-type", PROFILE,
-             "--exporters", "otlp", "--interval", "0.5"], env=env, stderr=stderr, stdout=subprocess.DEVNULL)
+             "--exporters", "otlp", "--interval", str(INTERVAL_S)], env=env, stderr=stderr, stdout=subprocess.DEVNULL)
     second = None
     try:
         before = receiver.wait_for(3, timeout=30)
@@ -81,7 +82,7 @@ def test_outage_keeps_collecting_warns_twice_and_recovers_whole_totals(make_simu
     assert moved and all(port_totals[key] > last_before[key] for key in moved), \
         "the counters did not move during the outage, so the check above proves nothing"
     assert first_after[("otel_efa_collections", frozenset())] > \
-        last_before[("otel_efa_collections", frozenset())] + OUTAGE_S  # it kept collecting (every 0.5 s)
+        last_before[("otel_efa_collections", frozenset())] + OUTAGE_S / INTERVAL_S / 2  # it kept collecting
 
     growth = rss_late - rss_early
     print(f"RSS during the outage: {rss_early} kB -> {rss_late} kB ({growth:+d} kB)")

@@ -103,8 +103,8 @@ def test_timeout_variables_are_milliseconds_and_the_key_seconds():
 
 
 def test_tls_comes_from_the_scheme_and_insecure_applies_to_a_grpc_endpoint_without_one():
-    def resolved(config=OtlpConfig(), **environ):
-        settings = resolve_settings(config, {GENERAL + k: v for k, v in environ.items()})
+    def resolved(config=None, **environ):
+        settings = resolve_settings(config or OtlpConfig(), {GENERAL + k: v for k, v in environ.items()})
         return settings.endpoint, settings.insecure
 
     assert resolved(ENDPOINT="collector:4317") == ("https://collector:4317", False)  # the spec's default
@@ -185,3 +185,41 @@ def test_the_agent_refuses_a_bad_value_in_one_line_with_exit_status_2(variable, 
     assert words in done.stderr and "Traceback" not in done.stderr, done.stderr
     if variable.startswith("OTEL_EXPORTER"):
         assert variable in done.stderr
+
+
+@pytest.mark.parametrize("otlp, environ", [
+    (OtlpConfig(), {}),
+    (OtlpConfig(protocol="http/protobuf"), {}),
+    (OtlpConfig(), {GENERAL + "PROTOCOL": "http/protobuf"}),
+    (OtlpConfig(), {GENERAL + "ENDPOINT": "http://collector.internal:5317"}),
+    (OtlpConfig(protocol="http/protobuf"), {GENERAL + "ENDPOINT": "https://10.0.0.7"}),
+    (OtlpConfig(), {METRICS + "ENDPOINT": "collector:4317", GENERAL + "INSECURE": "true"}),
+    (OtlpConfig(endpoint="http://127.0.0.2:4319"), {METRICS + "ENDPOINT": "http://elsewhere:1"}),
+])
+def test_the_exporter_the_doctor_and_the_collector_config_agree_on_the_endpoint(otlp, environ, monkeypatch):
+    """One resolver, three users: the address the exporter sends to is the one the doctor probes, and with
+    nothing set (what the node's generated collector configs are for) the one the collector listens on."""
+    from urllib.parse import urlsplit
+
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_efa.artifacts import collector_config
+    from otel_efa.config import Config
+    from otel_efa.exporters import ExporterContext
+    from otel_efa.exporters.otlp import OtlpExporter
+    from otel_efa.tools import doctor
+
+    for name in [n for n in os.environ if n.startswith("OTEL_EXPORTER_OTLP")]:
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    config = Config(otlp=otlp)
+    exporter = OtlpExporter(ExporterContext(config, Resource.create({})))  # made, not started: no connection
+    url = urlsplit(exporter.settings.endpoint)
+    sends_to = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    assert doctor.otlp_endpoint(config, dict(os.environ)) == sends_to
+    if not environ and otlp.endpoint is None:
+        receivers = collector_config.adot_config("cloudwatch")["receivers"]["otlp"]["protocols"]
+        listens_on = receivers["grpc" if exporter.settings.protocol == "grpc" else "http"]["endpoint"]
+        assert listens_on == f"{sends_to[0]}:{sends_to[1]}"
+        assert exporter.settings.endpoint == default_endpoint(exporter.settings.protocol)

@@ -25,8 +25,8 @@ import boto3
 import pytest
 import yaml
 from adot_stand_ins import VERSION_FILE, install_package_managers, make_package, package_files
+from aws_peers import Moto
 from conftest import free_port
-from moto.server import ThreadedMotoServer
 from node_stand_ins import REPO, FakeImds, install_systemctl, systemctl_calls, tree_state
 
 from otel_efa import __version__, config
@@ -40,7 +40,8 @@ ARCH = {"x86_64": "amd64", "aarch64": "arm64"}[platform.machine()]
 RELEASE_PATH = f"amazon_linux/{ARCH}/{adot_version.DEFAULT}/aws-otel-collector.rpm"
 AMP_URL = "https://aps-workspaces.us-west-2.amazonaws.com/workspaces/ws-0a1b2c3d-4e5f/api/v1/remote_write"
 AL2023 = 'NAME="Amazon Linux"\nID="amzn"\nVERSION_ID="2023"\n'
-# The README's table: monitoring type -> exporters in /etc/otel-efa/config.yaml, and ADOT or not.
+# The table in README.md and docs/operations.md: monitoring type -> exporters in /etc/otel-efa/config.yaml,
+# and ADOT or not.
 MODES = {
     "none": (["prometheus", "log"], False),
     "cloudwatch": (["cloudwatch", "prometheus", "log"], False),
@@ -82,10 +83,8 @@ def bundle(tmp_path_factory, adot_mirror):
 @pytest.fixture(scope="module")
 def s3(bundle):
     """moto's S3 on a loopback port holding the bundle under s3://otel-efa-test/otel-efa/."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+    server = Moto(free_port()).start()
+    env = {"AWS_ENDPOINT_URL": server.url, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true"}
     client = boto3.client("s3", region_name="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"],
                           aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -102,6 +101,24 @@ def s3(bundle):
 def imds():
     with FakeImds({"meta-data/instance-type": "p4d.24xlarge"}) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def installed_agent(tmp_path_factory, bundle, imds):
+    """/opt/otel-efa of a node the script has installed the agent on (its venv and the wheel's stamp).
+    The tests about what comes beside or after the agent (an image root's unit, ADOT refused, cfnconfig,
+    uninstall) start from it, as a node's second run does, instead of each building the same venv; the
+    tests about the venv build their own."""
+    node = Node(tmp_path_factory.mktemp("installed"), bundle, imds)
+    done = node.install("c", "us-east-1", "b", "none")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return node.root / "opt/otel-efa"
+
+
+def with_agent_installed(node: "Node", installed: Path) -> "Node":
+    shutil.copytree(installed / "venv", node.root / "opt/otel-efa/venv", symlinks=True)
+    shutil.copy2(installed / "installed-wheel.sha256", node.root / "opt/otel-efa")
+    return node
 
 
 class Node:
@@ -241,10 +258,10 @@ def test_unknown_monitoring_type_is_a_config_error(tmp_path, bundle, imds):
     assert tree_state(node.root) == before
 
 
-def test_image_root_is_enabled_with_the_real_systemctl_and_nothing_started(tmp_path, bundle, imds):
+def test_image_root_is_enabled_with_the_real_systemctl_and_nothing_started(tmp_path, bundle, imds, installed_agent):
     """--root without SYSTEMCTL: the real ``systemctl --root`` enables the unit inside the root (the
     wants/ symlink) and nothing is started or reloaded on this host; a second run changes nothing."""
-    node = Node(tmp_path, bundle, imds)
+    node = with_agent_installed(Node(tmp_path, bundle, imds), installed_agent)
     del node.env["SYSTEMCTL"]
     node.env["PATH"] = os.environ["PATH"]
     done = node.install("c", "us-east-1", "b", "none")
@@ -282,7 +299,8 @@ def test_a_bundle_that_does_not_match_its_sha256sums_installs_nothing(tmp_path, 
     ("other bytes", "SHA-256 of"),          # the download is not the package whose checksum was pinned
     ("v0.41.1", "is ADOT v0.41.1, older than the minimum v0.42.0"),  # pinned, but the metricstransform regression
 ])
-def test_adot_refused_by_the_installer_stops_the_node_script_with_its_one_line(tmp_path, bundle, imds, served, message):
+def test_adot_refused_by_the_installer_stops_the_node_script_with_its_one_line(tmp_path, bundle, imds, served, message,
+                                                                              installed_agent):
     mirror = tmp_path / "mirror"
     copy = _bundle_copy(tmp_path, bundle)
     if served == "other bytes":
@@ -295,7 +313,7 @@ def test_adot_refused_by_the_installer_stops_the_node_script_with_its_one_line(t
                                else f"{adot_version.DEFAULT}    rpm     {ARCH}  {pin_adot_sha256_again}"
                                for line in table.read_text().splitlines()) + "\n")
     deploy.write_manifest(copy, [line.split("  ", 1)[1] for line in (copy / "SHA256SUMS").read_text().splitlines()])
-    node = Node(tmp_path, copy, imds, mirror=mirror)
+    node = with_agent_installed(Node(tmp_path, copy, imds, mirror=mirror), installed_agent)
     done = node.install("c", "us-west-2", "b", "amp-only", "gpu", AMP_URL)
     assert done.returncode == 2, done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if not line.startswith("Creating ")]  # systemd-sysusers' notes
@@ -313,9 +331,10 @@ def test_amp_types_without_the_amp_url_are_a_config_error(tmp_path, bundle, imds
     assert tree_state(node.root) == before
 
 
-def test_cluster_name_and_region_come_from_cfnconfig_when_the_arguments_are_empty(tmp_path, bundle, imds, adot_mirror):
+def test_cluster_name_and_region_come_from_cfnconfig_when_the_arguments_are_empty(tmp_path, bundle, imds, adot_mirror,
+                                                                                   installed_agent):
     """ParallelCluster's /etc/parallelcluster/cfnconfig, as its cookbook writes it (shell variables)."""
-    node = Node(tmp_path, bundle, imds, mirror=adot_mirror[0])
+    node = with_agent_installed(Node(tmp_path, bundle, imds, mirror=adot_mirror[0]), installed_agent)
     cfnconfig = node.root / "etc/parallelcluster/cfnconfig"
     cfnconfig.parent.mkdir(parents=True)
     cfnconfig.write_text("stack_name=llm-train\ncfn_region=eu-central-1\ncfn_node_type=ComputeFleet\n")
@@ -330,8 +349,9 @@ def test_cluster_name_and_region_come_from_cfnconfig_when_the_arguments_are_empt
     assert missing.returncode == 2 and "stack_name" in missing.stderr
 
 
-def test_uninstall_after_the_node_script_removes_adot_and_keeps_the_agent(tmp_path, bundle, imds, adot_mirror):
-    node = Node(tmp_path, bundle, imds, mirror=adot_mirror[0])
+def test_uninstall_after_the_node_script_removes_adot_and_keeps_the_agent(tmp_path, bundle, imds, adot_mirror,
+                                                                         installed_agent):
+    node = with_agent_installed(Node(tmp_path, bundle, imds, mirror=adot_mirror[0]), installed_agent)
     assert node.install("c", "us-west-2", "b", "none").returncode == 0
     agent_only = {k: v for k, v in tree_state(node.root).items()}
     done = node.install("c", "us-west-2", "b", "amp-only", "gpu", AMP_URL)
@@ -356,7 +376,7 @@ def test_shell_scripts_are_shellcheck_clean():
     assert done.returncode == 0, done.stdout
 
 
-def test_cluster_config_template_runs_the_script_with_the_seeds_arguments():
+def test_cluster_config_template_runs_the_script_with_the_quick_starts_arguments():
     values = {"S3_BUCKET": "my-bucket", "REGION": "us-east-2", "CLUSTER_NAME": "llm", "KEY_PAIR_NAME": "kp",
               "MONITORING_TYPE": "amp+amg", "OS_TYPE": "alinux2023", "HEAD_NODE_INSTANCE_TYPE": "m5.8xlarge",
               "PUBLIC_SUBNET_ID": "subnet-pub", "PRIVATE_SUBNET_ID": "subnet-priv", "QUEUE_NAME": "gpu",

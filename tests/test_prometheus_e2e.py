@@ -10,6 +10,7 @@ import pytest
 from conftest import free_port
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_server import PrometheusServer
+from waiting import wait_until
 
 from otel_efa import catalog
 from otel_efa.config import Config, PrometheusConfig
@@ -19,6 +20,7 @@ RX_BYTES = catalog.BY_NAME["efa_rx_bytes"].prometheus_name
 TX_PKTS = catalog.BY_NAME["efa_tx_pkts"].prometheus_name
 RX_RATE = catalog.BY_NAME["efa_rx_throughput"].prometheus_name
 FAST_INTERVAL = 2.0
+LONGEST_WINDOW_S = 15  # the longest range the tests below query
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +65,13 @@ def node(tmp_path_factory):
         {"job_name": "accuracy", "scrape_interval": "1s", "static_configs": [{"targets": [f"127.0.0.1:{ports[0]}"]}]},
         {"job_name": "fast", "scrape_interval": "200ms", "static_configs": [{"targets": [f"127.0.0.1:{ports[1]}"]}]},
     ], free_port())
-    started = time.monotonic()
     try:
         prometheus.wait_for(f'{RX_BYTES}{{job="accuracy"}}', count=4)
-        time.sleep(max(0.0, 22 - (time.monotonic() - started)))
+        # The tests' windows hold a whole window of scrapes once each job's first scrape is older than
+        # the longest of them: the newest sample's timestamp now is no earlier than that first scrape.
+        first = max(float(r["value"][1]) for r in prometheus.query('timestamp(up{job=~"accuracy|fast"})'))
+        wait_until(lambda: time.time() - first > LONGEST_WINDOW_S + 1, 60,
+                   f"{LONGEST_WINDOW_S + 1} s of scrapes since the first", every=0.25)
         yield {"sims": sims, "agents": agents, "prometheus": prometheus, "reads": reads, "polls": polls}
     finally:
         stop_polling.set()

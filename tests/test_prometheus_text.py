@@ -20,9 +20,9 @@ from rich_node import HUGE, ODD_TEXT, PROFILE, RESOURCE, RichNode
 
 from otel_efa import __version__, catalog
 from otel_efa.config import Config, PrometheusConfig
+from otel_efa.exporters import ExporterContext
 from otel_efa.exporters.prometheus import PrometheusExporter
 from otel_efa.exporters.prometheus_text import CONTENT_TYPE, PrometheusRenderer
-from otel_efa.pipeline.frame import FrameSource
 
 SCOPE_LABELS = {"otel_scope_name": "otel_efa", "otel_scope_version": __version__, "otel_scope_schema_url": ""}
 
@@ -58,7 +58,7 @@ def both(make_simulator):
         snapshot = node.collect()
         sdk_text = generate_latest(registry).decode()
         renderer = PrometheusRenderer(RESOURCE.attributes, "otel_efa", __version__)
-        ours = renderer.render(FrameSource(node.instrumentor).current()).decode()
+        ours = renderer.render(node.interval).decode()
         yield sdk_text, ours, snapshot
     finally:
         provider.shutdown()
@@ -132,21 +132,23 @@ def _get(url: str, **headers):
 def test_endpoint_serves_one_render_per_snapshot_gzip_when_asked_and_404_elsewhere(make_simulator):
     node = RichNode(make_simulator(PROFILE))
     provider = MeterProvider(resource=RESOURCE)
-    exporter = PrometheusExporter(Config(prometheus=PrometheusConfig("127.0.0.1:0")), RESOURCE)
+    exporter = PrometheusExporter(ExporterContext(Config(prometheus=PrometheusConfig("127.0.0.1:0")), RESOURCE))
     try:
         node.instrument(provider)
-        node.collect()
-        exporter.attach_frames(FrameSource(node.instrumentor))
         exporter.start()
+        assert [f.name for f in text_string_to_metric_families(exporter.page(False).decode())] == ["target_info"]
+        node.collect()
+        exporter.export(node.interval)
         assert exporter.port != 0  # the real port when 0 was asked for
         url = f"http://127.0.0.1:{exporter.port}/metrics"
         status, headers, first = _get(url)
         assert status == 200 and headers["Content-Type"] == CONTENT_TYPE
         _, headers, zipped = _get(url, **{"Accept-Encoding": "gzip"})
         assert headers["Content-Encoding"] == "gzip" and gzip.decompress(zipped) == first
-        assert exporter.page(False) is exporter.page(False)  # cached: no new render without a new Snapshot
+        assert exporter.page(False) is exporter.page(False)  # cached: no new render without a new Interval
         before = exporter.page(False)
         snapshot = node.collect()
+        exporter.export(node.interval)
         _, _, second = _get(url)
         assert second != first and exporter.page(False) is not before
         collections = {f.name: f for f in text_string_to_metric_families(second.decode())}["otel_efa_collections"]
@@ -175,16 +177,15 @@ def test_hostile_names_give_a_valid_page_with_unique_names(tmp_path, caplog):
 
     sim, devices = hostile_node(str(tmp_path))
     collector = Collector(SysfsReader(sim.root), "p4d.24xlarge")
-    instrumentor = EfaInstrumentor(collector)
+    instrumentor = EfaInstrumentor()
     provider = MeterProvider()
     caplog.set_level(logging.WARNING, logger="otel_efa")
     try:
         instrumentor.instrument(provider)
-        instrumentor.register_new_counters(collector.collect())
+        interval = instrumentor.interval(collector.collect())
         resource = Resource({"host.id": "i-1", "host_id": "other", "__name__": "x", "_name_": "y", "1up": "z"})
         renderer = PrometheusRenderer(resource.attributes, "otel_efa", __version__)
-        frames = FrameSource(instrumentor)
-        page = renderer.render(frames.current()).decode("utf-8")
+        page = renderer.render(interval).decode("utf-8")
         families = list(text_string_to_metric_families(page))
         names = [f.name for f in families]
         assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
@@ -203,7 +204,7 @@ def test_hostile_names_give_a_valid_page_with_unique_names(tmp_path, caplog):
         assert any("target_info" in r.getMessage() and "host.id, host_id" in r.getMessage() for r in caplog.records)
         # a later counter takes no name already given, and the page is rendered without new warnings
         count = len(caplog.records)
-        assert renderer.render(frames.current()).decode("utf-8") == page
+        assert renderer.render(instrumentor.interval(interval.snapshot)).decode("utf-8") == page
         assert len(caplog.records) == count
     finally:
         provider.shutdown()
@@ -212,17 +213,17 @@ def test_hostile_names_give_a_valid_page_with_unique_names(tmp_path, caplog):
 
 
 def test_the_template_follows_every_change_of_series_and_values():
-    """One renderer through frames that change (kept templates, metrics formatted anew, NaN and ±Inf, an int
+    """One renderer through intervals that change (kept templates, metrics formatted anew, NaN and ±Inf, an int
     where a float was): every page equals a new renderer's, and parses to the frame's labels and values."""
     import math
     import re
 
-    from changing_frames import frames_with_changing_series
+    from changing_intervals import intervals_with_changing_series
 
     from otel_efa.names import prometheus_label_name
 
     renderer = PrometheusRenderer(RESOURCE.attributes, "otel_efa", __version__)
-    for frame in frames_with_changing_series():
+    for frame in intervals_with_changing_series():
         page = renderer.render(frame)
         assert page == PrometheusRenderer(RESOURCE.attributes, "otel_efa", __version__).render(frame)
         values = [line.rsplit(" ", 1)[1] for line in page.decode().splitlines() if not line.startswith("#")]

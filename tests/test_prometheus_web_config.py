@@ -14,10 +14,11 @@ import sys
 import bcrypt
 import pytest
 from agent_process import AgentProcess, agent_environment
-from conftest import free_port, wait_for
+from conftest import free_port
 from prometheus_server import PrometheusServer
 from raw_http import connect, wait_for_eof
 from tls_certs import make_pki
+from waiting import wait_until
 
 from otel_efa.config import ConfigError
 from otel_efa.exporters import web_config
@@ -239,7 +240,7 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(tmp_path, pki):
     try:
         process.expect(lambda: status(True) == 200, "the mutual-TLS endpoint")
         assert status(False) is None
-        wait_for(lambda: status(True) == 200, "the endpoint still serving")
+        wait_until(lambda: status(True) == 200, what="the endpoint still serving")
         assert "Traceback" not in process.log()
     finally:
         process.stop()

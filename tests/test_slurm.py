@@ -5,12 +5,12 @@ writes, records its arguments, or hangs the way squeue does when slurmctld does 
 """
 import os
 import stat
-import time
 import urllib.request
 
 import pytest
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import wait_until
 
 from otel_efa.config import Config, ConfigError, PrometheusConfig, SlurmConfig, load
 from otel_efa.node.slurm import SlurmJobs, parse_job_ids
@@ -68,16 +68,6 @@ def _job_labels(port):
     return found
 
 
-def _wait_for(condition, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s")
-
-
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -95,11 +85,11 @@ def test_job_ids_appear_and_change_with_the_job(make_simulator, run_agent, squeu
     def labelled(value):
         return lambda: (lambda f: set(f) == every and all(v == {value} for v in f.values()))(_job_labels(port))
 
-    _wait_for(labelled("1234"))
+    wait_until(labelled("1234"), 15, "job 1234 on every series")
     squeue.jobs.write_text("1240\n1234\n1240\n")  # a second job arrives (and squeue repeats a line)
-    _wait_for(labelled("1234,1240"))
+    wait_until(labelled("1234,1240"), 15, "jobs 1234,1240 on every series")
     squeue.jobs.write_text("")  # both end
-    _wait_for(labelled(None))
+    wait_until(labelled(None), 15, "no job on any series")
     assert f"--noheader --format=%A --states=running -w {NODE}" in squeue.args.read_text()
     assert running.agent.attribution.job_ids == ()
 
@@ -108,10 +98,10 @@ def test_hanging_squeue_does_not_hold_up_collection(make_simulator, run_agent, s
     squeue.mode.write_text("hang")
     running = _agent(make_simulator, run_agent, timeout=1.0, cache_seconds=0.2)
     agent = running.agent
-    _wait_for(squeue.child.exists)  # squeue is hanging now
-    child = int(_wait_for(lambda: squeue.child.read_text().strip()))
+    wait_until(squeue.child.exists, 15, "squeue's child")  # squeue is hanging now
+    child = int(wait_until(lambda: squeue.child.read_text().strip(), 15, "the child's pid"))
     started = agent.collector.latest.collections if agent.collector.latest else 0
-    _wait_for(lambda: agent.attribution.slurm.failures >= 1)  # its timeout ran out
+    wait_until(lambda: agent.attribution.slurm.failures >= 1, 15, "a failed query")  # its timeout ran out
     during = agent.collector.latest.collections - started
     # Collection went on at its 0.1 s interval through the hang; blocked, it could have made one.
     assert during >= 3, during
@@ -119,7 +109,7 @@ def test_hanging_squeue_does_not_hold_up_collection(make_simulator, run_agent, s
     assert agent.attribution.job_ids == ()
     squeue.jobs.write_text("77\n")
     squeue.mode.write_text("answer")  # slurmctld is back
-    _wait_for(lambda: agent.attribution.job_ids == ("77",))
+    wait_until(lambda: agent.attribution.job_ids == ("77",), 15, "job 77")
 
 
 def test_missing_or_failing_squeue_leaves_the_attribute_out(make_simulator, run_agent, tmp_path, monkeypatch):
@@ -128,9 +118,9 @@ def test_missing_or_failing_squeue_leaves_the_attribute_out(make_simulator, run_
     monkeypatch.setenv("PATH", str(empty))  # no squeue anywhere
     running = _agent(make_simulator, run_agent, timeout=1.0, cache_seconds=0.1)
     agent = running.agent
-    _wait_for(lambda: agent.attribution.slurm.failures >= 3)
+    wait_until(lambda: agent.attribution.slurm.failures >= 3, 15, "three failed queries")
     first = agent.collector.latest.collections
-    _wait_for(lambda: agent.collector.latest.collections >= first + 3)
+    wait_until(lambda: agent.collector.latest.collections >= first + 3, 15, "three more collections")
     assert agent.attribution.job_ids == ()
     labels = _job_labels(agent.exporters[0].port)
     assert labels["efa_rx_bytes_total"] == {None}
@@ -161,7 +151,7 @@ def test_slurm_is_off_by_default_and_validated():
 def test_stopping_the_agent_kills_a_hanging_squeue(make_simulator, run_agent, squeue):
     squeue.mode.write_text("hang")
     running = _agent(make_simulator, run_agent, timeout=30.0)
-    _wait_for(squeue.child.exists)
-    child = int(_wait_for(lambda: squeue.child.read_text().strip()))
+    wait_until(squeue.child.exists, 15, "squeue's child")
+    child = int(wait_until(lambda: squeue.child.read_text().strip(), 15, "the child's pid"))
     running.stop()  # SIGTERM's path: must not wait for squeue's 30 s timeout, nor leave it behind
-    _wait_for(lambda: not _alive(child), timeout=5)
+    wait_until(lambda: not _alive(child), 5, "the hanging squeue's child killed")

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_for
+from conftest import free_port
+from waiting import wait_until
 
 
 def _load_soak():
@@ -89,7 +90,7 @@ def test_missed_intervals_counts_the_intervals_a_suspended_agent_skipped(tmp_pat
                                   "--interval", str(interval), "--exporters", "prometheus",
                                   "--prometheus-address", f"127.0.0.1:{port}"], env=env, stderr=stderr)
     try:
-        wait_for(lambda: soak.scrape_counters(port) is not None, "the agent's counters", timeout=60)
+        wait_until(lambda: soak.scrape_counters(port) is not None, 60, "the agent's counters")
         before_at, before = time.monotonic(), soak.scrape_counters(port)
         agent.send_signal(signal.SIGSTOP)
         time.sleep(held)
@@ -114,11 +115,10 @@ def test_missed_intervals_counts_the_intervals_a_suspended_agent_skipped(tmp_pat
 def test_shortened_soak_holds_the_bounds_of_the_ten_minute_one(capsys):
     settings = soak.Settings(interval=0.25, duration=45, warmup=15, scrape_every=3, sample_every=1,
                              tolerated_misses=1)
-    lines = []
-    report = soak.run_soak(settings, show=lines.append)
+    report = soak.run_soak(settings)
     summary = soak.summary(report)
     with capsys.disabled():
-        print("\n" + "\n".join(lines) + "\n" + summary)
+        print("\n" + soak.table(report) + "\n" + summary)
     assert report.failures() == [], summary
     # The exporters were busy throughout: OTLP carried the last collections and CloudWatch every rate.
     final = report.scrapes[-1].collections

@@ -45,7 +45,7 @@ def test_reads_every_counter_the_simulator_wrote(make_simulator):
         reading = reader.read()
     assert not reading.errors
     devices = _by_name(reading)
-    assert list(devices) == list(sim.device_names)  # natural order: rdmap16s0 before rdmap128s0
+    assert list(devices) == list(sim.device_names)  # natural order: rdmap85s0 before rdmap110s0
     for device in sim.devices:
         got = devices[device.name]
         port = got.ports[0]

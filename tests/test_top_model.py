@@ -8,7 +8,7 @@ from otel_efa.node.sysfs import SysfsReader, natural_key
 from otel_efa.pipeline.collector import Collector
 from otel_efa.pipeline.instruments import EfaInstrumentor
 from otel_efa.tools.top.model import TopModel
-from otel_efa.tools.top.view import screen_lines
+from otel_efa.tools.top.view import CHROME_LINES, screen_lines
 
 
 def _collect(simulator, collector, model, at):
@@ -64,7 +64,7 @@ def test_a_p5_fits_80x24_by_scrolling(make_simulator):
         for _ in range(3):
             lines, offset = screen_lines(model, 1.0, 24, 80, offset)
             assert len(lines) == 24 and all(len(text) < 80 for text, _ in lines)
-            seen |= {text.split()[0].lstrip("!") for text, _ in lines[3:-1] if text.strip()}
+            seen |= {text.split()[0].lstrip("!") for text, _ in lines[CHROME_LINES - 1:-1] if text.strip()}
             offset += 20
         assert seen == set(simulator.device_names)
     assert sorted(["rdmap100s0", "rdmap16s0", "efa_10", "efa_2"], key=natural_key) == [
@@ -84,6 +84,7 @@ def test_expected_devices_gauge_comes_from_the_instance_type(make_simulator):
         with SysfsReader(simulator.root) as sysfs:
             collector = Collector(sysfs, instance_type)
             reader = InMemoryMetricReader()
-            EfaInstrumentor(collector).instrument(MeterProvider(metric_readers=[reader]))
-            collector.collect()
+            instrumentor = EfaInstrumentor()
+            instrumentor.instrument(MeterProvider(metric_readers=[reader]))
+            instrumentor.interval(collector.collect())
             assert _exported(reader, "efa_expected_devices") == expected

@@ -4,6 +4,7 @@ import os
 import shutil
 
 import pytest
+from waiting import wait_until
 
 from otel_efa.cli import main
 from otel_efa.node import topology
@@ -18,7 +19,7 @@ def _check_against_declared(simulator):
         assert device.pci_address == truth.pci_address, name
         assert device.numa_node == truth.numa_node, name
         assert device.local_cpus == truth.local_cpulist, name
-        assert device.affinity == topology.PCIE_SWITCH, name
+        assert device.affinity == truth.affinity, name
         assert device.switch == truth.switch, name
         assert tuple(g.pci_address for g in device.gpus) == truth.gpus, name
         assert tuple(n.pci_address for n in device.neuron_devices) == truth.neuron_devices, name
@@ -40,22 +41,31 @@ def test_p5_every_device_finds_its_gpu_and_numa_node(make_simulator):
     assert {d.numa_node for d in declared.values()} == {0, 1}
 
 
-def test_p4d_two_gpus_per_device(make_simulator):
+def test_p4d_devices_share_no_switch_with_their_gpus(make_simulator):
+    """On p4d each EFA device sits on one bus with two GPUs, straight under a host bridge (aws-ofi-nccl's
+    capture): no PCIe switch is shared, so the GPUs near a device are those of its NUMA node."""
     simulator = make_simulator("p4d.24xlarge")
-    found, _ = _check_against_declared(simulator)
-    assert sorted(g.index for d in found.values() for g in d.gpus) == list(range(8))
-    assert all(len(d.gpus) == 2 for d in found.values())
+    found, declared = _check_against_declared(simulator)
+    assert all(d.affinity == topology.NUMA_NODE and d.switch is None for d in found.values())
+    for device in found.values():
+        assert len(device.gpus) == 4 and {g.numa_node for g in device.gpus} == {device.numa_node}
+    assert sorted({g.index for d in found.values() for g in d.gpus}) == list(range(8))
 
 
-@pytest.mark.parametrize("profile", ["p5en.48xlarge", "trn1.32xlarge", "trn2.48xlarge"])
-def test_other_profiles_match_their_declared_layout(make_simulator, profile):
+# (profile, EFA devices, GPUs or Neuron devices behind each device's switch, switches)
+LAYOUTS = [("p5en.48xlarge", 16, 2, 4), ("p6-b200.48xlarge", 8, 2, 4), ("trn1.32xlarge", 8, 2, 8),
+           ("trn1n.32xlarge", 16, 2, 8), ("trn2.48xlarge", 16, 2, 8)]
+
+
+@pytest.mark.parametrize("profile,devices,near,switches", LAYOUTS, ids=[layout[0] for layout in LAYOUTS])
+def test_other_profiles_match_their_declared_layout(make_simulator, profile, devices, near, switches):
     simulator = make_simulator(profile)
     found, declared = _check_against_declared(simulator)
-    if profile.startswith("trn"):
-        assert all(d.neuron_devices and not d.gpus for d in found.values())
-    else:  # p5en: 16 EFA devices, two per GPU
-        assert sorted(len(d.gpus) for d in found.values()) == [1] * 16
-        assert len({d.gpus[0].pci_address for d in found.values()}) == 8
+    assert len(found) == devices
+    for device in found.values():
+        accelerators = device.neuron_devices if profile.startswith("trn") else device.gpus
+        assert len(accelerators) == near and not (device.gpus and device.neuron_devices)
+    assert len({d.switch for d in found.values()}) == switches
 
 
 def test_falls_back_to_the_numa_node_when_the_switch_has_no_gpu(make_simulator):
@@ -124,8 +134,6 @@ def _info_series(port):
 
 @pytest.mark.parametrize("pci_links", [True, False])
 def test_agent_exports_efa_device_info(make_simulator, run_agent, pci_links):
-    import time
-
     from opentelemetry.sdk.resources import Resource
 
     from otel_efa.config import Config, PrometheusConfig
@@ -134,9 +142,11 @@ def test_agent_exports_efa_device_info(make_simulator, run_agent, pci_links):
     config = Config(sysfs=simulator.root, interval=0.1, exporters=["prometheus"],
                     prometheus=PrometheusConfig(address="127.0.0.1:0"))
     running = run_agent(config, resource=Resource.create({"service.name": "otel-efa"}))
-    deadline = time.monotonic() + 10
-    while len(series := _info_series(running.agent.exporters[0].port)) < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    def four_devices():
+        found = _info_series(running.agent.exporters[0].port)
+        return found if len(found) >= 4 else None
+
+    series = wait_until(four_devices, 10, "efa_device_info of the four devices")
     by_device = {s.labels["aws_efa_device"]: s for s in series}
     assert set(by_device) == set(simulator.device_names)
     for name, truth in simulator.declared_topology().items():
@@ -147,7 +157,51 @@ def test_agent_exports_efa_device_info(make_simulator, run_agent, pci_links):
             assert labels["aws_efa_numa_node"] == str(truth.numa_node)
             assert labels["aws_efa_local_cpus"] == truth.local_cpulist
             assert labels["aws_efa_gpu_pci_addresses"] == ",".join(truth.gpus)
-            assert labels["aws_efa_affinity"] == "pcie_switch"
+            assert labels["aws_efa_affinity"] == truth.affinity
         else:
             assert labels["aws_efa_pci_address"] == labels["aws_efa_numa_node"] == "unknown"
             assert labels["aws_efa_affinity"] == "unknown"
+
+
+def test_a_device_s_pci_identity_is_read_once_per_discovery_and_placed_from_it(make_simulator):
+    """The sysfs reader reads a device's PCI function when it discovers the device; later reads hand on the
+    same identity, the attribution places devices from it, and only a new discovery reads it again."""
+    from otel_efa.config import Config
+    from otel_efa.node.attribution import Attribution
+    from otel_efa.node.sysfs import SysfsReader
+    from otel_efa.pipeline.collector import Collector
+
+    simulator = make_simulator("p5.48xlarge")
+    first_device = simulator.devices[0].name
+    with SysfsReader(simulator.root) as reader:
+        collector = Collector(reader, "p5.48xlarge")
+        snapshot = collector.collect()
+        functions = {d.name: d.info.pci for d in snapshot.devices}
+        assert None not in functions.values()
+        assert topology.topologies(simulator.root, functions) == topology.read_topology(simulator.root)
+        attribution = Attribution(Config(sysfs=simulator.root), simulator.root)
+        assert attribution.place(snapshot) is True  # placed from the reader's identities
+        assert attribution.device_info(first_device) == topology.info_attributes(
+            topology.read_topology(simulator.root)[first_device])
+        assert attribution.place(collector.collect()) is False  # nothing new to place
+
+        numa_file = os.path.join(functions[first_device].path, "numa_node")
+        moved = 1 - functions[first_device].numa_node
+
+        def move_numa_node() -> None:
+            os.chmod(numa_file, 0o644)
+            with open(numa_file, "w") as f:
+                f.write(f"{moved}\n")
+
+        move_numa_node()
+        again = collector.collect().device(first_device)
+        assert again.info.pci is functions[first_device]  # not read again while the device exists
+
+        simulator.remove_device(first_device)
+        assert collector.collect().device(first_device) is None
+        simulator.restore_device(first_device)  # (writes the function's files anew)
+        move_numa_node()
+        rediscovered = collector.collect()
+        assert rediscovered.device(first_device).info.numa_node == moved  # read again at its discovery
+        assert attribution.place(rediscovered) is True  # a device not placed: placed anew, from it
+        assert attribution.device_info(first_device)["aws.efa.numa_node"] == str(moved)

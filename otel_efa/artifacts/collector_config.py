@@ -43,7 +43,7 @@ SCRAPE_INTERVAL = "60s"  # the agent's default collection interval
 EMF_LOG_GROUP = "/aws/parallelcluster/efa-monitor"
 EMF_LOG_STREAM = "otel-efa"
 
-# Every ${env:NAME} the configs use, and what it is; install-adot.sh writes them, the README lists them.
+# Every ${env:NAME} the configs use, and what it is; install-adot.sh writes them, docs/telemetry-path.md lists them.
 ENVIRONMENT: Dict[str, str] = {
     "AWS_REGION": "the AWS region of the CloudWatch and AMP endpoints, e.g. us-east-1",
     "AMP_REMOTE_WRITE_URL": "the AMP workspace's remote write URL, "
@@ -257,14 +257,41 @@ def files(cluster_name: Optional[str] = None) -> Dict[str, str]:
     return out
 
 
+COLLECTORS = {"adot": "the ADOT collector on each compute node",
+              "head-node": "Prometheus on the head node, scraping every compute node"}
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("collector-config",
                               help="print the ADOT collector config or the head node's Prometheus config")
-    p.add_argument("what", choices=("adot", "head-node"), help="adot: compute node; head-node: Prometheus")
-    p.add_argument("mode", nargs="?", choices=MODES, default="both", help="for adot: cloudwatch, amp or both")
-    p.add_argument("--cluster-name", help="head-node: scrape only this cluster's compute nodes")
-    p.add_argument("--write", metavar="DIR", help="write every file into DIR (as committed in otel-config/)")
-    p.set_defaults(handler=_handle)
+    p.add_argument("collector", nargs="?", choices=tuple(COLLECTORS), metavar="COLLECTOR",
+                   help="whose config: " + "; ".join(f"{name}: {what}" for name, what in COLLECTORS.items())
+                        + " (needed unless --write, and refused with it)")
+    p.add_argument("destination", nargs="?", choices=MODES, metavar="DESTINATION",
+                   help=f"adot only: where it sends, one of {', '.join(MODES)} (default both)")
+    p.add_argument("--cluster-name", metavar="NAME",
+                   help="head-node only: scrape only this cluster's compute nodes (default: every running "
+                        "ParallelCluster compute node in the region)")
+    p.add_argument("--write", metavar="DIR",
+                   help="write every collector's and destination's file into DIR, as committed in otel-config/ "
+                        "(default: print the one chosen on standard output)")
+    p.set_defaults(handler=_handle, usage_check=_usage_problem)
+
+
+def _usage_problem(args: argparse.Namespace) -> Optional[str]:
+    """What the arguments ask for that would be ignored: refused rather than dropped."""
+    if args.write is not None:
+        if args.collector or args.destination:
+            given = " ".join(filter(None, (args.collector, args.destination)))
+            return f"--write writes every collector's files; drop {given!r}"
+        return None
+    if args.collector is None:
+        return f"name the collector ({' or '.join(COLLECTORS)}) or give --write DIR"
+    if args.collector != "adot" and args.destination is not None:
+        return f"DESTINATION ({args.destination}) is for adot only"
+    if args.collector != "head-node" and args.cluster_name is not None:
+        return "--cluster-name is for head-node only"
+    return None
 
 
 def _handle(args: argparse.Namespace) -> int:
@@ -278,8 +305,8 @@ def _handle(args: argparse.Namespace) -> int:
         except OSError as e:
             raise ConfigError("--write", f"cannot write {e.filename or directory}: {e.strerror or e}") from None
         return 0
-    if args.what == "adot":
-        sys.stdout.write(files()[f"adot-{args.mode}.yaml"])
+    if args.collector == "adot":
+        sys.stdout.write(files()[f"adot-{args.destination or 'both'}.yaml"])
     else:
         sys.stdout.write(files(args.cluster_name)["prometheus-head-node.yml"])
     return 0

@@ -55,13 +55,18 @@ REASON = label(catalog.ATTR_REASON)
 
 
 def name(metric: str) -> str:
-    """The Prometheus name of a catalog metric, by OTel name (``efa_port_up``)."""
+    """The Prometheus name of a catalog metric, by OTel name (``catalog.PORT_UP.name``)."""
     return catalog.BY_NAME[metric].prometheus_name
 
 
 def counter(kernel_name: str) -> str:
     """The Prometheus name of a port counter, by kernel name (``rx_bytes`` -> ``efa_rx_bytes_total``)."""
     return catalog.PORT_COUNTER_BY_KERNEL[kernel_name].prometheus_name
+
+
+def device_counter(kernel_name: str) -> str:
+    """The Prometheus name of a device counter, by kernel name (``cmds_err`` -> ``efa_device_cmds_err_total``)."""
+    return catalog.DEVICE_COUNTER_BY_KERNEL[kernel_name].prometheus_name
 
 
 def by(labels: Iterable[str]) -> str:
@@ -93,8 +98,8 @@ def sum_increase_optional(always: str, optional: str, labels: Iterable[str], win
 def device_throughput(window: str, matchers: str = "") -> str:
     """Bytes per second through each device, both directions: the basis of the imbalance figures."""
     labels = NODE + (DEVICE,)
-    return (f"({sum_rate(counter('rx_bytes'), labels, window, matchers)}"
-            f" + {sum_rate(counter('tx_bytes'), labels, window, matchers)})")
+    return (f"({sum_rate(counter(catalog.RX_BYTES), labels, window, matchers)}"
+            f" + {sum_rate(counter(catalog.TX_BYTES), labels, window, matchers)})")
 
 
 def node_stopped_reporting(metric_name: str, matchers: str = "", remember: str = REMEMBER) -> str:

@@ -5,53 +5,116 @@ import json
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from otel_efa import __version__
 from otel_efa.cli.types import non_negative, seconds, sysfs_root
-from otel_efa.config import EXPORTERS, ConfigError, one_line
+from otel_efa.config import EXPORTERS, LOG_LEVELS, ConfigError, one_line
 
 EXIT_CONFIG = 2
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on bad flags already; keep its message to one line (it quotes unrecognized
-    arguments as they are, line breaks included)."""
+    arguments as they are, line breaks included).
+
+    A command refuses what it would ignore: an argument left over names the command it was given to
+    (``otel-efa metrics: error: unrecognized arguments: x``), and a command may set ``usage_check`` (a
+    function of the parsed namespace returning a problem or None) for combinations of arguments that
+    argparse cannot express, such as a positional that only one choice of another takes.
+    """
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_CONFIG, f"{self.prog}: error: {one_line(message)}\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if self._subparsers is None:  # a command's own parser: nothing after it belongs to another
+            if extras:
+                self.error(f"unrecognized arguments: {' '.join(extras)}")
+            check: Optional[Callable[[argparse.Namespace], Optional[str]]] = self._defaults.get("usage_check")
+            problem = check(namespace) if check is not None else None
+            if problem:
+                self.error(problem)
+        return namespace, extras
+
+
+def package_version() -> str:
+    """The installed distribution's version (what pip and the wheel say), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("otel-efa")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the package metadata is read only when asked for (it costs every start otherwise)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sys.stdout.write(f"otel-efa {package_version()}\n")
+        parser.exit(0)
+
 
 def _add_run(subparsers) -> None:
-    p = subparsers.add_parser("run", help="collect EFA counters and export them")
-    p.add_argument("--config", help="YAML file (default /etc/otel-efa/config.yaml if present)")
+    from otel_efa.config import DEFAULT_CONFIG_FILE, Config
+    from otel_efa.tools.simulator.faults import FAULT_KINDS
+    from otel_efa.tools.simulator.faults import argument as fault_argument
+
+    default = Config()
+    p = subparsers.add_parser(
+        "run", help="collect EFA counters and export them",
+        description="Collect EFA counters and export them. A flag wins over its OTEL_EFA_* variable, which wins "
+                    "over the config file; the defaults below apply when none of them sets a value.")
+    p.add_argument("--config", metavar="PATH", help=f"YAML config file (default {DEFAULT_CONFIG_FILE} if present)")
     source = p.add_mutually_exclusive_group()  # a simulated node writes its own tree
-    source.add_argument("--sysfs", help="sysfs root (default /sys)")
-    source.add_argument("--simulate", metavar="PROFILE", help="run on a simulated node, e.g. p5en.48xlarge")
+    source.add_argument("--sysfs", metavar="PATH", help=f"sysfs root (default {default.sysfs})")
+    source.add_argument("--simulate", metavar="PROFILE",
+                        help="run on a simulated node of this instance type, e.g. p5en.48xlarge (default: the "
+                             "real node)")
+    p.add_argument("--fault", action="append", type=fault_argument, metavar="KIND[:DEVICE][@SECONDS]",
+                   help=f"with --simulate: a fault on the simulated node ({', '.join(FAULT_KINDS)}), on DEVICE "
+                        "(default the first) after SECONDS (default 0); repeatable (default: none)")
     p.add_argument("--allow-untrusted-sysfs", action="store_true", default=None,
-                   help="read a sysfs tree not owned by root or world-writable (test and copied trees)")
-    p.add_argument("--instance-type", help="override the instance type IMDS reports")
-    p.add_argument("--interval", type=float, metavar="SECONDS", help="collection interval (default 60)")
-    p.add_argument("--exporters", metavar="LIST", help=f"comma list of {','.join(EXPORTERS)}")
-    p.add_argument("--prometheus-address", metavar="HOST:PORT", help="default 0.0.0.0:9464")
+                   help="read a sysfs tree not owned by root or world-writable (test and copied trees; default: "
+                        "refuse it)")
+    p.add_argument("--instance-type", metavar="TYPE",
+                   help="instance type for line rate and expected devices (default: what IMDS reports)")
+    p.add_argument("--interval", type=float, metavar="SECONDS",
+                   help=f"seconds between collections (default {default.interval:g})")
+    p.add_argument("--exporters", metavar="LIST",
+                   help=f"comma list of {', '.join(EXPORTERS)} (default {','.join(default.exporters)})")
+    p.add_argument("--prometheus-address", metavar="HOST:PORT",
+                   help=f"where the Prometheus endpoint listens (default {default.prometheus.address})")
     p.add_argument("--web-config-file", metavar="PATH",
-                   help="TLS and basic auth for the Prometheus endpoint (exporter-toolkit's web config format)")
-    p.add_argument("--log-file", metavar="PATH", help="where the human log line goes (default stdout)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    p.add_argument("--count", type=int, metavar="N", help="exit 0 after N collections and a final flush")
+                   help="TLS and basic auth for the Prometheus endpoint, in exporter-toolkit's web config format "
+                        "(default: plain HTTP, no authentication)")
+    p.add_argument("--log-file", metavar="PATH", help="where the human log line goes (default: standard output)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, metavar="LEVEL",
+                   help=f"the agent's own log on standard error: {', '.join(LOG_LEVELS)} "
+                        f"(default {default.log_level})")
+    p.add_argument("--count", type=int, metavar="N",
+                   help="exit 0 after N collections and a final flush (default: run until stopped)")
     p.set_defaults(handler=_run)
+
+
+# Config key -> the destination of the ``run`` flag that sets it (docs/configuration.md lists them).
+RUN_FLAGS = {
+    "sysfs": "sysfs", "simulate": "simulate", "simulate_faults": "fault",
+    "allow_untrusted_sysfs": "allow_untrusted_sysfs", "instance_type": "instance_type",
+    "interval": "interval", "exporters": "exporters", "log_file": "log_file", "log_level": "log_level",
+    "count": "count", "prometheus.address": "prometheus_address", "prometheus.web_config_file": "web_config_file",
+}
 
 
 def _load_config(args):
     from otel_efa import config
 
-    flags = {
-        "sysfs": args.sysfs, "simulate": args.simulate, "allow_untrusted_sysfs": args.allow_untrusted_sysfs,
-        "instance_type": args.instance_type,
-        "interval": args.interval, "exporters": args.exporters, "log_file": args.log_file,
-        "log_level": args.log_level, "count": args.count,
-        "prometheus.address": args.prometheus_address, "prometheus.web_config_file": args.web_config_file,
-    }
+    flags = {key: getattr(args, destination) for key, destination in RUN_FLAGS.items()}
     return config.load(args.config, flags=flags, check_paths=True)
 
 
@@ -63,6 +126,8 @@ def _setup_logging(level: str) -> None:
 def _run(args) -> int:
     from otel_efa.pipeline.agent import Agent, install_signal_handlers
 
+    if args.fault and args.simulate:  # name the flag; a profile from the config file is checked there
+        _check_faults(args.simulate, args.fault)
     config = _load_config(args)
     _setup_logging(config.log_level)
     agent = Agent(config)
@@ -70,24 +135,45 @@ def _run(args) -> int:
     return agent.run()
 
 
+def _check_faults(profile: str, faults: List[str], **node) -> None:
+    """ConfigError naming ``--fault`` when one of ``faults`` cannot go on a simulated ``profile`` node."""
+    from otel_efa.node.instance_types import INSTANCE_TYPES
+    from otel_efa.tools.simulator.faults import check_specs
+
+    if profile in INSTANCE_TYPES:  # an unknown profile is reported as such, by its own flag
+        problem = check_specs(profile, faults, **node)
+        if problem:
+            raise ConfigError("--fault", problem)
+
+
 def _add_simulate(subparsers) -> None:
     from otel_efa.node.instance_types import INSTANCE_TYPES
-    from otel_efa.tools.simulator import PATTERNS
+    from otel_efa.tools.simulator import FAULT_KINDS, PATTERNS
+    from otel_efa.tools.simulator.faults import argument as fault_argument
 
     p = subparsers.add_parser("simulate", help="write a simulated EFA sysfs tree and advance its counters")
-    p.add_argument("profile", choices=sorted(INSTANCE_TYPES), metavar="PROFILE",
-                   help=f"one of {', '.join(INSTANCE_TYPES)}")
-    p.add_argument("--root", required=True, help="directory to write the tree under (use as --sysfs)")
-    p.add_argument("--gbps", type=non_negative, help="node throughput per direction (default 40%% of line rate)")
-    p.add_argument("--pattern", choices=PATTERNS, default="steady")
-    p.add_argument("--interval", type=seconds, default=0.05, metavar="SECONDS", help="update period")
+    p.add_argument("profile", choices=sorted(INSTANCE_TYPES), metavar="INSTANCE_TYPE",
+                   help=f"the node to simulate: {', '.join(INSTANCE_TYPES)}")
+    p.add_argument("--root", required=True, metavar="DIR", help="directory to write the tree under (use as --sysfs)")
+    p.add_argument("--gbps", type=non_negative,
+                   help="node throughput per direction in Gb/s (default: 40%% of the devices' line rate)")
+    p.add_argument("--pattern", choices=PATTERNS, default="steady",
+                   help=f"traffic over time: {', '.join(PATTERNS)} (default %(default)s)")
+    p.add_argument("--interval", type=seconds, default=0.05, metavar="SECONDS",
+                   help="how often the counters advance (default %(default)s)")
     p.add_argument("--kernel", choices=("new", "old"), default="new",
-                   help="old: device counters under the port, no retrans group, constant rate file")
-    p.add_argument("--device-names", choices=("rdmap", "efa"), default="rdmap")
+                   help="old: device counters under the port, no retrans group, constant rate file "
+                        "(default %(default)s)")
+    p.add_argument("--device-names", choices=("rdmap", "efa"), default="rdmap",
+                   help="rdmap<bus>s<slot> as on current kernels, or efa_<n> (default %(default)s)")
     p.add_argument("--infiniband-counters", action="store_true",
                    help="also write classic InfiniBand ports/1/counters (what node_exporter reads)")
-    p.add_argument("--devices", type=int, metavar="N", help="only the profile's first N EFA devices")
-    p.add_argument("--once", action="store_true", help="write the tree and exit")
+    p.add_argument("--devices", type=int, metavar="N",
+                   help="only the profile's first N EFA devices (default: all of them)")
+    p.add_argument("--fault", action="append", type=fault_argument, metavar="KIND[:DEVICE][@SECONDS]",
+                   help=f"a fault on the node ({', '.join(FAULT_KINDS)}), on DEVICE (default the first) after "
+                        "SECONDS (default 0); repeatable (default: none)")
+    p.add_argument("--once", action="store_true", help="write the tree and exit (default: advance until stopped)")
     p.set_defaults(handler=_simulate)
 
 
@@ -106,15 +192,18 @@ def _simulate(args) -> int:
     if args.devices is not None and not 1 <= args.devices <= most:
         raise ConfigError("--devices", f"{args.profile} has {most} EFA devices; choose 1 to {most}")
     flavour = OLD_KERNEL if args.kernel == "old" else NEW_KERNEL
+    faults = args.fault or []
+    _check_faults(args.profile, faults, retrans_counters=flavour.retrans_counters, name_style=args.device_names,
+                  devices=args.devices)
     try:
         simulator = Simulator(args.profile, args.root, gbps=args.gbps, pattern=args.pattern, flavour=flavour,
                               name_style=args.device_names, infiniband_counters=args.infiniband_counters,
-                              devices=args.devices)
+                              devices=args.devices, faults=faults)
     except OSError as e:  # a root we may not write, or a file where a directory of the tree goes
         raise ConfigError("--root", f"cannot write the tree under {args.root}: {e.strerror or e}") from None
     with simulator:
-        print(f"{args.profile}: {len(simulator.devices)} EFA devices under {args.root}/class/infiniband",
-              flush=True)
+        print(f"{args.profile}: {len(simulator.devices)} EFA devices under {args.root}/class/infiniband"
+              + (f"; faults: {', '.join(faults)}" if faults else ""), flush=True)
         if args.once:
             return 0
         stop = threading.Event()
@@ -125,9 +214,9 @@ def _simulate(args) -> int:
 
 
 def _add_snapshot(subparsers) -> None:
-    p = subparsers.add_parser("snapshot", help="read every device, port and counter once and print them")
-    p.add_argument("--sysfs", default="/sys", type=sysfs_root, help="sysfs root (default /sys)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = subparsers.add_parser("snapshot", help="read every device, port and counter once and print its totals")
+    p.add_argument("--sysfs", default="/sys", type=sysfs_root, metavar="PATH", help="sysfs root (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
     p.set_defaults(handler=_snapshot)
 
 
@@ -147,7 +236,8 @@ def _snapshot(args) -> int:
 
 def _add_metrics(subparsers) -> None:
     p = subparsers.add_parser("metrics", help="print the metric catalog")
-    p.add_argument("--markdown", action="store_true", help="as the README's markdown table")
+    p.add_argument("--markdown", action="store_true",
+                   help="as the markdown tables of docs/metrics.md (default: one plain line per metric)")
     p.set_defaults(handler=_metrics)
 
 
@@ -166,13 +256,13 @@ def _metrics(args) -> int:
 # Subcommands that live in their own modules, each exposing add_parser(subparsers).
 COMMAND_MODULES = ("otel_efa.tools.top", "otel_efa.tools.topology_report", "otel_efa.artifacts.dashboards",
                    "otel_efa.artifacts.alarms", "otel_efa.tools.cost", "otel_efa.artifacts.collector_config",
-                   "otel_efa.tools.deploy", "otel_efa.tools.doctor")
+                   "otel_efa.tools.deploy", "otel_efa.tools.doctor", "otel_efa.artifacts.docs")
 COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="otel-efa", description="AWS EFA network counters as OpenTelemetry metrics")
-    parser.add_argument("--version", action="version", version=f"otel-efa {__version__}")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for add in COMMANDS:

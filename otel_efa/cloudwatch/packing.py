@@ -79,7 +79,7 @@ def json_size(body: Dict[str, Any]) -> int:
 
 def fold(samples: Iterable[Sample], resolution: int) -> List[Datum]:
     """Group samples by (metric, dimensions, storage bucket); one datum per group (per 150 values)."""
-    groups: "OrderedDict[Tuple[str, str, Dimensions, float], List[float]]" = OrderedDict()
+    groups: OrderedDict[Tuple[str, str, Dimensions, float], List[float]] = OrderedDict()
     collected: Dict[Tuple[str, str, Dimensions, float], float] = {}
     for s in samples:
         bucket = s.timestamp - s.timestamp % resolution
@@ -89,7 +89,7 @@ def fold(samples: Iterable[Sample], resolution: int) -> List[Datum]:
     datums: List[Datum] = []
     for key, values in groups.items():
         name, unit, dimensions, bucket = key
-        counts: "OrderedDict[float, int]" = OrderedDict()
+        counts: OrderedDict[float, int] = OrderedDict()
         for value in values:
             counts[value] = counts.get(value, 0) + 1
         distinct = list(counts.items())

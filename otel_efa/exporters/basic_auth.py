@@ -28,7 +28,7 @@ class Busy(Exception):
 class BasicAuth:
     def __init__(self, users: Mapping[str, bytes]):
         self._users = dict(users)
-        self._cache: "OrderedDict[bytes, bool]" = OrderedDict()
+        self._cache: OrderedDict[bytes, bool] = OrderedDict()
         self._pool: Optional[ThreadPoolExecutor] = None
         self._waiting = 0
         self._decoy: Optional[bytes] = None

@@ -1,10 +1,11 @@
-"""CloudWatch PutMetricData straight from the node, the seed's contract made to hold.
+"""CloudWatch PutMetricData straight from the node, the quick-start's contract made to hold.
 
 ``export()`` only turns the Snapshot into samples and appends them to the open batch; every
 ``batch_size`` collections the batch is closed and the sender thread wakes: it folds the batch into
 datums (see :mod:`otel_efa.cloudwatch.packing`), appends them to a bounded FIFO buffer and drains the
 buffer in as few calls as the API limits allow. A call that still fails after botocore's retries puts
-its datums back at the front, so nothing is lost or sent twice; the next flush tries again. The buffer keeps ``buffer_minutes`` of data
+its datums back at the front, so nothing is lost or sent twice; the next flush tries again. The buffer
+keeps ``buffer_minutes`` of data
 (by the monotonic time of collection): beyond that the oldest datums are dropped and counted in
 ``otel_efa_dropped_datapoints``. ``shutdown()`` (SIGTERM) closes the open batch and sends it.
 
@@ -15,17 +16,12 @@ although they are new. A step back only moves where CloudWatch files the points;
 """
 import logging
 import threading
-import time
 from collections import deque
 from typing import Any, Deque, List, Optional
 
-from opentelemetry.sdk.resources import Resource
-
 from otel_efa.cloudwatch import metrics, packing, session
-from otel_efa.config import Config
-from otel_efa.exporters import Exporter
-from otel_efa.pipeline.snapshot import Snapshot
-from otel_efa.pipeline.stats import AgentStats
+from otel_efa.exporters import Exporter, ExporterContext
+from otel_efa.pipeline.interval import Interval
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +38,15 @@ _KEEP_ERROR_CODES = frozenset({
 class CloudWatchExporter(Exporter):
     name = "cloudwatch"
 
-    def __init__(self, config: Config, resource: Resource):
-        self.config = config.cloudwatch
-        self.region = session.resolve_region(self.config.region, resource)
-        self.instance_id = session.resolve_instance_id(resource)
+    def __init__(self, context: ExporterContext):
+        super().__init__(context)
+        self.config = context.config.cloudwatch
+        self.region = session.resolve_region(self.config.region, context.resource)
+        self.instance_id = session.resolve_instance_id(context.resource)
         self.namespace = self.config.namespace
         self._specs = metrics.published_specs(self.config)
         self._sets = metrics.dimension_sets(self.config)
-        self.stats: AgentStats = AgentStats()
+        self._clock = context.clock
         self._window_s = self.config.buffer_minutes * 60
         self._lock = threading.Condition()
         self._pending: List[metrics.Sample] = []
@@ -72,9 +69,9 @@ class CloudWatchExporter(Exporter):
         self._thread = threading.Thread(target=self._run, name="cloudwatch-sender", daemon=True)
         self._thread.start()
 
-    def export(self, snapshot: Snapshot) -> None:
-        new = metrics.samples(snapshot, self._specs, self._sets, self.instance_id, self.config.cluster_name,
-                              ",".join(self.job_ids()) or None)
+    def export(self, interval: Interval) -> None:
+        new = metrics.samples(interval.snapshot, self._specs, self._sets, self.instance_id,
+                              self.config.cluster_name, ",".join(self.job_ids()) or None)
         with self._lock:
             self._pending.extend(new)
             self._pending_intervals += 1
@@ -201,7 +198,7 @@ class CloudWatchExporter(Exporter):
                 else:
                     self.stats.add_dropped_datapoints(sum(d.samples for d in batch))
             if keep and self._failing_since is None:
-                self._failing_since = time.monotonic()
+                self._failing_since = self._clock()
                 log.warning("CloudWatch PutMetricData failed (%s); collection goes on and the datapoints are "
                             "kept for the next flush (%d now)", e, self.buffered_datapoints)
             elif not keep:
@@ -210,6 +207,6 @@ class CloudWatchExporter(Exporter):
         self.calls += 1
         if self._failing_since is not None:
             log.warning("CloudWatch PutMetricData works again after %.0f s; the datapoints kept meanwhile "
-                        "follow (%d left)", time.monotonic() - self._failing_since, self.buffered_datapoints)
+                        "follow (%d left)", self._clock() - self._failing_since, self.buffered_datapoints)
             self._failing_since = None
         return True

@@ -1,9 +1,9 @@
-"""A frame's points as columns, for the encoders that patch values into a template (prometheus_text.py,
+"""An Interval's points as columns, for the encoders that patch values into a template (prometheus_text.py,
 otlp_encoder.py): what each metric has, every point's attributes and every value, metric after metric.
 
-Both encoders need the same columns of the same frame, one on a scrape and one on the OTLP worker: the last
-frame's are kept (one entry, replaced whole, so a reader on another thread sees the old entry or the new
-one), so a frame is taken apart once.
+Both encoders need the same columns of the same Interval, one on a scrape and one on the OTLP worker: the
+last Interval's are kept (one entry, replaced whole, so a reader on another thread sees the old entry or the
+new one), so an Interval is taken apart once.
 """
 from operator import itemgetter
 from typing import Any, List, NamedTuple, Tuple
@@ -22,7 +22,7 @@ class _Last:
 
 
 def columns(metrics) -> Columns:
-    """The columns of ``metrics`` (a frame's ``metrics``: per metric, its (attributes, value) points)."""
+    """The columns of ``metrics`` (an Interval's ``metrics``: per metric, its (attributes, value) points)."""
     seen, found = _Last.entry
     if seen is metrics:
         return found

@@ -1,52 +1,46 @@
-"""A readable per-device table on standard output, once per interval (``make demo``)."""
+"""A readable per-device table on standard output, once per interval (``make demo``).
+
+The table of ``otel-efa top`` (otel_efa/tools/top/view.py): every column a per-second rate over the
+interval, units in the header, at most 80 columns whatever the number of devices. The first interval
+has no rate yet and shows ``-``; totals since boot are ``otel-efa snapshot``'s.
+"""
 import sys
 from datetime import datetime, timezone
 from typing import List, Optional
 
-from opentelemetry.sdk.resources import Resource
-
-from otel_efa.config import Config
-from otel_efa.exporters import Exporter
-from otel_efa.names import escape  # a device name is any bytes; stdout takes UTF-8 text
+from otel_efa.exporters import Exporter, ExporterContext
 from otel_efa.node import instance_types
+from otel_efa.pipeline.interval import Interval
 from otel_efa.pipeline.snapshot import Snapshot
-
-HEADER = f"{'DEVICE':<14}{'PORT':>5} {'STATE':<7}{'RX Gbps':>10}{'TX Gbps':>10}{'RX kpps':>10}{'TX kpps':>10}" \
-         f"{'RETRANS':>10}{'DROPS':>8}"
-
-
-def _gbps(bytes_per_second: Optional[float]) -> str:
-    return "-" if bytes_per_second is None else f"{bytes_per_second * 8 / 1e9:.2f}"
+from otel_efa.tools.top.model import TopModel
+from otel_efa.tools.top.view import MAX_WIDTH, device_count, instance_type_name, node_line, table_lines
 
 
-def _kpps(packets_per_second: Optional[float]) -> str:
-    return "-" if packets_per_second is None else f"{packets_per_second / 1e3:.1f}"
+class ConsoleTable:
+    """Renders successive Snapshots; keeps the previous one's error totals for the ERR/s column."""
 
+    def __init__(self) -> None:
+        self.model = TopModel()
+        self._instance_type: Optional[str] = None
 
-def render(snapshot: Snapshot) -> List[str]:
-    stamp = datetime.fromtimestamp(snapshot.wall_time, timezone.utc).isoformat(timespec="seconds")
-    known = instance_types.lookup(snapshot.instance_type)
-    line_rate = f" of {known.total_gbps} Gbps line rate" if known else ""
-    lines = [f"{stamp}  {snapshot.instance_type or 'unknown instance type'}  {len(snapshot.devices)} EFA devices  "
-             f"RX {_gbps(snapshot.rate('rx_bytes'))} Gbps  TX {_gbps(snapshot.rate('tx_bytes'))} Gbps{line_rate}",
-             HEADER]
-    for device in snapshot.devices:
-        for port in device.ports:
-            state = {True: "ACTIVE", False: "DOWN", None: "?"}[port.up]
-            lines.append(f"{escape(device.name):<14}{escape(port.port):>5} {state:<7}"
-                         f"{_gbps(port.rates.get('rx_bytes')):>10}"
-                         f"{_gbps(port.rates.get('tx_bytes')):>10}{_kpps(port.rates.get('rx_pkts')):>10}"
-                         f"{_kpps(port.rates.get('tx_pkts')):>10}{port.counters.get('retrans_pkts', '-'):>10}"
-                         f"{port.counters.get('rx_drops', '-'):>8}")
-    return lines
+    def render(self, snapshot: Snapshot) -> List[str]:
+        if snapshot.instance_type != self._instance_type:
+            self._instance_type = snapshot.instance_type
+            self.model.instance_type = instance_types.lookup(snapshot.instance_type)
+        self.model.update(snapshot)
+        stamp = datetime.fromtimestamp(snapshot.wall_time, timezone.utc).isoformat(timespec="seconds")
+        title = f"{stamp}  {instance_type_name(self.model, snapshot.instance_type)}  {device_count(self.model)}"
+        lines = [(title, ""), node_line(self.model)] + table_lines(self.model.sorted_rows())
+        return [text[:MAX_WIDTH] for text, _ in lines]
 
 
 class ConsoleExporter(Exporter):
     name = "console"
 
-    def __init__(self, config: Config, resource: Resource):
-        pass
+    def __init__(self, context: ExporterContext):
+        super().__init__(context)
+        self.table = ConsoleTable()
 
-    def export(self, snapshot: Snapshot) -> None:
-        sys.stdout.write("\n".join(render(snapshot)) + "\n\n")
+    def export(self, interval: Interval) -> None:
+        sys.stdout.write("\n".join(self.table.render(interval.snapshot)) + "\n\n")
         sys.stdout.flush()

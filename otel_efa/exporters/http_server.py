@@ -252,7 +252,8 @@ class HttpServer:
         if with_body and response.body:
             body = memoryview(response.body)
             for start in range(0, len(body), _WRITE_CHUNK):
-                pending += conn.send_with_data_passthrough(h11.Data(data=body[start:start + _WRITE_CHUNK]))
+                piece = body[start:start + _WRITE_CHUNK]  # a view, not a copy: h11 passes any buffer through
+                pending += conn.send_with_data_passthrough(h11.Data(data=piece)) or []  # type: ignore[arg-type]
                 _write(writer, b"".join(pending))  # the head with the first piece: one segment, no Nagle wait
                 pending = []
                 await _drain(writer, deadline)

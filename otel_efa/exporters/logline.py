@@ -1,10 +1,14 @@
-"""The seed's human log line, one per device per interval, flushed at once::
+"""The quick-start's human log line, one per device per interval, flushed at once::
 
     2026-11-28T12:00:00.123+00:00 rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps
     2026-11-28T12:00:00.123+00:00 rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps rx_errors=3 tx_discards=0
 
-The error fields (cumulative, named as in CloudWatch) are added when either is non-zero, so the seed's
+The error fields (cumulative, named as in CloudWatch) are added when either is non-zero, so the quick-start's
 ``grep -E "rx_errors|tx_discards"`` finds them. The file is reopened when logrotate moves it away.
+
+Every collection writes its lines, the first one too: a rate the interval cannot give yet (the first
+reading, a counter reset) is written ``-``, as in ``rdmap0s6: RX=- Mbps, TX=- Mbps``, so that ``otel-efa
+run --count N`` writes N intervals' lines.
 
 A log that cannot be written (disk full, read-only file system) costs the log lines of those intervals
 and nothing else: one error when it starts, one warning with the count of lost intervals when writing
@@ -17,29 +21,25 @@ import sys
 from datetime import datetime, timezone
 from typing import List, Optional, TextIO
 
-from opentelemetry.sdk.resources import Resource
-
-from otel_efa.catalog import LOG_ERROR_FIELDS
-from otel_efa.config import Config
-from otel_efa.exporters import Exporter
+from otel_efa.catalog import LOG_ERROR_FIELDS, RX_BYTES, TX_BYTES
+from otel_efa.exporters import Exporter, ExporterContext
 from otel_efa.names import escape
+from otel_efa.pipeline.interval import Interval
 from otel_efa.pipeline.snapshot import DeviceSnapshot, Snapshot
 
 log = logging.getLogger(__name__)
 
 
-def mbps(bytes_per_second: float) -> str:
-    return f"{bytes_per_second * 8 / 1e6:.2f}"
+def mbps(bytes_per_second: Optional[float]) -> str:
+    return "-" if bytes_per_second is None else f"{bytes_per_second * 8 / 1e6:.2f}"
 
 
-def device_line(device: DeviceSnapshot) -> Optional[str]:
-    """``rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps`` (plus error fields), or None before a rate exists.
+def device_line(device: DeviceSnapshot) -> str:
+    """``rdmap0s6: RX=125.34 Mbps, TX=98.21 Mbps`` (plus error fields); ``-`` for a rate not known yet.
 
     The device name is escaped as on every exporter (otel_efa/names.py): a newline or a byte that is
     not UTF-8 in it would otherwise split the line or fail the write."""
-    rx, tx = device.rate("rx_bytes"), device.rate("tx_bytes")
-    if rx is None or tx is None:
-        return None
+    rx, tx = device.rate(RX_BYTES), device.rate(TX_BYTES)
     line = f"{escape(device.name)}: RX={mbps(rx)} Mbps, TX={mbps(tx)} Mbps"
     errors = [(spec.name, sum(device.total(k) or 0 for k in spec.kernel_names)) for spec in LOG_ERROR_FIELDS]
     if any(value for _, value in errors):
@@ -49,7 +49,7 @@ def device_line(device: DeviceSnapshot) -> Optional[str]:
 
 def format_lines(snapshot: Snapshot) -> List[str]:
     stamp = datetime.fromtimestamp(snapshot.wall_time, timezone.utc).isoformat(timespec="milliseconds")
-    return [f"{stamp} {line}" for line in map(device_line, snapshot.devices) if line is not None]
+    return [f"{stamp} {device_line(device)}" for device in snapshot.devices]
 
 
 class ReopeningFile:
@@ -59,7 +59,7 @@ class ReopeningFile:
     def __init__(self, path: str):
         self.path = path
         self._file: Optional[TextIO] = None
-        self._inode = None
+        self._inode: Optional[int] = None
 
     def _open(self) -> TextIO:
         directory = os.path.dirname(self.path)
@@ -111,12 +111,14 @@ def _stdout_to_devnull() -> None:
 class LogLineExporter(Exporter):
     name = "log"
 
-    def __init__(self, config: Config, resource: Resource):
-        self._file = ReopeningFile(config.log_file) if config.log_file else None
+    def __init__(self, context: ExporterContext):
+        super().__init__(context)
+        log_file = context.config.log_file
+        self._file = ReopeningFile(log_file) if log_file else None
         self.unwritten_intervals = 0  # in the current write failure
 
-    def export(self, snapshot: Snapshot) -> None:
-        lines = format_lines(snapshot)
+    def export(self, interval: Interval) -> None:
+        lines = format_lines(interval.snapshot)
         if not lines:
             return
         text = "\n".join(lines) + "\n"

@@ -1,9 +1,9 @@
 """OTLP to the ADOT collector on the node: gRPC by default, or http/protobuf.
 
-Exports follow collections: every :meth:`OtlpExporter.export` only wakes a worker thread that encodes the
-frame of the Snapshot just collected (otlp_encoder.py) and sends it (otlp_transport.py), so the agent loop
+Exports follow collections: every :meth:`OtlpExporter.export` only keeps the Interval and wakes a worker
+thread that encodes it (otlp_encoder.py) and sends it (otlp_transport.py), so the agent loop
 never waits on the network. The SDK's reader and exporter did the same work (its collect and its per-point
-encoder) in 26 ms of CPU per export of a p5.48xlarge; frame + encoder here take 3 ms, because everything
+encoder) in 26 ms of CPU per export of a p5.48xlarge; interval + encoder here take 3 ms, because everything
 but the values is cached (benchmarks/collection_cycle.py, both on the same busy 2-core machine), and
 carry counters at or above 2**63, on which the SDK's encoder raised and the whole export was lost.
 
@@ -20,16 +20,14 @@ import logging
 import os
 import threading
 import time
-from typing import Mapping, Optional
-
-from opentelemetry.sdk.resources import Resource
+from typing import Callable, Mapping, Optional, Union
 
 from otel_efa import __version__
-from otel_efa.config import Config
-from otel_efa.exporters import Exporter
+from otel_efa.exporters import Exporter, ExporterContext
 from otel_efa.exporters.otlp_encoder import OtlpEncoder
 from otel_efa.exporters.otlp_transport import ExportFailed, GrpcSender, HttpSender, problem, short
 from otel_efa.otlp_settings import OtlpSettings, resolve_settings
+from otel_efa.pipeline.interval import Interval
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +47,9 @@ def _sender(settings: OtlpSettings):
 class OutageReporter:
     """One warning when exports start failing, one when they work again; nothing per attempt."""
 
-    def __init__(self, endpoint: str):
+    def __init__(self, endpoint: str, clock: Callable[[], float] = time.monotonic):
         self.endpoint = endpoint
+        self._clock = clock
         self.failing_since: Optional[float] = None
         self.failed_exports = 0
         self.exports = 0
@@ -60,7 +59,7 @@ class OutageReporter:
         self.exports += 1
         if self.failing_since is not None:
             log.warning("OTLP export to %s works again after %.0f s (%d failed attempts); the cumulative "
-                        "totals it carries are whole", self.endpoint, time.monotonic() - self.failing_since,
+                        "totals it carries are whole", self.endpoint, self._clock() - self.failing_since,
                         self.failed_exports)
             self.failing_since = None
             self.failed_exports = 0
@@ -70,7 +69,7 @@ class OutageReporter:
             return
         self.failed_exports += 1
         if self.failing_since is None:
-            self.failing_since = time.monotonic()
+            self.failing_since = self._clock()
             log.warning("OTLP export to %s is failing (%s); collection goes on, nothing is queued, and the "
                         "totals will be whole once the collector is back", self.endpoint,
                         problem or "no reason given")
@@ -89,27 +88,29 @@ def warn_if_delta_requested(environ: Mapping[str, str] = os.environ) -> bool:
 class OtlpExporter(Exporter):
     name = "otlp"
 
-    def __init__(self, config: Config, resource: Resource):
-        self.settings = resolve_settings(config.otlp)
+    def __init__(self, context: ExporterContext):
+        super().__init__(context)
+        self.settings = resolve_settings(context.config.otlp)
         for note in self.settings.notes:
             log.warning("%s", note)
         warn_if_delta_requested()
-        self.reporter = OutageReporter(self.settings.endpoint)
-        self._encoder = OtlpEncoder(resource, "otel_efa", __version__)  # counters start with the agent
-        self._sender = None
+        self.reporter = OutageReporter(self.settings.endpoint, context.clock)
+        self._encoder = OtlpEncoder(context.resource, "otel_efa", __version__)  # counters start with the agent
+        self._latest: Optional[Interval] = None  # the newest Interval pushed; replaced whole
+        self._sender: Optional[Union[GrpcSender, HttpSender]] = None
         self._rejections_logged = False
         self._wanted = threading.Event()
         self._last = threading.Event()
         self._worker: Optional[threading.Thread] = None
 
     def start(self) -> None:
-        assert self.frames is not None, "attach_frames() first"
         self._sender = _sender(self.settings)
         self._worker = threading.Thread(target=self._send_loop, name="otlp-export", daemon=True)
         self._worker.start()
         log.info("OTLP (%s) to %s", self.settings.protocol, self.settings.endpoint)
 
-    def export(self, snapshot) -> None:
+    def export(self, interval: Interval) -> None:
+        self._latest = interval
         self._wanted.set()  # collections arriving while a send is under way coalesce into one
 
     def _send_loop(self) -> None:
@@ -128,9 +129,15 @@ class OtlpExporter(Exporter):
             if final:
                 return
 
-    def export_now(self) -> bool:
-        """Encode the latest frame and send it, once; True when the collector took it."""
-        body = self._encoder.encode(self.frames.current())
+    def export_now(self, interval: Optional[Interval] = None) -> bool:
+        """Encode ``interval`` (by default the latest pushed) and send it, once; True when the collector took
+        it (False, and nothing sent, before the first collection)."""
+        interval = interval or self._latest
+        if interval is None:
+            return False
+        body = self._encoder.encode(interval)  # the serialized request
+        if self._sender is None:
+            return False
         try:
             response = self._sender.send(body)
         except ExportFailed as e:

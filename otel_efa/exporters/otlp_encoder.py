@@ -1,4 +1,4 @@
-"""The serialized OTLP ExportMetricsServiceRequest of a Frame, patched into a template.
+"""The serialized OTLP ExportMetricsServiceRequest of an Interval, patched into a template.
 
 What the SDK's exporter sends for the same instruments (tests/test_otlp_encoder.py compares the two):
 one resource, one scope, and per metric its name, unit, description and points. Counters are cumulative
@@ -35,7 +35,7 @@ from otel_efa.exporters.protobuf_wire import (
     message_field,
     string_field,
 )
-from otel_efa.pipeline.frame import Frame
+from otel_efa.pipeline.interval import Interval
 
 # Tag bytes (field number << 3 | wire type) of what the template writes by hand.
 AS_INT_TAG = 6 << 3 | FIXED64  # NumberDataPoint.as_int, sfixed64
@@ -135,7 +135,7 @@ class _MetricTemplate(NamedTuple):
 
 
 class OtlpEncoder:
-    """Encodes frames for one resource and one scope. Not thread-safe: the OTLP worker is its only caller.
+    """Encodes intervals for one resource and one scope. Not thread-safe: the OTLP worker is its only caller.
 
     A layout is kept per set of series seen lately (a gauge that comes and goes, such as the rail imbalance
     of a node that turns idle, switches between two), and each metric's part per metric, so a new layout
@@ -153,10 +153,10 @@ class OtlpEncoder:
         self._layouts: List[_Layout] = []  # the most recently used first
         self._metrics: Dict[str, _MetricTemplate] = {}  # metric name -> its latest part
 
-    def encode(self, frame: Frame) -> bytes:
-        """The serialized ExportMetricsServiceRequest of ``frame``."""
-        now = int(frame.snapshot.wall_time * 1e9) if frame.snapshot is not None else time.time_ns()
-        metrics = frame.metrics
+    def encode(self, interval: Interval) -> bytes:
+        """The serialized ExportMetricsServiceRequest of ``interval``."""
+        now = int(interval.snapshot.wall_time * 1e9)
+        metrics = interval.metrics
         shape, attributes, values = columns(metrics)
         layout = self._layout(metrics, shape, attributes)
         types = tuple(map(type, values))
@@ -183,7 +183,7 @@ class OtlpEncoder:
         return layout
 
     def _build(self, metrics, shape: list, attributes: tuple) -> _Layout:
-        encoded: Dict[int, bytes] = {}  # id(attributes) -> its KeyValue fields (the frame holds them meanwhile)
+        encoded: Dict[int, bytes] = {}  # id(attributes) -> its KeyValue fields (the interval holds them meanwhile)
         parts = [self._metric(spec, series, encoded) for spec, series in metrics]
         scope_size = len(self._scope_field) + sum(part.size for part in parts)
         scope_metrics_field = length_delimited(2, scope_size)

@@ -10,7 +10,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from typing import Optional
+from typing import List, Optional
 from urllib.parse import urlparse
 
 from otel_efa.exporters.protobuf_wire import DecodeError, ExportResponse, parse_export_response
@@ -41,7 +41,8 @@ def problem(error: BaseException) -> str:
 def read_capped(reply, deadline: float, cap: int = REPLY_BODY_CAP) -> bytes:
     """The reply body, or ExportFailed when it is larger than ``cap`` or still coming at ``deadline`` (the
     socket timeout bounds each read, not a body that trickles forever)."""
-    parts, size = [], 0
+    parts: List[bytes] = []
+    size = 0
     while True:
         chunk = reply.read(min(READ_CHUNK, cap + 1 - size))
         if not chunk:
@@ -149,7 +150,7 @@ class HttpSender:
             e.close()  # its body is never read
             raise ExportFailed(short(f"HTTP {e.code} {e.reason}")) from None
         except urllib.error.URLError as e:
-            raise ExportFailed(short(e.reason)) from None
+            raise ExportFailed(short(str(e.reason))) from None
         # A timeout or a reset (OSError, ssl errors included), a peer that speaks no HTTP (BadStatusLine,
         # LineTooLong), a reply cut short (IncompleteRead, RemoteDisconnected), a body that is no protobuf
         # (DecodeError): each is an outage like a refused connection, never a traceback.

@@ -1,4 +1,4 @@
-"""Prometheus text exposition (format 0.0.4) of a Frame, with everything but the values cached.
+"""Prometheus text exposition (format 0.0.4) of an Interval, with everything but the values cached.
 
 The output is what opentelemetry-exporter-prometheus 0.66 serves for the same instruments (dashboards,
 alert rules and tests depend on it): names from ``MetricSpec.prometheus_name``, HELP from the description,
@@ -24,6 +24,7 @@ loops, no per-sample Python. The pieces are rebuilt when the series change (comp
 mappings, identity first, content when not the same object). A value of another type, or a float that is
 not finite (NaN, ±Inf), takes :func:`sample_value` for that render.
 """
+import functools
 import json
 import logging
 import math
@@ -33,7 +34,7 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tup
 from otel_efa import names
 from otel_efa.catalog import Kind, MetricSpec, prometheus_name
 from otel_efa.exporters.columns import columns
-from otel_efa.pipeline.frame import Frame
+from otel_efa.pipeline.interval import Interval
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class _MetricText(NamedTuple):
 
 
 class PrometheusRenderer:
-    """Renders frames for one resource and one instrumentation scope. Not thread-safe: one caller at a time.
+    """Renders intervals for one resource and one instrumentation scope. Not thread-safe: one caller at a time.
 
     A template is kept per set of series seen lately (a gauge that comes and goes switches between two),
     and each metric's text per metric, so a new template only formats the metrics whose series changed.
@@ -126,14 +127,14 @@ class PrometheusRenderer:
         self._headers: Dict[str, Tuple[str, str]] = {}  # metric name -> (HELP/TYPE lines, sample name)
         self._names = names.UniqueNames(reserved=(TARGET_INFO,))
         self._prometheus_names: Dict[str, str] = {}  # OTel name -> the Prometheus name it was given
-        self._named_series: tuple = ()  # the instrumentor's series the names were given for
+        self._named_specs: tuple = ()  # the registered metrics the names were given for
         self._templates: List[_Template] = []  # the most recently used first
         self._metrics: Dict[str, _MetricText] = {}  # metric name -> its latest text
 
-    def render(self, frame: Frame) -> bytes:
-        if frame.series is not self._named_series:
-            self._name_series(frame.series)
-        metrics = frame.metrics
+    def render(self, interval: Interval) -> bytes:
+        if interval.specs is not self._named_specs:
+            self._name_series(interval.specs)
+        metrics = interval.metrics
         shape, attributes, values = columns(metrics)
         template = self._template(metrics, shape, attributes)
         if set(map(type, values)) <= _TYPED and _finite(values):
@@ -165,7 +166,8 @@ class PrometheusRenderer:
             return text
         header, name = self._header(spec)
         keys = frozenset(key for point_attributes in attributes for key in point_attributes)
-        pieces, current = [], header
+        pieces: List[str] = []
+        current = header
         for point_attributes in attributes:
             label_text = labels.get((id(point_attributes), keys))
             if label_text is None:
@@ -182,20 +184,20 @@ class PrometheusRenderer:
         labels.update(self._scope)
         return labels_text(labels.items())
 
-    def _name_series(self, series) -> None:
+    def _name_series(self, specs) -> None:
         """Give every metric not named yet its Prometheus name; the ones already named keep theirs."""
-        new = [spec for spec, _ in series if spec.name not in self._prometheus_names]
+        new = [spec for spec in specs if spec.name not in self._prometheus_names]
         # of the new, a name that is a Prometheus name already claims first: efa_a_b before efa_a.b
         new.sort(key=lambda spec: names.prometheus_metric_name(spec.name) != spec.name)
         for spec in new:
             base = names.prometheus_metric_name(spec.name)
-            name = self._names.claim(base, build=lambda b, spec=spec: prometheus_name(b, spec.kind, spec.unit),
-                                     also=_family_names, key=spec.name)
+            name = self._names.claim(base, build=functools.partial(_family_name, spec=spec), also=_family_names,
+                                     key=spec.name)
             if name != spec.prometheus_name:
                 log.warning("%s is %s on the Prometheus page (%s is another metric's name there)",
                             spec.name, name, spec.prometheus_name)
             self._prometheus_names[spec.name] = name
-        self._named_series = series
+        self._named_specs = specs
 
     def _header(self, spec: MetricSpec) -> Tuple[str, str]:
         header = self._headers.get(spec.name)
@@ -217,6 +219,11 @@ def _finite(values: tuple) -> bool:
         return math.isfinite(sum(values))
     except OverflowError:  # ints too large for a float
         return False
+
+
+def _family_name(base: str, spec: MetricSpec) -> str:
+    """The Prometheus family name of ``spec`` when its base name is ``base``."""
+    return prometheus_name(base, spec.kind, spec.unit)
 
 
 def _family_names(name: str) -> Tuple[str, ...]:

@@ -2,8 +2,11 @@
 
 None of this may slow the collection loop: IMDS can be down, squeue can hang on a sick slurmctld.
 So an :class:`Attribution` works on its own thread, keeps its answers in immutable dictionaries that
-the instrument callbacks read without locks, and calls ``on_change`` (the instrumentor's
-``forget_attributes``) when an answer changes. Whatever it does not know yet is simply left out.
+the instrumentor reads without locks, and calls ``on_change`` (the instrumentor's ``forget_attributes``)
+when an answer changes. Whatever it does not know yet is simply left out. The topology is the exception:
+local and quick, it is placed by the agent loop itself (:meth:`Attribution.place`) from the PCI identity
+the sysfs reader read when it discovered each device, so a new device's ``efa_device_info`` is in the
+very Interval that first has the device.
 """
 import logging
 import threading
@@ -14,11 +17,13 @@ from otel_efa import catalog
 from otel_efa.config import Config
 from otel_efa.node.eni import EniResolver, mac_from_link_local
 from otel_efa.node.imds import ImdsClient
+from otel_efa.node.pci import PciFunction
 from otel_efa.node.slurm import SlurmJobs
-from otel_efa.node.topology import info_attributes, read_topology
+from otel_efa.node.topology import info_attributes, topologies
 from otel_efa.pipeline.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
+_UNPLACED = object()
 
 
 class Attribution:
@@ -37,7 +42,7 @@ class Attribution:
         self._macs: Dict[str, str] = {}  # device -> MAC, from its port's gids/0
         self._device_extra: Dict[str, Dict[str, str]] = {}
         self._info: Dict[str, Dict[str, str]] = {}
-        self._topology_read = False
+        self._placed: Dict[str, Optional[PciFunction]] = {}  # device -> the PCI identity it was placed from
         self._jobs: Tuple[str, ...] = ()
         self._jobs_due = 0.0
         self._stop = threading.Event()
@@ -61,9 +66,8 @@ class Attribution:
 
     # --- the work ------------------------------------------------------------------------------
     def refresh(self, snapshot: Optional[Snapshot]) -> bool:
-        """One pass: topology of new devices, ENI ids still missing, jobs when due. True if anything changed."""
-        names = tuple(d.name for d in snapshot.devices) if snapshot is not None else ()
-        changed = self.refresh_topology(names)
+        """One pass: ENI ids still missing, jobs when due. True if anything changed."""
+        changed = False
         if snapshot is not None:
             unseen = [device for device in snapshot.devices if device.name not in self._macs]
             if unseen:  # a device's MAC does not change: work it out once
@@ -87,12 +91,17 @@ class Attribution:
             self._rebuild_device_attributes()
         return changed
 
-    def refresh_topology(self, names: Tuple[str, ...] = ()) -> bool:
-        """Read the PCI tree the first time and whenever a device we have not placed shows up."""
-        if self._topology_read and all(name in self._info for name in names):
+    def place(self, snapshot: Snapshot) -> bool:
+        """The topology of the snapshot's devices, worked out again when a device shows up that we have not
+        placed, or with another PCI identity (rediscovered); the accelerators are looked up again then. True
+        when the device_info attributes changed. Called by the collection loop: PCI identities come with the
+        devices (read once at discovery), only the accelerators are read here."""
+        placed = self._placed
+        if all(placed.get(device.name, _UNPLACED) is device.info.pci for device in snapshot.devices):
             return False
-        self._topology_read = True
-        info = {name: info_attributes(t) for name, t in read_topology(self.sysfs_root).items()}
+        self._placed = {device.name: device.info.pci for device in snapshot.devices}
+        found = topologies(self.sysfs_root, {device.name: device.info.pci for device in snapshot.devices})
+        info = {name: info_attributes(t) for name, t in found.items()}
         if info == self._info:
             return False
         self._info = info
@@ -111,11 +120,10 @@ class Attribution:
 
     # --- the thread ----------------------------------------------------------------------------
     def start(self, latest: Callable[[], Optional[Snapshot]], on_change: Callable[[], None]) -> None:
-        """Read the topology now (cheap, local), then work on a thread until :meth:`stop`.
+        """Work on a thread until :meth:`stop`.
 
         IMDS and squeue are only ever asked on the thread: neither can delay start-up or collection.
         """
-        self.refresh_topology()
         self._thread = threading.Thread(target=self._run, args=(latest, on_change), name="otel-efa-attribution",
                                         daemon=True)
         self._thread.start()

@@ -10,9 +10,9 @@ the kernel's ``efa_N`` or rdma-core's udev name by PCI address, ``rdmap<bus>s<sl
 """
 import os
 import re
-from typing import Tuple
+from typing import Optional, Tuple
 
-from otel_efa.node.sysfs_file import read_text
+from otel_efa.node.pci import PciFunction
 
 AMAZON_VENDOR = "0x1d0f"
 EFA_DRIVER = "efa"
@@ -20,15 +20,11 @@ _PCI_VENDOR = re.compile(r"^0x[0-9a-f]{4}$")
 _EFA_NAME = re.compile(r"^(efa_[0-9]+|rdmap[0-9]+s[0-9]+(f[0-9]+)?)$")
 
 
-def classify(device_path: str) -> Tuple[bool, str]:
-    """(is EFA, why) for ``<root>/class/infiniband/<name>``; never raises, never blocks."""
+def classify(device_path: str, function: Optional[PciFunction]) -> Tuple[bool, str]:
+    """(is EFA, why) for ``<root>/class/infiniband/<name>`` and the PCI function behind it, as
+    ``pci.function_of`` read it (None without a PCI link); never raises, never blocks."""
     name = os.path.basename(device_path)
-    vendor = ""
-    if os.path.islink(os.path.join(device_path, "device")):
-        try:
-            vendor = read_text(os.path.join(device_path, "device", "vendor"), 64).lower()
-        except OSError:
-            vendor = ""
+    vendor = function.vendor.lower() if function is not None else ""
     if _PCI_VENDOR.match(vendor):  # garbage there says nothing: fall back on the driver and the name
         return vendor == AMAZON_VENDOR, f"PCI vendor {vendor}"
     driver = os.path.join(device_path, "device", "driver")

@@ -81,7 +81,8 @@ class SlurmJobs:
         if process is not None:
             _kill_group(process)
 
-    def _failed(self, message: str) -> None:
+    def _failed(self, message: str) -> Optional[Tuple[str, ...]]:
+        """None (squeue cannot say), after counting the failure and saying it once."""
         self.failures += 1
         if not self._failing:
             log.warning("job attribution: %s; no slurm.job.id until it answers", message)

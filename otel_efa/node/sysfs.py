@@ -8,348 +8,54 @@ Layout (linux ``drivers/infiniband/core/sysfs.c``, ``drivers/infiniband/hw/efa/e
     <root>/class/infiniband/<dev>/ports/<n>/{state,phys_state,rate,link_layer,gids/0}
     <root>/class/infiniband/<dev>/{node_guid,fw_ver,device -> PCI function}
 
-Counter files are opened once and re-read with ``os.pread(fd, n, 0)``: kernfs re-renders a seq_file
-attribute on every read at offset 0, so a kept-open descriptor gives fresh values at the cost of one
-syscall. Parsing is a pure function (:func:`parse_counter`) so it can be tested and fuzzed alone.
+Counter files are opened once and re-read with ``os.pread(fd, n, 0)`` (counter_files.py); one pass reads every
+counter of every device laid end to end (:class:`_Plan`). Parsing is pure functions (counter_text.py), the
+reasons a read fails are read_errors.py's, and a device's PCI identity is read once, at discovery, by
+pci.py. This module discovers the devices and puts each read together (reading.py has its shape).
 """
-import errno
-import math
 import os
-import re
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from otel_efa import catalog
-from otel_efa.node import efa_devices, sysfs_file
+from otel_efa.node import efa_devices, pci
+from otel_efa.node.counter_files import CounterSet, TextFile, WatchedDir, read_attribute, read_u64s
+from otel_efa.node.counter_text import (
+    READ_SIZE,
+    U64_MAX,
+    natural_key,
+    parse_counter,
+    parse_rate_gbps,
+    parse_state,
+)
+from otel_efa.node.pci import parse_numa_node
+from otel_efa.node.read_errors import (
+    IO,
+    MISSING,
+    NOT_AVAILABLE,
+    PARSE,
+    PERMISSION,
+    REASONS,
+    CounterValueError,
+    ReadError,
+    reason_for_oserror,
+)
+from otel_efa.node.reading import DeviceInfo, DeviceReading, PortReading, Reading
 
-U64_MAX = (1 << 64) - 1
-READ_SIZE = 64  # a u64 in decimal is at most 20 digits and a newline
-
-# Error reasons, the values of the ``reason`` attribute of ``otel_efa_read_errors``.
-MISSING = "missing"
-PERMISSION = "permission"
-NOT_AVAILABLE = "not_available"
-PARSE = "parse"
-IO = "io"
-REASONS = (MISSING, PERMISSION, NOT_AVAILABLE, PARSE, IO)
-
-_ERRNO_REASON = {
-    errno.ENOENT: MISSING,
-    errno.ENODEV: MISSING,
-    errno.ENXIO: MISSING,
-    errno.EACCES: PERMISSION,
-    errno.EPERM: PERMISSION,
-    errno.EOPNOTSUPP: NOT_AVAILABLE,
-    errno.EINVAL: NOT_AVAILABLE,
-}
-
-
-# What awsefareceiver takes to mean "this counter is not available here" when it meets it at discovery:
-# such a counter is logged once, counted once under NOT_AVAILABLE, and quietly retried each read.
-_NOT_AVAILABLE_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL})
-
-
-class CounterValueError(ValueError):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
-# All a counter file may hold: ASCII digits and the whitespace around them. int() alone also takes a sign
-# ("+5", "-0") and digit separators ("1_000"), which no kernel writes.
-_DECIMAL = b"0123456789 \t\n\r\x0b\x0c"
-
-
-def parse_counter(data: bytes) -> int:
-    """One counter file's content as an int in 0..2**64-1, or CounterValueError saying why not.
-
-    ``data`` is one read of READ_SIZE bytes: a full buffer means the file is longer than any u64 line,
-    and is refused rather than judged by its beginning.
-    """
-    text = data.strip()
-    if text.startswith(b"N/A"):
-        raise CounterValueError(NOT_AVAILABLE, f"counter not available ({text[:32]!r})")
-    if len(data) >= READ_SIZE:
-        raise CounterValueError(PARSE, f"longer than {READ_SIZE - 1} bytes: {text[:32]!r}...")
-    try:
-        if data.translate(None, _DECIMAL):
-            raise ValueError
-        value = int(text)
-    except ValueError:
-        raise CounterValueError(PARSE, f"not a decimal number: {text[:32]!r}") from None
-    if value > U64_MAX:
-        raise CounterValueError(PARSE, f"not a u64: {text[:32]!r}")
-    return value
-
-
-def reason_for_oserror(error: OSError) -> str:
-    return _ERRNO_REASON.get(error.errno, IO)
-
-
-def parse_rate_gbps(text: str) -> Optional[float]:
-    """``100 Gb/sec (4X EDR)`` -> 100.0; None for anything else, a speed not positive and finite too."""
-    parts = text.split()
-    if len(parts) >= 2 and parts[1].startswith("Gb/s"):
-        try:
-            gbps = float(parts[0])
-        except ValueError:
-            return None
-        return gbps if 0 < gbps < math.inf else None  # float() also takes "nan", "inf", "-100"
-    return None
-
-
-def parse_state(text: str) -> Tuple[Optional[int], str]:
-    """``4: ACTIVE`` -> (4, "ACTIVE")."""
-    number, _, name = text.partition(":")
-    try:
-        return int(number), name.strip()
-    except ValueError:
-        return None, text.strip()
-
-
-def parse_numa_node(text: str) -> Optional[int]:
-    """A PCI function's ``numa_node`` file: the node number, or None when unknown.
-
-    The kernel writes -1 when the host has no NUMA affinity to report. Only plain ASCII digits count
-    (int() would also take "+1", "1_0" and non-ASCII digits); a node number has at most 4 digits
-    (MAX_NUMNODES is at most 1024).
-    """
-    text = text.strip()
-    return int(text) if text.isdigit() and text.isascii() and len(text) <= 4 else None
-
-
-@dataclass(frozen=True)
-class ReadError:
-    path: str
-    reason: str
-    detail: str
-    quiet: bool = False  # an expected absence (N/A, EOPNOTSUPP...): logged at info, not as a warning
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    """What does not change while a device exists; read once at discovery."""
-
-    node_guid: str = ""
-    fw_ver: str = ""
-    pci_address: str = ""
-    pci_vendor: str = ""
-    numa_node: Optional[int] = None
-    local_cpulist: str = ""
-
-
-class PortReading(NamedTuple):  # tuples: a p5 builds 64 of these per read, and they are cheap
-    port: str
-    counters: Dict[str, int]
-    state: str  # "ACTIVE", or "" when unreadable
-    rate_text: str  # the rate file, e.g. "100 Gb/sec (4X EDR)"
-    gid0: str = ""
-    phys_state: str = ""  # the phys_state file, e.g. "5: LinkUp"; "" when unreadable
-
-
-class DeviceReading(NamedTuple):
-    name: str
-    generation: int  # bumped each time the device is (re)discovered, so rates restart with it
-    counters: Dict[str, int]
-    ports: Tuple[PortReading, ...]
-    info: DeviceInfo
-
-
-@dataclass(frozen=True)
-class Reading:
-    devices: Tuple[DeviceReading, ...]
-    errors: Tuple[ReadError, ...]  # what failed in this read
-    # Files skipped since discovery and still skipped: counters not available, and anything that is not a
-    # regular file where one belongs. The same objects every read until one changes, so a consumer can
-    # log and count each once.
-    unavailable: Tuple[ReadError, ...] = ()
-    ignored: Tuple[Tuple[str, str], ...] = ()  # (RDMA device, why it is not EFA), e.g. an mlx5 HCA
-
-
-def _read_text(path: str, skipped: Optional[List[ReadError]] = None) -> str:
-    """An attribute read once, "" when it cannot be; something that is not a file is noted in ``skipped``."""
-    try:
-        return sysfs_file.read_text(path)
-    except sysfs_file.NotAFile as e:
-        if skipped is not None:
-            skipped.append(ReadError(path, NOT_AVAILABLE, e.strerror))
-        return ""
-    except OSError:
-        return ""
-
-
-def read_u64s(fds: List[int]) -> Optional[List[int]]:
-    """Every file's value in C-level passes (``pread``; ``len``, ``join`` and ``translate`` to see only
-    digits and whitespace in files shorter than the buffer; ``int``; ``max``): the common case.
-
-    None when any read fails or any content is not what :func:`parse_counter` accepts; the caller then
-    reads file by file to say what went wrong where.
-    """
-    try:
-        contents = list(map(os.pread, fds, repeat(READ_SIZE), repeat(0)))
-    except OSError:
-        return None
-    if not contents:
-        return []
-    if max(map(len, contents)) >= READ_SIZE or b"".join(contents).translate(None, _DECIMAL):
-        return None
-    try:
-        values = list(map(int, contents))
-    except ValueError:  # empty, or two numbers
-        return None
-    if max(values) > U64_MAX:
-        return None
-    return values
-
-
-_open = sysfs_file.open_attribute
-
-
-def _probe(path: str) -> Tuple[Optional[int], Optional[ReadError]]:
-    """Open a counter found at discovery and read it once: (fd, None) to keep reading it, (None, why)
-    when it is not available (:data:`_NOT_AVAILABLE_ERRNOS`, ``N/A``, not a file), (None, None) when the
-    open failed otherwise (each read retries and reports it)."""
-    try:
-        fd = _open(path)
-    except sysfs_file.NotAFile as e:
-        return None, ReadError(path, NOT_AVAILABLE, e.strerror)
-    except OSError as e:
-        if e.errno in _NOT_AVAILABLE_ERRNOS:
-            return None, ReadError(path, NOT_AVAILABLE, e.strerror or str(e), quiet=True)
-        return None, None
-    try:
-        parse_counter(os.pread(fd, READ_SIZE, 0))
-    except CounterValueError as e:
-        if e.reason == NOT_AVAILABLE:
-            os.close(fd)
-            return None, ReadError(path, NOT_AVAILABLE, str(e), quiet=True)
-    except OSError as e:
-        if e.errno in _NOT_AVAILABLE_ERRNOS:
-            os.close(fd)
-            return None, ReadError(path, NOT_AVAILABLE, e.strerror or str(e), quiet=True)
-    return fd, None
-
-
-@dataclass
-class _CounterSet:
-    """The open counter files of one hw_counters directory (or the port counters of one port)."""
-
-    names: List[str] = field(default_factory=list)
-    paths: List[str] = field(default_factory=list)
-    fds: List[Optional[int]] = field(default_factory=list)
-    unavailable: List[Tuple[str, ReadError]] = field(default_factory=list)  # (name, why), outside the plan
-
-    def add(self, name: str, path: str) -> None:
-        """Open and probe now; a counter not available stays out of the reads (see :meth:`retry`), a
-        file that cannot be opened otherwise is retried, and reported, by each read."""
-        fd, why = _probe(path)
-        if why is not None:
-            self.unavailable.append((name, why))
-            return
-        self.names.append(name)
-        self.paths.append(path)
-        self.fds.append(fd)
-
-    def retry(self) -> bool:
-        """Probe the counters not available again (a mode fixed, a FIFO replaced); True when one joined."""
-        if not self.unavailable:
-            return False
-        still = []
-        for name, why in self.unavailable:
-            fd, again = _probe(why.path)
-            if again is not None:
-                still.append((name, why if again == why else again))
-                continue
-            self.names.append(name)
-            self.paths.append(why.path)
-            self.fds.append(fd)
-        joined = len(still) < len(self.unavailable)
-        self.unavailable = still
-        return joined
-
-    def read_into(self, out: Dict[str, int], errors: List[ReadError]) -> bool:
-        """Read every counter into ``out``; False when the device looks gone (ENODEV/ENOENT)."""
-        values = read_u64s(self.fds) if None not in self.fds else None  # type: ignore[arg-type]
-        if values is None:
-            return self._read_each(out, errors)
-        out.update(zip(self.names, values))
-        return True
-
-    def _read_each(self, out: Dict[str, int], errors: List[ReadError]) -> bool:
-        alive = True
-        fds = self.fds
-        for i, fd in enumerate(fds):
-            if fd is None:
-                try:
-                    fd = fds[i] = _open(self.paths[i])
-                except sysfs_file.NotAFile as e:
-                    errors.append(ReadError(self.paths[i], NOT_AVAILABLE, e.strerror))
-                    continue
-                except OSError as e:
-                    errors.append(ReadError(self.paths[i], reason_for_oserror(e), e.strerror or str(e)))
-                    continue
-            try:
-                data = os.pread(fd, READ_SIZE, 0)
-            except OSError as e:
-                reason = reason_for_oserror(e)
-                errors.append(ReadError(self.paths[i], reason, e.strerror or str(e), quiet=reason == NOT_AVAILABLE))
-                if reason == MISSING:
-                    alive = False
-                continue
-            try:
-                out[self.names[i]] = parse_counter(data)
-            except CounterValueError as e:
-                errors.append(ReadError(self.paths[i], e.reason, str(e), quiet=e.reason == NOT_AVAILABLE))
-        return alive
-
-    def close(self) -> None:
-        for fd in self.fds:
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self.fds = [None] * len(self.fds)
-
-
-class _TextFile:
-    """A small attribute file (the port state) kept open and re-read like the counters."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.fd: Optional[int] = None
-        self.skipped: Optional[ReadError] = None  # set while something not a file sits at the path
-
-    def read(self) -> str:
-        try:
-            if self.fd is None:
-                self.fd = _open(self.path)
-                self.skipped = None
-            return os.pread(self.fd, 256, 0).decode("ascii", "replace").strip()
-        except sysfs_file.NotAFile as e:
-            if self.skipped is None:
-                self.skipped = ReadError(self.path, NOT_AVAILABLE, e.strerror)
-            return ""
-        except OSError:
-            return ""
-
-    def close(self) -> None:
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = None
+# What other modules have always imported from here.
+__all__ = ["IO", "MISSING", "NOT_AVAILABLE", "PARSE", "PERMISSION", "READ_SIZE", "REASONS", "U64_MAX",
+           "CounterValueError", "DeviceInfo", "DeviceReading", "PortReading", "ReadError", "Reading", "SysfsReader",
+           "natural_key", "parse_counter", "parse_numa_node", "parse_rate_gbps", "parse_state", "read_u64s",
+           "reason_for_oserror"]
 
 
 @dataclass
 class _Port:
     port: str
     path: str
-    counters: _CounterSet
-    state: _TextFile
-    phys_state: _TextFile
+    counters: CounterSet
+    state: TextFile
+    phys_state: TextFile
     rate_text: str  # read at discovery: the link rate does not change while the device exists
     gid0: str
 
@@ -359,13 +65,14 @@ class _Device:
     name: str
     path: str
     generation: int
-    counters: _CounterSet  # device-level counters, wherever the kernel put them
+    counters: CounterSet  # device-level counters, wherever the kernel put them
     ports: List[_Port]
     info: DeviceInfo
-    watched: List["_WatchedDir"] = field(default_factory=list)
+    watched: List["WatchedDir"] = field(default_factory=list)
     skipped: List[ReadError] = field(default_factory=list)  # attribute files read once that were not files
+    identity: Optional["_Identity"] = None  # kept for a re-listing in place (not read again)
 
-    def counter_sets(self) -> List[Tuple[str, _CounterSet]]:
+    def counter_sets(self) -> List[Tuple[str, CounterSet]]:
         """("", device counters) then (port, port counters) for each port."""
         return [("", self.counters)] + [(port.port, port.counters) for port in self.ports]
 
@@ -388,12 +95,6 @@ class _Device:
         return found
 
 
-def natural_key(name: str) -> Tuple:
-    """``rdmap16s0`` before ``rdmap128s0``, ``efa_2`` before ``efa_10``. The digit runs are the odd parts
-    (str.isdigit() also holds for "¹", which int() refuses: a file of that name stopped every read)."""
-    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name)))
-
-
 def _list_dir(path: str) -> List[str]:
     try:
         return sorted(os.listdir(path), key=natural_key)
@@ -401,49 +102,23 @@ def _list_dir(path: str) -> List[str]:
         return []
 
 
-def _device_info(path: str, skipped: List[ReadError]) -> DeviceInfo:
-    pci_path = os.path.realpath(os.path.join(path, "device"))
-    has_pci = os.path.islink(os.path.join(path, "device"))
-
-    def pci(name: str) -> str:
-        return _read_text(os.path.join(pci_path, name), skipped) if has_pci else ""
-
-    return DeviceInfo(
-        node_guid=_read_text(os.path.join(path, "node_guid"), skipped),
-        fw_ver=_read_text(os.path.join(path, "fw_ver"), skipped),
-        pci_address=os.path.basename(pci_path) if has_pci else "",
-        pci_vendor=pci("vendor"),
-        numa_node=parse_numa_node(pci("numa_node")) if has_pci else None,
-        local_cpulist=pci("local_cpulist"),
-    )
+class _Identity(NamedTuple):
+    info: DeviceInfo
+    skipped: List[ReadError]  # its attribute files that were not files
 
 
-class _WatchedDir:
-    """A counter directory kept open: one ``fstat`` a read tells whether its entries changed
-    (mtime) or it was removed (no links left), without a path lookup."""
-
-    SAME, CHANGED, REPLACED = "same", "changed", "replaced"
-
-    def __init__(self, path: str):
-        self.path = path
-        try:
-            self.fd: Optional[int] = sysfs_file.open_directory(path)
-            self.mtime_ns: Optional[int] = os.fstat(self.fd).st_mtime_ns
-        except OSError:
-            self.fd, self.mtime_ns = None, None
-
-    def check(self) -> str:
-        if self.fd is None:
-            return self.CHANGED if os.path.isdir(self.path) else self.SAME
-        st = os.fstat(self.fd)
-        if st.st_nlink == 0:
-            return self.REPLACED
-        return self.SAME if st.st_mtime_ns == self.mtime_ns else self.CHANGED
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+def _read_identity(path: str) -> Tuple[bool, str, _Identity]:
+    """(is EFA, why, identity) of the RDMA device at ``path``: its PCI function read once, for the
+    classification and for as long as the device exists."""
+    pci_skipped: List[ReadError] = []
+    function = pci.function_of(path, pci_skipped)
+    efa, why = efa_devices.classify(path, function)
+    skipped: List[ReadError] = []
+    if not efa:
+        return efa, why, _Identity(DeviceInfo(pci=function), skipped)
+    node_guid = read_attribute(os.path.join(path, "node_guid"), skipped)
+    fw_ver = read_attribute(os.path.join(path, "fw_ver"), skipped)
+    return efa, why, _Identity(DeviceInfo(node_guid=node_guid, fw_ver=fw_ver, pci=function), skipped + pci_skipped)
 
 
 def _counter_dirs(path: str) -> List[str]:
@@ -452,10 +127,10 @@ def _counter_dirs(path: str) -> List[str]:
     return dirs
 
 
-def _discover_device(name: str, path: str, generation: int) -> _Device:
+def _discover_device(name: str, path: str, generation: int, identity: _Identity) -> _Device:
     # Note the directories' identity first: a change after this point is seen on the next read.
-    watched = [_WatchedDir(d) for d in _counter_dirs(path)]
-    device_counters = _CounterSet()
+    watched = [WatchedDir(d) for d in _counter_dirs(path)]
+    device_counters = CounterSet()
     for counter in _list_dir(os.path.join(path, "hw_counters")):
         if counter not in catalog.NOT_COUNTERS:
             device_counters.add(counter, os.path.join(path, "hw_counters", counter))
@@ -463,7 +138,7 @@ def _discover_device(name: str, path: str, generation: int) -> _Device:
     skipped: List[ReadError] = []
     for port in _list_dir(os.path.join(path, "ports")):
         port_path = os.path.join(path, "ports", port)
-        port_counters = _CounterSet()
+        port_counters = CounterSet()
         for counter in _list_dir(os.path.join(port_path, "hw_counters")):
             if counter in catalog.NOT_COUNTERS:
                 continue
@@ -477,13 +152,13 @@ def _discover_device(name: str, path: str, generation: int) -> _Device:
             port=port,
             path=port_path,
             counters=port_counters,
-            state=_TextFile(os.path.join(port_path, "state")),
-            phys_state=_TextFile(os.path.join(port_path, "phys_state")),
-            rate_text=_read_text(os.path.join(port_path, "rate"), skipped),
-            gid0=_read_text(os.path.join(port_path, "gids", "0"), skipped),
+            state=TextFile(os.path.join(port_path, "state")),
+            phys_state=TextFile(os.path.join(port_path, "phys_state")),
+            rate_text=read_attribute(os.path.join(port_path, "rate"), skipped),
+            gid0=read_attribute(os.path.join(port_path, "gids", "0"), skipped),
         ))
-    info = _device_info(path, skipped)
-    return _Device(name, path, generation, device_counters, ports, info, watched, skipped)
+    return _Device(name, path, generation, device_counters, ports, identity.info, watched, skipped + identity.skipped,
+                   identity)
 
 
 def _carry_vanished(old: _Device, new: _Device) -> None:
@@ -597,9 +272,12 @@ class SysfsReader:
             present = set(os.listdir(self.class_dir))
         except OSError:
             present = set()
+        identities: Dict[str, _Identity] = {}
         for name in present - self._devices.keys() - self._ignored.keys():
-            efa, why = efa_devices.classify(os.path.join(self.class_dir, name))
-            if not efa:
+            efa, why, identity = _read_identity(os.path.join(self.class_dir, name))
+            if efa:
+                identities[name] = identity
+            else:
                 self._ignored[name] = why
         for name in self._ignored.keys() - present:
             del self._ignored[name]
@@ -611,13 +289,14 @@ class SysfsReader:
                 self._plan = None
                 continue
             states = {directory.check() for directory in device.watched}
-            if states == {_WatchedDir.SAME}:
+            if states == {WatchedDir.SAME}:
                 continue
             self._plan = None
-            if _WatchedDir.REPLACED in states:
+            if WatchedDir.REPLACED in states:
                 self._devices.pop(name).close()
             else:
-                fresh = _discover_device(name, device.path, device.generation)
+                fresh = _discover_device(name, device.path, device.generation,
+                                         device.identity or _read_identity(device.path)[2])
                 _carry_vanished(device, fresh)
                 device.close()
                 self._devices[name] = fresh
@@ -627,10 +306,11 @@ class SysfsReader:
         self._plan = None
         names = sorted(present, key=natural_key)
         for name in names:
-            if name not in self._devices:
+            if name not in self._devices:  # new, or gone stale or replaced above: its identity read anew
                 self._generation += 1
-                self._devices[name] = _discover_device(name, os.path.join(self.class_dir, name),
-                                                       self._generation)
+                path = os.path.join(self.class_dir, name)
+                identity = identities.get(name) or _read_identity(path)[2]
+                self._devices[name] = _discover_device(name, path, self._generation, identity)
         self._devices = {name: self._devices[name] for name in names}
 
     def descriptors(self) -> List[int]:

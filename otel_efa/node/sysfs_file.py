@@ -29,7 +29,8 @@ class NotAFile(OSError):
 
 def kind(mode: int) -> str:
     """``a FIFO``, ``a socket``... for an ``st_mode``; ``a regular file`` for one."""
-    return next((name for test, name in _KINDS if test(mode)), "a regular file" if stat.S_ISREG(mode) else "an odd file")
+    fallback = "a regular file" if stat.S_ISREG(mode) else "an odd file"
+    return next((name for test, name in _KINDS if test(mode)), fallback)
 
 
 def open_attribute(path: str) -> int:

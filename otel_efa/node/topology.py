@@ -11,14 +11,17 @@ Accelerators are found in ``/sys/bus/pci/devices``: NVIDIA GPUs by vendor ``0x10
 controller class (``0x03xxxx``; NVSwitches share the vendor but are bridges), Neuron devices by vendor
 ``0x1d0f`` and a device id of the Neuron driver (``aws-neuron-driver`` ``neuron_device.h``; the EFA
 devices and NVMe drives share that vendor). Pure functions over a root path, like the sysfs reader.
+
+An EFA device's own PCI identity (address, NUMA node, local CPUs, where it sits) is the one the sysfs
+reader read when it discovered the device (pci.py, ``DeviceInfo.pci``): :func:`topologies` places devices
+from those; :func:`read_topology` reads them itself for a tree no reader has open (``otel-efa topology``).
 """
 import os
-import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
-from otel_efa.node import efa_devices, sysfs_file
-from otel_efa.node.sysfs import parse_numa_node
+from otel_efa.node import efa_devices, pci
+from otel_efa.node.pci import PciFunction
 
 NVIDIA_VENDOR = "0x10de"
 AMAZON_VENDOR = "0x1d0f"
@@ -35,9 +38,6 @@ PCIE_SWITCH = "pcie_switch"  # under the same PCIe switch (bridge)
 NUMA_NODE = "numa_node"  # none under a shared bridge; these are on the same NUMA node
 NONE = "none"  # the PCI tree is readable and no accelerator is near
 UNKNOWN = "unknown"  # no PCI link (a container without /sys/devices, an odd driver)
-
-_PCI_ADDRESS = re.compile(r"^[0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-
 
 @dataclass(frozen=True)
 class Accelerator:
@@ -60,25 +60,11 @@ class DeviceTopology:
     neuron_devices: Tuple[Accelerator, ...] = ()
 
 
-def _read(path: str) -> str:
-    """The attribute's text, "" when unreadable or not a regular file (never blocks: a FIFO here must not
-    hang start-up; the sysfs reader logs the EFA devices' odd files once)."""
-    try:
-        return sysfs_file.read_text(path)
-    except OSError:
-        return ""
-
-
-def _numa(directory: str) -> Optional[int]:
-    """The function's NUMA node; None when unknown (the kernel says -1 on single-node hosts)."""
-    return parse_numa_node(_read(os.path.join(directory, "numa_node")))
-
-
-def _kind(directory: str) -> Optional[str]:
-    vendor = _read(os.path.join(directory, "vendor")).lower()
+def _kind(function: PciFunction) -> Optional[str]:
+    vendor = function.vendor.lower()
     if vendor == NVIDIA_VENDOR:
-        return GPU if _read(os.path.join(directory, "class")).lower().startswith(DISPLAY_CLASS_PREFIX) else None
-    if vendor == AMAZON_VENDOR and _read(os.path.join(directory, "device")).lower() in NEURON_DEVICE_IDS:
+        return GPU if function.class_code.lower().startswith(DISPLAY_CLASS_PREFIX) else None
+    if vendor == AMAZON_VENDOR and function.device_id.lower() in NEURON_DEVICE_IDS:
         return NEURON
     return None
 
@@ -93,38 +79,25 @@ def find_accelerators(root: str = "/sys") -> List[Accelerator]:
     found: List[Accelerator] = []
     counts: Dict[str, int] = {}
     for address in addresses:
-        path = os.path.realpath(os.path.join(bus, address))
-        kind = _kind(path)
+        function = pci.read_function(os.path.join(bus, address))  # odd files read as "": never blocks
+        kind = _kind(function)
         if kind is None:
             continue
-        found.append(Accelerator(kind, counts.get(kind, 0), address, _numa(path), path))
+        found.append(Accelerator(kind, counts.get(kind, 0), address, function.numa_node, function.path))
         counts[kind] = counts.get(kind, 0) + 1
     return found
 
 
-def _bridges_above(path: str) -> List[str]:
-    """The PCI bridges above a function, nearest first (stops at the host bridge ``pciDDDD:BB``)."""
-    bridges = []
-    parent = os.path.dirname(path)
-    while _PCI_ADDRESS.match(os.path.basename(parent)):
-        bridges.append(parent)
-        parent = os.path.dirname(parent)
-    return bridges
-
-
-def device_topology(root: str, device: str, accelerators: List[Accelerator]) -> DeviceTopology:
-    link = os.path.join(root, "class", "infiniband", device, "device")
-    if not os.path.islink(link):
+def device_topology(device: str, function: Optional[PciFunction], accelerators: List[Accelerator]) -> DeviceTopology:
+    """Where ``device`` sits, from its PCI function (None without a PCI link) and the node's accelerators."""
+    if function is None or not os.path.isdir(function.path):
         return DeviceTopology(device, None, None, None, UNKNOWN, None)
-    path = os.path.realpath(link)
-    if not os.path.isdir(path):
-        return DeviceTopology(device, None, None, None, UNKNOWN, None)
-    numa_node = _numa(path)
-    local_cpus = _read(os.path.join(path, "local_cpulist")) or None
-    pci_address = os.path.basename(path)
+    numa_node = function.numa_node
+    local_cpus = function.local_cpulist or None
+    pci_address = function.address
     near: List[Accelerator] = []
     affinity, switch = NONE, None
-    for bridge in _bridges_above(path):
+    for bridge in pci.bridges_above(function.path):
         near = [a for a in accelerators if a.path.startswith(bridge + os.sep)]
         if near:
             affinity, switch = PCIE_SWITCH, os.path.basename(bridge)
@@ -147,18 +120,28 @@ def device_topology(root: str, device: str, accelerators: List[Accelerator]) -> 
     )
 
 
+def topologies(root: str, functions: Mapping[str, Optional[PciFunction]]) -> Dict[str, DeviceTopology]:
+    """EFA device -> its topology, from the PCI functions already read (device -> function or None), and the
+    accelerators under ``root`` (read now)."""
+    accelerators = find_accelerators(root)
+    return {device: device_topology(device, function, accelerators) for device, function in functions.items()}
+
+
 def read_topology(root: str = "/sys") -> Dict[str, DeviceTopology]:
     """Every EFA device under ``<root>/class/infiniband`` -> its topology. Never raises on odd trees."""
-    from otel_efa.node.sysfs import natural_key
+    from otel_efa.node.counter_text import natural_key
 
     class_dir = os.path.join(root, "class", "infiniband")
     try:
-        devices = sorted(os.listdir(class_dir), key=natural_key)
+        names = sorted(os.listdir(class_dir), key=natural_key)
     except OSError:
         return {}
-    devices = [d for d in devices if efa_devices.classify(os.path.join(class_dir, d))[0]]
-    accelerators = find_accelerators(root)
-    return {device: device_topology(root, device, accelerators) for device in devices}
+    functions = {}
+    for name in names:
+        function = pci.function_of(os.path.join(class_dir, name))
+        if efa_devices.classify(os.path.join(class_dir, name), function)[0]:
+            functions[name] = function
+    return topologies(root, functions)
 
 
 def info_attributes(topology: DeviceTopology) -> Dict[str, str]:

@@ -1,4 +1,4 @@
-"""The agent: collect once per interval on a monotonic schedule, hand the Snapshot to every exporter."""
+"""The agent: collect once per interval on a monotonic schedule, build its Interval, hand it to every exporter."""
 import logging
 import os
 import resource as rlimit
@@ -6,25 +6,28 @@ import signal
 import tempfile
 import threading
 import time
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import DropAggregation, View
 from opentelemetry.sdk.resources import Resource
 
-from otel_efa import exporters as exporter_registry
 from otel_efa.config import Config, ConfigError
+from otel_efa.exporters import Exporter, ExporterContext, registry
 from otel_efa.node.attribution import Attribution
 from otel_efa.node.imds import ImdsClient
 from otel_efa.node.resource import build_resource
 from otel_efa.node.sysfs import SysfsReader
 from otel_efa.node.sysfs_trust import untrusted
 from otel_efa.pipeline.collector import Collector
-from otel_efa.pipeline.frame import FrameSource
 from otel_efa.pipeline.instruments import EfaInstrumentor
 from otel_efa.pipeline.stats import AgentStats
 from otel_efa.pipeline.stop_flag import StopFlag
+
+if TYPE_CHECKING:  # the simulator is imported only when a run simulates
+    from otel_efa.tools.simulator import Simulator
+    from otel_efa.tools.simulator.running import RunningSimulator
 
 log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 4.0  # SIGTERM to exit within 5 s, flushes included
@@ -49,16 +52,17 @@ def _sdk_self_metrics_views() -> List[View]:
 class Agent:
     def __init__(self, config: Config, resource: Optional[Resource] = None,
                  metric_readers: Sequence[MetricReader] = ()):
-        """``metric_readers``: more OTel readers to attach beside the exporters' (embedding, tests)."""
+        """``metric_readers``: OTel SDK readers to attach beside the exporters (embedding, tests): their
+        instruments serve each Interval the exporters are handed."""
         self.config = config
         self._extra_readers = list(metric_readers)
         self._stop = StopFlag()  # its wait is on the monotonic clock, also on Python 3.9
         self._resource = resource
-        self._simulator = None
-        self._simulation = None
+        self._simulator: Optional[Simulator] = None
+        self._simulation: Optional[RunningSimulator] = None
         self._simulation_dir: Optional[tempfile.TemporaryDirectory] = None
         self.collector: Optional[Collector] = None
-        self.exporters: List[exporter_registry.Exporter] = []
+        self.exporters: List[Exporter] = []
         self.meter_provider: Optional[MeterProvider] = None
         self.attribution: Optional[Attribution] = None
         self.stats = AgentStats()  # counters about the agent itself, shared with exporters
@@ -73,13 +77,15 @@ class Agent:
         from otel_efa.tools.simulator import Simulator
 
         self._simulation_dir = tempfile.TemporaryDirectory(prefix="otel-efa-sim-")
-        self._simulator = Simulator(self.config.simulate, self._simulation_dir.name)
-        log.info("simulating a %s node under %s", self.config.simulate, self._simulation_dir.name)
+        self._simulator = Simulator(self.config.simulate, self._simulation_dir.name,
+                                    faults=self.config.simulate_faults)
+        log.info("simulating a %s node under %s%s", self.config.simulate, self._simulation_dir.name,
+                 "; faults: " + ", ".join(self.config.simulate_faults) if self.config.simulate_faults else "")
         return self._simulation_dir.name
 
     def _instance_type(self, resource: Resource) -> Optional[str]:
-        return (self.config.instance_type or self.config.simulate
-                or resource.attributes.get("host.type") or None)
+        host_type = resource.attributes.get("host.type")
+        return self.config.instance_type or self.config.simulate or (str(host_type) if host_type else None)
 
     def setup(self) -> None:
         """Build everything; ConfigError (exit 2) for a counter tree that is not root's (sysfs_trust.py)."""
@@ -91,24 +97,19 @@ class Agent:
         resource = self._resource or build_resource(ImdsClient(), cluster_name=self.config.cluster_name)
         sysfs_root = self._sysfs_root()
         self.collector = Collector(SysfsReader(sysfs_root), self._instance_type(resource))
-        self.exporters = [exporter_registry.create(name, self.config, resource) for name in self.config.exporters]
-        for exporter in self.exporters:
-            exporter.attach_stats(self.stats)
-        self.meter_provider = MeterProvider(resource=resource, metric_readers=self._extra_readers,
-                                            views=_sdk_self_metrics_views())
-        self.attribution = Attribution(self.config, sysfs_root)
-        self.instrumentor = EfaInstrumentor(self.collector, device_attributes=self.attribution.device_attributes,
-                                            node_attributes=self.attribution.node_attributes,
-                                            device_info=self.attribution.device_info, stats=self.stats)
-        self.instrumentor.instrument(self.meter_provider)
-        frames = FrameSource(self.instrumentor)
-        for exporter in self.exporters:
-            exporter.attach_frames(frames)
-        self.attribution.start(lambda: self.collector.latest if self.collector else None,
-                               on_change=self.instrumentor.forget_attributes)
-        attribution = self.attribution
-        for exporter in self.exporters:
-            exporter.attach_jobs(lambda: attribution.job_ids)
+        attribution = self.attribution = Attribution(self.config, sysfs_root)
+        context = ExporterContext(config=self.config, resource=resource, stats=self.stats, clock=time.monotonic,
+                                  jobs=lambda: attribution.job_ids)
+        self.exporters = [registry.create(name, context) for name in self.config.exporters]
+        self.instrumentor = EfaInstrumentor(device_attributes=attribution.device_attributes,
+                                            node_attributes=attribution.node_attributes,
+                                            device_info=attribution.device_info, stats=self.stats)
+        if self._extra_readers:
+            self.meter_provider = MeterProvider(resource=resource, metric_readers=self._extra_readers,
+                                                views=_sdk_self_metrics_views())
+            self.instrumentor.instrument(self.meter_provider)
+        attribution.start(lambda: self.collector.latest if self.collector else None,
+                          on_change=self.instrumentor.forget_attributes)
         for exporter in self.exporters:
             exporter.start()
         if self._simulator is not None:
@@ -127,10 +128,12 @@ class Agent:
         failing = set()
         while not self._stop.is_set():
             snapshot = self.collector.collect()
-            self.instrumentor.register_new_counters(snapshot)
+            if self.attribution is not None and self.attribution.place(snapshot):  # a device not placed yet
+                self.instrumentor.forget_attributes()
+            collected = self.instrumentor.interval(snapshot)  # built once, shared by every exporter
             for exporter in self.exporters:
                 try:
-                    exporter.export(snapshot)
+                    exporter.export(collected)
                     failing.discard(exporter.name)
                 except Exception:  # one exporter's bug must not stop collection or the others
                     if exporter.name not in failing:

@@ -116,7 +116,7 @@ class Collector:
     @staticmethod
     def _log_discontinuities(key: Hashable, found: List[Discontinuity]) -> None:
         """One line per port and kind: a reset (device reset, driver reload), a u64 wrap, or a jump."""
-        device, port = map(escape, key)  # type: ignore[misc]
+        device, port = (escape(part) for part in key)  # type: ignore[attr-defined]  # key: (device, port)
 
         def listed(kind: str) -> str:
             return ", ".join(f"{name} {old} -> {new}" for name, old, new, k in found if k == kind)

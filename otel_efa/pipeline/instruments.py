@@ -1,35 +1,39 @@
-"""OpenTelemetry observable instruments over the collector's latest Snapshot.
+"""Every series the agent exports, defined once, and the OpenTelemetry instruments over them.
 
-Shaped like ``opentelemetry-instrumentation-system-metrics``: an instrumentor takes a MeterProvider and
-registers one callback per instrument. The callbacks never touch sysfs; they serve the Snapshot of the
-last collection, so any number of readers and scrapes cost no extra reads.
+Shaped like ``opentelemetry-instrumentation-system-metrics``: one definition per instrument (its spec and
+a function giving its points). The agent loop hands each collection's Snapshot to
+:meth:`EfaInstrumentor.interval`, which runs every definition once and returns the immutable
+:class:`~otel_efa.pipeline.interval.Interval` every exporter receives. The observable instruments it
+registers on a MeterProvider (:meth:`EfaInstrumentor.instrument`) serve the latest Interval built, so any
+number of readers and scrapes cost no extra reads, see the values the exporters see, and never reach back
+into the Collector.
 
-Each instrument's values come from one function of a Snapshot giving its points, ``(attributes, value)``
-pairs, built by comprehensions over rows (attributes, port or device) made once per Snapshot: the SDK's
-callback turns them into Observations, the agent's own exporters take them as they are (frame.py), so the
-fast path makes no object per point beyond its pair.
+The port and device series are built as columns (otel_efa/pipeline/snapshot_columns.py): a Snapshot's ports
+and devices, their attribute mappings and counter and rate dictionaries laid out once per Snapshot, a
+metric's points ``map`` and ``zip`` over them, C loops with no Python per point.
 """
 import dataclasses
 import logging
 from itertools import repeat
-from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Set, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
 from otel_efa import __version__, catalog, names
 from otel_efa.catalog import Kind, MetricSpec
 from otel_efa.node import instance_types
-from otel_efa.pipeline.collector import Collector
+from otel_efa.pipeline import snapshot_columns
+from otel_efa.pipeline.interval import Interval, Point, same_series
 from otel_efa.pipeline.rails import RailBalance, rail_balance
 from otel_efa.pipeline.snapshot import PortSnapshot, Snapshot
+from otel_efa.pipeline.snapshot_columns import NO_ROWS, Rows, counter_value, pairs
 from otel_efa.pipeline.stats import AgentStats
 
 log = logging.getLogger(__name__)
 
-# What every instrument callback is: the SDK calls it with CallbackOptions.
-Callback = Callable[[CallbackOptions], Iterable[Observation]]
-# An instrument's points in a Snapshot (None before the first collection): (attributes, value) pairs.
-Points = Callable[[Optional[Snapshot]], List[Tuple[Mapping[str, Any], Any]]]
+# What defines a series: the points of one metric in a Snapshot, as (attributes, value).
+PointsOf = Callable[[Snapshot], Iterable[Point]]
 # Extra attributes per device (for example aws.efa.eni.id once resolved); empty by default.
 DeviceAttributes = Callable[[str], Dict[str, str]]
 # Extra attributes of node-level metrics (for example slurm.job.id); empty by default.
@@ -37,23 +41,7 @@ NodeAttributes = Callable[[], Dict[str, str]]
 # The efa_device_info attributes of a device (its topology), or None while unknown.
 DeviceInfoAttributes = Callable[[str], Optional[Dict[str, str]]]
 
-
-INT64_MAX = (1 << 63) - 1
-
-
-def counter_value(value: int) -> Union[int, float]:
-    """A kernel u64 as an OTel observation: the int itself up to 2**63-1, a float above.
-
-    OTLP's ``NumberDataPoint.as_int`` is an int64: one value above it makes the encoder raise, and the
-    whole export (every metric of the node) is lost. Above 2**63-1 the value goes out as ``as_double``
-    instead. Why a float, not the value modulo 2**63 or no point at all (the upstream awsefareceiver
-    skips such a point with a warning each scrape): the float is the true value, rounded by at most
-    2**-53 (1e-16 relative, 2 KiB at 2**63), and stays monotonic, so a consumer's rate() or delta keeps
-    working and the series never disappears; modulo would show a counter reset that never happened.
-    Prometheus stores every sample as float64 anyway, so both endpoints show the same number. The only
-    seam is when the counter wraps at 2**64 back to a small int, which every consumer treats as a reset.
-    """
-    return value if value <= INT64_MAX else float(value)
+NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})  # one object for every point without attributes
 
 
 def _no_extra(_device: str) -> Dict[str, str]:
@@ -69,34 +57,69 @@ def _no_info(_device: str) -> Optional[Dict[str, str]]:
 
 
 class EfaInstrumentor:
-    def __init__(self, collector: Collector, device_attributes: DeviceAttributes = _no_extra,
+    def __init__(self, device_attributes: DeviceAttributes = _no_extra,
                  node_attributes: NodeAttributes = _no_node_extra, device_info: DeviceInfoAttributes = _no_info,
                  stats: Optional[AgentStats] = None):
-        self.collector = collector
         self.stats = stats or AgentStats()
         self.device_attributes = device_attributes
         self.node_attributes = node_attributes
         self.device_info = device_info
-        self._meter: Optional[Meter] = None
-        self._registered: Set[str] = set()
-        # Every (spec, points) registered, in order: the SDK's callbacks and the fast exporters
-        # (otel_efa/pipeline/frame.py) take the same points. A tuple replaced on each registration, so
-        # readers never see it change.
-        self.series: Tuple[Tuple[MetricSpec, Points], ...] = ()
+        self._meters: List[Meter] = []
+        # Every (spec, points) definition, in registration order. Tuples replaced on each registration, so a
+        # reader on another thread never sees one change.
+        self.series: Tuple[Tuple[MetricSpec, PointsOf], ...] = ()
+        self.specs: Tuple[MetricSpec, ...] = ()
         self._seen_device_counters: Set[str] = set()  # kernel names already given an instrument
         self._seen_port_counters: Set[str] = set()
         # Instrument names handed out; case-insensitive, as the API compares them (and the SDK would
         # merge efa_RX_bytes into efa_rx_bytes, callbacks lost).
         self._names = names.UniqueNames(str.lower)
-        self._attribute_cache: Dict[Tuple[str, str], Dict[str, str]] = {}
+        self._attribute_cache: Dict[Tuple[Optional[str], str], Dict[str, str]] = {}
         self._balance: Tuple[Optional[Snapshot], RailBalance] = (None, RailBalance(None, None))
-        self._rows: Tuple[Optional[Snapshot], Optional[dict], _Rows] = (None, None, _NO_ROWS)
-
-    def instrument(self, meter_provider: MeterProvider) -> None:
-        self._meter = meter_provider.get_meter("otel_efa", __version__)
+        self._rows: Tuple[Optional[Snapshot], Optional[dict], Rows] = (None, None, NO_ROWS)
+        self._failing: Set[str] = set()  # metrics whose definition raised, logged once until it works again
+        self._series_version = 0
+        self.latest: Optional[Interval] = None  # the last Interval built: what the OTel instruments serve
+        self._latest_points: Dict[str, Tuple[Point, ...]] = {}
         for spec in catalog.METRICS:
             self._names.claim(spec.name)
             self._register(spec, self._points_for(spec))
+
+    def instrument(self, meter_provider: MeterProvider) -> None:
+        """One observable instrument per series on ``meter_provider`` (and per series registered later),
+        whose callbacks serve the latest :meth:`interval`: the values every exporter was handed."""
+        meter = meter_provider.get_meter("otel_efa", __version__)
+        self._meters.append(meter)
+        for spec, _ in self.series:
+            self._create_instrument(meter, spec)
+
+    def interval(self, snapshot: Snapshot) -> Interval:
+        """The Interval of ``snapshot``: new counters registered, every series' points taken once.
+
+        Called by the agent loop, one collection at a time; the result is shared read-only by every
+        exporter and by the OTel instruments.
+        """
+        self.register_new_counters(snapshot)
+        found = []
+        for spec, points_of in self.series:
+            try:
+                points = tuple(points_of(snapshot))
+            except Exception:  # as the SDK does: one broken definition loses its metric, not the others
+                if spec.name not in self._failing:
+                    log.exception("observing %s failed; it is left out until it works again", spec.name)
+                    self._failing.add(spec.name)
+                continue
+            self._failing.discard(spec.name)
+            if points:
+                found.append((spec, points))
+        metrics = tuple(found)
+        previous = self.latest
+        if previous is None or previous.specs is not self.specs or not same_series(previous.metrics, metrics):
+            self._series_version += 1
+        interval = Interval(snapshot, metrics, self._series_version, self.specs)
+        self._latest_points = {spec.name: points for spec, points in metrics}
+        self.latest = interval
+        return interval
 
     def register_new_counters(self, snapshot: Snapshot) -> None:
         """Counters the kernel added after the catalog was written appear as ``efa_<name>``.
@@ -122,7 +145,7 @@ class EfaInstrumentor:
             seen.add(kernel_name)
             spec = spec_of(kernel_name)
             if catalog.BY_NAME.get(spec.name) is spec:
-                continue  # a catalog counter: registered by instrument() already
+                continue  # a catalog counter: registered at construction already
             wanted = spec.name
             name = self._names.claim(wanted, limit=names.MAX_INSTRUMENT_NAME)
             if name != wanted:
@@ -134,24 +157,29 @@ class EfaInstrumentor:
             self._register(spec, self._points_for(spec))
 
     def forget_attributes(self) -> None:
-        """Call when attributes change (an ENI id resolved, a job started), so callbacks pick them up.
+        """Call when attributes change (an ENI id resolved, a job started), so the next interval has them.
 
-        Any thread may call this while a reader runs the callbacks: the cache is replaced, not cleared,
-        and a callback stores into the dictionary it looked up, so nothing stale survives the swap.
+        Any thread may call this while an interval is built: the cache is replaced, not cleared, and a
+        definition stores into the dictionary it looked up, so nothing stale survives the swap. The new
+        mappings are new objects, so the next Interval has a new ``series_version``.
         """
         self._attribute_cache = {}
 
-    def _register(self, spec: MetricSpec, points: Points) -> None:
-        assert self._meter is not None, "instrument() first"
-        create = (self._meter.create_observable_counter if spec.kind is Kind.COUNTER
-                  else self._meter.create_observable_gauge)
-        create(spec.name, callbacks=[self._callback(points)], unit=spec.unit, description=spec.description)
-        self._registered.add(spec.name)
-        self.series = self.series + ((spec, points),)
+    def _register(self, spec: MetricSpec, points_of: PointsOf) -> None:
+        self.series = self.series + ((spec, points_of),)
+        self.specs = self.specs + (spec,)
+        for meter in self._meters:
+            self._create_instrument(meter, spec)
 
-    def _callback(self, points: Points) -> Callback:
+    def _create_instrument(self, meter: Meter, spec: MetricSpec) -> None:
+        create = meter.create_observable_counter if spec.kind is Kind.COUNTER else meter.create_observable_gauge
+        create(spec.name, callbacks=[self._observer(spec.name)], unit=spec.unit, description=spec.description)
+
+    def _observer(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            return [Observation(value, attributes) for attributes, value in points(self.collector.latest)]
+            # plain dicts: the SDK releases for Python 3.9 deep-copy what they are given, and a read-only
+            # mapping proxy (the points' shared mappings) cannot be copied
+            return [Observation(value, dict(attributes)) for attributes, value in self._latest_points.get(name, ())]
         return observe
 
     def _port_attributes(self, port: PortSnapshot) -> Dict[str, str]:
@@ -175,7 +203,16 @@ class EfaInstrumentor:
             cache[key] = attributes
         return attributes
 
-    def _rail_balance(self, snapshot: Optional[Snapshot]) -> RailBalance:
+    def _node_attributes(self) -> Dict[str, str]:
+        """Cached like the others: one mapping shared by the node metrics until forget_attributes()."""
+        cache = self._attribute_cache
+        key = (None, "node")
+        attributes = cache.get(key)
+        if attributes is None:
+            attributes = cache[key] = dict(self.node_attributes())
+        return attributes
+
+    def _rail_balance(self, snapshot: Snapshot) -> RailBalance:
         """Computed once per snapshot, whichever node gauge asks first."""
         seen, balance = self._balance
         if snapshot is not seen:
@@ -183,71 +220,65 @@ class EfaInstrumentor:
             self._balance = (snapshot, balance)
         return balance
 
-    def _rows_of(self, snapshot: Optional[Snapshot]) -> "_Rows":
-        """Every port and device of ``snapshot`` with its attributes, made once per Snapshot (and again
-        after forget_attributes()), whichever instrument asks first."""
+    def _rows_of(self, snapshot: Snapshot) -> Rows:
+        """Every port and device of ``snapshot`` with its attributes, as columns, made once per Snapshot
+        (and again after forget_attributes()), whichever series asks first."""
         seen, cache, rows = self._rows
         if snapshot is seen and cache is self._attribute_cache:
             return rows
         cache = self._attribute_cache  # before the rows: a swap meanwhile makes the next call build again
-        devices = snapshot.devices if snapshot is not None else ()
-        ports = tuple(port for device in devices for port in device.ports)
-        rows = _Rows(ports=ports,
-                     port_attributes=tuple(map(self._port_attributes, ports)),
-                     port_counters=tuple(port.counters for port in ports),
-                     port_rates=tuple(port.rates for port in ports),
-                     device_attributes=tuple(self._device_attributes(device.name) for device in devices),
-                     device_counters=tuple(device.counters for device in devices))
+        rows = snapshot_columns.rows(snapshot, self._port_attributes, self._device_attributes)
         self._rows = (snapshot, cache, rows)
         return rows
 
-    def _points_for(self, spec: MetricSpec) -> Points:
+    def _points_for(self, spec: MetricSpec) -> PointsOf:
         value_of = _PORT_GAUGE_VALUES.get(spec.name)
+        kernel_name = spec.kernel_name or ""  # every port and device counter has one
         if spec.scope is catalog.Scope.PORT and spec.kind is Kind.COUNTER:
-            return self._port_counter_points(spec.kernel_name)
+            return self._port_counter_points(kernel_name)
         if spec.name in catalog.RATE_SOURCES:
             return self._port_rate_points(catalog.RATE_SOURCES[spec.name])
         if value_of is not None:
             return self._port_points(value_of)
-        if spec.name == "efa_device_info":
+        if spec.name == catalog.DEVICE_INFO.name:
             return self._device_info_points
         if spec.name in catalog.NODE_TOTAL_SOURCES:
             return self._node_total_points(catalog.NODE_TOTAL_SOURCES[spec.name].kernel_names)
         if spec.scope is catalog.Scope.NODE:
             return self._node_points(_NODE_VALUES[spec.name])
         if spec.scope is catalog.Scope.DEVICE:
-            return self._device_counter_points(spec.kernel_name)
+            return self._device_counter_points(kernel_name)
         return _AGENT_POINTS[spec.name](self)
 
-    def _port_points(self, value_of: Callable[[PortSnapshot], Optional[float]]) -> Points:
-        def points(snapshot: Optional[Snapshot]):
+    def _port_points(self, value_of: Callable[[PortSnapshot], Optional[float]]) -> PointsOf:
+        def points(snapshot: Snapshot) -> List[Point]:
             rows = self._rows_of(snapshot)
-            return _pairs(rows.port_attributes, list(map(value_of, rows.ports)))
+            return pairs(rows.port_attributes, list(map(value_of, rows.ports)))
         return points
 
-    def _port_rate_points(self, kernel_name: str) -> Points:
-        def points(snapshot: Optional[Snapshot]):
+    def _port_rate_points(self, kernel_name: str) -> PointsOf:
+        def points(snapshot: Snapshot) -> List[Point]:
             rows = self._rows_of(snapshot)
-            return _pairs(rows.port_attributes, list(map(dict.get, rows.port_rates, repeat(kernel_name))))
+            return pairs(rows.port_attributes, list(map(dict.get, rows.port_rates, repeat(kernel_name))))
         return points
 
-    def _port_counter_points(self, kernel_name: str) -> Points:
-        def points(snapshot: Optional[Snapshot]):
+    def _port_counter_points(self, kernel_name: str) -> PointsOf:
+        def points(snapshot: Snapshot) -> List[Point]:
             rows = self._rows_of(snapshot)
-            return _pairs(rows.port_attributes, list(map(dict.get, rows.port_counters, repeat(kernel_name))))
+            return pairs(rows.port_attributes, list(map(dict.get, rows.port_counters, repeat(kernel_name))))
         return points
 
-    def _device_counter_points(self, kernel_name: str) -> Points:
-        def points(snapshot: Optional[Snapshot]):
+    def _device_counter_points(self, kernel_name: str) -> PointsOf:
+        def points(snapshot: Snapshot) -> List[Point]:
             rows = self._rows_of(snapshot)
-            return _pairs(rows.device_attributes, list(map(dict.get, rows.device_counters, repeat(kernel_name))))
+            return pairs(rows.device_attributes, list(map(dict.get, rows.device_counters, repeat(kernel_name))))
         return points
 
-    def _device_info_points(self, snapshot: Optional[Snapshot]):
-        if snapshot is None:
-            return []
-        return [(attributes, 1) for device in snapshot.devices
-                if (attributes := self._info_attributes(device.name)) is not None]
+    def _device_info_points(self, snapshot: Snapshot) -> Iterator[Point]:
+        for device in snapshot.devices:
+            attributes = self._info_attributes(device.name)
+            if attributes is not None:
+                yield attributes, 1
 
     def _info_attributes(self, device: str) -> Optional[Dict[str, str]]:
         """Cached like the others (attribution calls forget_attributes() when a topology changes)."""
@@ -262,52 +293,25 @@ class EfaInstrumentor:
             cache[key] = attributes
         return attributes
 
-    def _node_total_points(self, kernel_names: Tuple[str, ...]) -> Points:
-        def points(snapshot: Optional[Snapshot]):  # Snapshot.total() of each name, from the columns
+    def _node_total_points(self, kernel_names: Tuple[str, ...]) -> PointsOf:
+        def points(snapshot: Snapshot) -> List[Point]:  # Snapshot.total() of each name, from the columns
             port_counters = self._rows_of(snapshot).port_counters
             found = ([v for v in map(dict.get, port_counters, repeat(k)) if v is not None] for k in kernel_names)
             totals = [sum(values) for values in found if values]
-            return [(self.node_attributes(), counter_value(sum(totals)))] if totals else []
+            return [(self._node_attributes(), counter_value(sum(totals)))] if totals else []
         return points
 
-    def _node_points(self, value_of: Callable[[RailBalance], Optional[float]]) -> Points:
-        def points(snapshot: Optional[Snapshot]):
+    def _node_points(self, value_of: Callable[[RailBalance], Optional[float]]) -> PointsOf:
+        def points(snapshot: Snapshot) -> Iterator[Point]:
             value = value_of(self._rail_balance(snapshot))
-            return [] if value is None else [(self.node_attributes(), value)]
+            if value is not None:
+                yield self._node_attributes(), value
         return points
-
-
-class _Rows(NamedTuple):
-    """A Snapshot's ports and devices as columns, so that a metric's points are C loops (map, zip)."""
-
-    ports: Tuple[PortSnapshot, ...]
-    port_attributes: Tuple[Dict[str, str], ...]
-    port_counters: Tuple[Dict[str, int], ...]
-    port_rates: Tuple[Dict[str, float], ...]
-    device_attributes: Tuple[Dict[str, str], ...]
-    device_counters: Tuple[Dict[str, int], ...]
-
-
-_NO_ROWS = _Rows((), (), (), (), (), ())
-
-
-def _pairs(attributes: Tuple[Dict[str, str], ...], values: list) -> List[Tuple[Mapping[str, Any], Any]]:
-    """(attributes, value) of every value that is not None, a value above 2**63-1 as a float (counter_value).
-
-    The common case, every value there and in int64, is two C loops: ``max`` (it raises TypeError on a
-    None among ints and floats) and ``zip``.
-    """
-    try:
-        if max(values) <= INT64_MAX:
-            return list(zip(attributes, values))
-    except (TypeError, ValueError):  # a None among them; no values at all
-        pass
-    return [(a, counter_value(v)) for a, v in zip(attributes, values) if v is not None]
 
 
 _NODE_VALUES: Dict[str, Callable[[RailBalance], Optional[float]]] = {
-    "efa_node_rail_imbalance_ratio": lambda balance: balance.imbalance,
-    "efa_node_idle_rails": lambda balance: balance.idle_rails,
+    catalog.RAIL_IMBALANCE.name: lambda balance: balance.imbalance,
+    catalog.IDLE_RAILS.name: lambda balance: balance.idle_rails,
 }
 
 
@@ -315,58 +319,60 @@ def _up(port: PortSnapshot) -> Optional[int]:
     return None if port.up is None else int(port.up)
 
 
-_PORT_GAUGE_VALUES: Dict[str, Callable[[PortSnapshot], Optional[float]]] = {  # rates aside
-    "efa_port_up": _up,
-    "efa_port_phys_state": lambda port: port.phys_state,
-    "efa_link_speed": lambda port: port.link_bytes_per_second,
-    "efa_rx_utilization_ratio": lambda port: port.utilization("rx_bytes"),
-    "efa_tx_utilization_ratio": lambda port: port.utilization("tx_bytes"),
+_PORT_GAUGE_VALUES: Dict[str, Callable[[PortSnapshot], Optional[float]]] = {  # the rates aside
+    catalog.PORT_UP.name: _up,
+    catalog.PORT_PHYS_STATE.name: lambda port: port.phys_state,
+    catalog.LINK_SPEED.name: lambda port: port.link_bytes_per_second,
+    catalog.RX_UTILIZATION.name: lambda port: port.utilization(catalog.RX_BYTES),
+    catalog.TX_UTILIZATION.name: lambda port: port.utilization(catalog.TX_BYTES),
 }
 
+_REASON_ATTRIBUTES: Dict[str, Mapping[str, str]] = {}  # reason -> its attributes, one mapping each
 
-_NO_ATTRIBUTES: Mapping[str, Any] = {}
 
-
-def _read_errors(instrumentor: EfaInstrumentor) -> Points:
-    def points(snapshot: Optional[Snapshot]):
-        if snapshot is None:
-            return []
-        return [({catalog.ATTR_REASON: reason}, count) for reason, count in snapshot.read_errors.items()]
+def _read_errors(_instrumentor: EfaInstrumentor) -> PointsOf:
+    def points(snapshot: Snapshot) -> Iterator[Point]:
+        for reason, count in snapshot.read_errors.items():
+            attributes = _REASON_ATTRIBUTES.get(reason)
+            if attributes is None:
+                attributes = _REASON_ATTRIBUTES.setdefault(reason, MappingProxyType({catalog.ATTR_REASON: reason}))
+            yield attributes, count
     return points
 
 
-def _snapshot_field(field: str):
-    def factory(instrumentor: EfaInstrumentor) -> Points:
-        def points(snapshot: Optional[Snapshot]):
-            return [] if snapshot is None else [(_NO_ATTRIBUTES, getattr(snapshot, field))]
+def _snapshot_field(field: str) -> Callable[[EfaInstrumentor], PointsOf]:
+    def factory(_instrumentor: EfaInstrumentor) -> PointsOf:
+        def points(snapshot: Snapshot) -> Iterator[Point]:
+            yield NO_ATTRIBUTES, getattr(snapshot, field)
         return points
     return factory
 
 
-def _dropped_datapoints(instrumentor: EfaInstrumentor) -> Points:
-    def points(_snapshot: Optional[Snapshot]):
-        return [(_NO_ATTRIBUTES, instrumentor.stats.dropped_datapoints)]
+def _dropped_datapoints(instrumentor: EfaInstrumentor) -> PointsOf:
+    def points(_snapshot: Snapshot) -> Iterator[Point]:
+        yield NO_ATTRIBUTES, instrumentor.stats.dropped_datapoints
     return points
 
 
-def _missed_intervals(instrumentor: EfaInstrumentor) -> Points:
-    def points(_snapshot: Optional[Snapshot]):
-        return [(_NO_ATTRIBUTES, instrumentor.stats.missed_intervals)]
+def _missed_intervals(instrumentor: EfaInstrumentor) -> PointsOf:
+    def points(_snapshot: Snapshot) -> Iterator[Point]:
+        yield NO_ATTRIBUTES, instrumentor.stats.missed_intervals
     return points
 
 
-def _expected_devices(instrumentor: EfaInstrumentor) -> Points:
-    def points(snapshot: Optional[Snapshot]):
-        known = instance_types.lookup(snapshot.instance_type) if snapshot is not None else None
-        return [] if known is None else [(_NO_ATTRIBUTES, known.efa_devices)]
+def _expected_devices(_instrumentor: EfaInstrumentor) -> PointsOf:
+    def points(snapshot: Snapshot) -> Iterator[Point]:
+        known = instance_types.lookup(snapshot.instance_type)
+        if known is not None:
+            yield NO_ATTRIBUTES, known.efa_devices
     return points
 
 
-_AGENT_POINTS: Dict[str, Callable[[EfaInstrumentor], Points]] = {
-    "otel_efa_read_errors": _read_errors,
-    "otel_efa_collections": _snapshot_field("collections"),
-    "otel_efa_collection_duration": _snapshot_field("duration"),
-    "otel_efa_dropped_datapoints": _dropped_datapoints,
-    "otel_efa_missed_intervals": _missed_intervals,
-    "efa_expected_devices": _expected_devices,
+_AGENT_POINTS: Dict[str, Callable[[EfaInstrumentor], PointsOf]] = {
+    catalog.READ_ERRORS.name: _read_errors,
+    catalog.COLLECTIONS.name: _snapshot_field("collections"),
+    catalog.COLLECTION_DURATION.name: _snapshot_field("duration"),
+    catalog.DROPPED_DATAPOINTS.name: _dropped_datapoints,
+    catalog.MISSED_INTERVALS.name: _missed_intervals,
+    catalog.EXPECTED_DEVICES.name: _expected_devices,
 }

@@ -13,6 +13,7 @@ traffic at all when the link speed is unknown), so keep-alive chatter never rais
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from otel_efa import catalog
 from otel_efa.pipeline.snapshot import DeviceSnapshot, Snapshot
 
 IDLE_FRACTION = 0.1
@@ -27,7 +28,7 @@ class RailBalance:
 
 def _load(device: DeviceSnapshot) -> Optional[Tuple[float, Optional[float]]]:
     """(rx+tx bytes/s, rx+tx capacity in bytes/s or None) of one device; None without rates yet."""
-    rx, tx = device.rate("rx_bytes"), device.rate("tx_bytes")
+    rx, tx = device.rate(catalog.RX_BYTES), device.rate(catalog.TX_BYTES)
     if rx is None or tx is None:
         return None
     speeds = [p.link_bytes_per_second for p in device.ports]

@@ -96,10 +96,10 @@ class RateTracker:
                 per_second = rate(last, value, elapsed, max_per_second)
                 if per_second is not None:
                     rates[name] = per_second
-                if elapsed > 0 and (per_second is None or value < last):  # the unusual case only
+                if elapsed > 0 and last is not None and (per_second is None or value < last):  # unusual only
                     kind = discontinuity(last, value, per_second)
                     if kind is not None:
-                        found.append((name, last, value, kind))  # type: ignore[arg-type]
+                        found.append((name, last, value, kind))
         if found and self.on_discontinuity is not None:
             self.on_discontinuity(key, sorted(found))
         return rates

@@ -76,5 +76,5 @@ def check(root: str = "/") -> Tuple[str, str, str]:
     if found < MINIMUM:
         return ("FAIL", f"ADOT {text(found)}{where} is older than the minimum {text(MINIMUM)}: its metricstransform "
                         "forms no node totals", f"sudo /opt/otel-efa/bundle/adot/install-adot.sh --upgrade ...  "
-                        f"(installs {DEFAULT}; README, 'Installing on a compute node')")
+                        f"(installs {DEFAULT}; docs/telemetry-path.md)")
     return "PASS", f"ADOT {text(found)}{where} (minimum {text(MINIMUM)})", ""

@@ -250,7 +250,8 @@ def direct_report(config: Config, nodes: int, instance: InstanceType, jobs_per_n
                   estimate(config, nodes, instance, jobs_per_node=jobs_per_node, job_hours=job_hours))
     # The quick-start's estimate priced node totals only; show what the per-device dimension changes.
     if "device" in cw.dimension_sets:
-        other = with_dimension_sets(config, [s for s in cw.dimension_sets if s != "device"] or ["instance"])
+        other = with_dimension_sets(config, [s for s in cw.dimension_sets if s != "device"]
+                                    or list(catalog.CLOUDWATCH_DEFAULT_DIMENSION_SETS))
         title = "Without the per-device dimension:"
     else:
         other = with_dimension_sets(config, list(cw.dimension_sets) + ["device"])
@@ -285,7 +286,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--nodes", type=at_least_one, required=True, help="compute nodes publishing")
     p.add_argument("--instance-type", required=True, choices=sorted(INSTANCE_TYPES), metavar="TYPE",
                    help=f"one of {', '.join(INSTANCE_TYPES)}")
-    p.add_argument("--config", help="the agent's YAML file (interval, cloudwatch.*)")
+    p.add_argument("--config", metavar="PATH",
+                   help="the agent's YAML file, for interval and cloudwatch.* (default: the agent's defaults, not "
+                        "this machine's config file)")
     p.add_argument("--jobs-per-node", type=non_negative, default=DEFAULT_JOBS_PER_NODE, metavar="N",
                    help=f"Slurm jobs per node per month, priced when dimension set 'job' is on "
                         f"(default {DEFAULT_JOBS_PER_NODE})")

@@ -1,4 +1,4 @@
-"""``otel-efa deploy upload``: build the node bundle and put it in S3 (replaces the seed's
+"""``otel-efa deploy upload``: build the node bundle and put it in S3 (replaces the quick-start's
 ``upload-monitoring-scripts.sh``).
 
 The bundle is what a compute node's installer and the head node's hook fetch: the agent's wheel (built
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from otel_efa.config import ConfigError
 
@@ -80,7 +80,7 @@ def ensure_bucket(s3, bucket: str, region: str) -> bool:
             raise ConfigError("--bucket", f"{bucket} exists but this account may not use it") from None
         if status != 404:
             raise
-    arguments = {"Bucket": bucket}
+    arguments: Dict[str, Any] = {"Bucket": bucket}
     if region != "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
         arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
     s3.create_bucket(**arguments)
@@ -115,15 +115,25 @@ def add_parser(subparsers) -> None:
     actions = p.add_subparsers(dest="deploy_action", metavar="ACTION")
     actions.required = True
     up = actions.add_parser("upload", help="build the node bundle and upload it to S3")
-    up.add_argument("--bucket", required=True)
-    up.add_argument("--region", required=True)
+    up.add_argument("--bucket", required=True, help="S3 bucket the compute nodes fetch the bundle from")
+    up.add_argument("--region", required=True, help="the bucket's AWS region")
     up.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix (default {DEFAULT_PREFIX})")
     up.add_argument("--source", help="the otel-efa source tree (default: the checkout this runs from)")
     up.set_defaults(handler=_upload)
 
 
+def require_credentials() -> None:
+    """Fail as the first S3 call would (an unknown AWS_PROFILE, no credentials), before the wheel is built."""
+    import boto3
+    from botocore.exceptions import NoCredentialsError
+
+    if boto3.session.Session().get_credentials() is None:  # an unknown profile raises ProfileNotFound here
+        raise NoCredentialsError()
+
+
 def _upload(args) -> int:
     source = source_root(args.source)
+    require_credentials()
     with tempfile.TemporaryDirectory(prefix="otel-efa-bundle-") as directory:
         bundle = Path(directory)
         try:

@@ -1,4 +1,4 @@
-"""``otel-efa doctor``: the seed's troubleshooting page as one command.
+"""``otel-efa doctor``: the quick-start's troubleshooting page as one command.
 
 Each check is a small function from a :class:`Context` to a :class:`Result` (PASS, FAIL or SKIP); a
 FAIL always carries the command that fixes it. The checks run in order, one line each, and the exit
@@ -16,10 +16,10 @@ from otel_efa.cli.types import at_least_one, seconds
 from otel_efa.config import Config, ConfigError, parse_host_port
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
-CPU_LIMIT = 0.05  # the seed: "normally below 5 % CPU"
+CPU_LIMIT = 0.05  # the quick-start: "normally below 5 % CPU"
 MIN_INTERVAL_S = 1.0
 MIN_CLOUDWATCH_INTERVAL_S = 10.0  # below this PutMetricData calls cost more than the metrics
-MAX_INTERVAL_S = 300.0  # the seed's cost-saving maximum; longer makes rates and dashboards coarse
+MAX_INTERVAL_S = 300.0  # the quick-start's cost-saving maximum; longer makes rates and dashboards coarse
 CONFIG_FILE = "/etc/otel-efa/config.yaml"
 RESTART = "sudo systemctl restart efa-monitor"
 
@@ -121,6 +121,8 @@ def check_counters(context: Context) -> Result:
 
 
 def check_service(context: Context) -> Result:
+    if not context.service:  # --service '': an agent run by hand, or a simulated node
+        return Result(SKIP, "no service to check (--service '')")
     done = context.systemctl("is-active", context.service)
     if done is None:
         return Result(SKIP, "systemctl not installed (not a systemd host)")
@@ -131,7 +133,7 @@ def check_service(context: Context) -> Result:
     loaded = context.systemctl("show", "-p", "LoadState", "--value", context.service)
     if loaded is not None and loaded.stdout.strip() == "not-found":
         return Result(FAIL, f"{context.service}.service is not installed",
-                      "run parallelcluster/compute-node-efa-monitor.sh CLUSTER REGION BUCKET (README, 'On the node')")
+                      "run parallelcluster/compute-node-efa-monitor.sh CLUSTER REGION BUCKET (docs/operations.md)")
     return Result(FAIL, f"{context.service} is {state}",
                   f"sudo journalctl -u {context.service} -n 50; sudo systemctl restart {context.service}")
 
@@ -182,7 +184,7 @@ def check_collector(context: Context) -> Result:
 
 def _agent_metric() -> str:
     """A series only otel-efa serves: tells our endpoint from another program on the port."""
-    return next(m for m in catalog.METRICS if m.name == "otel_efa_collections").prometheus_name
+    return catalog.COLLECTIONS.prometheus_name
 
 
 def check_prometheus(context: Context) -> Result:
@@ -273,6 +275,8 @@ def _cpu_seconds(pid: int) -> float:
 def _agent_pid(context: Context) -> Optional[int]:
     if context.pid is not None:
         return context.pid
+    if not context.service:
+        return None
     done = context.systemctl("show", "-p", "MainPID", "--value", context.service)
     if done is None or done.returncode != 0 or not done.stdout.strip().isdigit():
         return None
@@ -339,9 +343,10 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("doctor", help="check this node's EFA monitoring and say how to fix what fails")
     p.add_argument("--config", help=f"the agent's YAML file (default {CONFIG_FILE} if present)")
     p.add_argument("--sysfs", help="sysfs root (default /sys)")
-    p.add_argument("--service", default="efa-monitor", help="systemd service name (default efa-monitor)")
+    p.add_argument("--service", default="efa-monitor", help="systemd service name (default efa-monitor; '' for none)")
     p.add_argument("--pid", type=at_least_one, help="the agent's process id (default: the service's main PID)")
-    p.add_argument("--timeout", type=seconds, default=3.0, metavar="SECONDS", help="per network check")
+    p.add_argument("--timeout", type=seconds, default=3.0, metavar="SECONDS",
+                   help="seconds per network check (default %(default)g)")
     p.add_argument("--root", default="/", help="where installed software such as ADOT is looked for (default /)")
     p.set_defaults(handler=_doctor)
 

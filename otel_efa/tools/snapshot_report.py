@@ -10,7 +10,7 @@ def as_dict(reading: Reading) -> Dict[str, Any]:
         "devices": [
             {
                 "name": device.name,
-                "info": dataclasses.asdict(device.info),
+                "info": device.info.as_dict(),
                 "counters": device.counters,
                 "ports": [
                     {"port": p.port, "state": p.state, "rate": p.rate_text, "gid0": p.gid0, "counters": p.counters}

@@ -109,7 +109,8 @@ def add_parser(kinds) -> None:
                    help="an instance to watch (repeatable); default: the cluster's running compute nodes")
     p.add_argument("--namespace", default=catalog.CLOUDWATCH_NAMESPACE, help="default %(default)s")
     p.add_argument("--alarm-action", action="append", dest="actions", default=[], metavar="ARN",
-                   help="SNS topic (or other action) ARN to notify (repeatable)")
+                   help="SNS topic (or other action) ARN to notify, repeatable (default: none, the alarms "
+                        "only change state)")
     p.add_argument("--dry-run", action="store_true", help="print the PutMetricAlarm requests as JSON, create nothing")
     p.set_defaults(handler=_cloudwatch)
 

@@ -8,6 +8,7 @@ reason; ``promtool test rules`` cases in the tests show each alert firing and st
 import sys
 from typing import Any, Dict, List
 
+from otel_efa import catalog
 from otel_efa.artifacts import promql
 from otel_efa.artifacts.promql import DEVICE, NODE, PEER_JOBS, counter, name, sum_increase, sum_rate
 
@@ -19,14 +20,14 @@ RETRANSMIT_RATIO = 0.01
 IMBALANCE_FRACTION = 0.5
 # ... but only once the node is busy: its devices average above 10 % of line rate per direction.
 BUSY_FRACTION = 0.1
-SRD_EVENTS = (
-    ("EfaRetransTimeouts", "retrans_timeout_events",
-     "SRD traffic timed out and changed network path"),
-    ("EfaUnresponsiveRemote", "unresponsive_remote_events",
-     "an SRD remote connection stopped responding"),
-    ("EfaImpairedRemoteConnections", "impaired_remote_conn_events",
-     "SRD connections became impaired and were rate limited"),
-)
+# One alert per SRD health event (catalog.SRD_HEALTH_EVENTS): its name and what it means.
+SRD_EVENT_ALERTS = {
+    catalog.RETRANS_TIMEOUT_EVENTS: ("EfaRetransTimeouts", "SRD traffic timed out and changed network path"),
+    catalog.UNRESPONSIVE_REMOTE_EVENTS: ("EfaUnresponsiveRemote", "an SRD remote connection stopped responding"),
+    catalog.IMPAIRED_REMOTE_CONN_EVENTS: ("EfaImpairedRemoteConnections",
+                                          "SRD connections became impaired and were rate limited"),
+}
+SRD_EVENTS = tuple((SRD_EVENT_ALERTS[k][0], k, SRD_EVENT_ALERTS[k][1]) for k in catalog.SRD_HEALTH_EVENTS)
 
 
 def _alert(alert: str, expr: str, duration: str, severity: str, summary: str, description: str) -> Dict[str, Any]:
@@ -46,12 +47,12 @@ def rules(window: str = WINDOW, remember: str = promql.REMEMBER) -> List[Dict[st
     (tests shorten both to evaluate on seconds of data)."""
     node = _node()
     device_labels = NODE + (DEVICE,)
-    port_up = name("efa_port_up")
-    expected = name("efa_expected_devices")
+    port_up = name(catalog.PORT_UP.name)
+    expected = name(catalog.EXPECTED_DEVICES.name)
     present = f"count by ({node}) ({port_up})"
     throughput = promql.device_throughput(window)
-    link = name("efa_link_speed")
-    collections = name("otel_efa_collections")
+    link = name(catalog.LINK_SPEED.name)
+    collections = name(catalog.COLLECTIONS.name)
     where = "{{ $labels.instance }} in cluster {{ $labels.cluster }}"
     alerts = [
         _alert("EfaPortDown", f"{port_up} == 0", "2m", "critical",
@@ -60,8 +61,8 @@ def rules(window: str = WINDOW, remember: str = promql.REMEMBER) -> List[Dict[st
         _alert("EfaDevicesMissing",
                f"max by ({node}) ({expected}) - ({present} or max by ({node}) ({expected}) * 0) > 0",
                "5m", "critical", f"{{{{ $value }}}} EFA device(s) missing on {where}",
-               "Fewer devices report than the instance type documents (efa_expected_devices): a device "
-               "failed to probe or was unbound."),
+               f"Fewer devices report than the instance type documents ({catalog.EXPECTED_DEVICES.name}): a "
+               "device failed to probe or was unbound."),
     ]
     for alert, kernel_name, what in SRD_EVENTS:
         alerts.append(_alert(
@@ -70,8 +71,8 @@ def rules(window: str = WINDOW, remember: str = promql.REMEMBER) -> List[Dict[st
             f"In the last {window} {what} ({counter(kernel_name)} increased)."))
     alerts += [
         _alert("EfaRetransmitRatioHigh",
-               f"{sum_rate(counter('retrans_pkts'), device_labels, window)}"
-               f" / {sum_rate(counter('tx_pkts'), device_labels, window)} > {RETRANSMIT_RATIO}",
+               f"{sum_rate(counter(catalog.RETRANS_PKTS), device_labels, window)}"
+               f" / {sum_rate(counter(catalog.TX_PKTS), device_labels, window)} > {RETRANSMIT_RATIO}",
                "10m", "warning",
                f"{{{{ $value | humanizePercentage }}}} of packets retransmitted on {{{{ $labels.{DEVICE} }}}}, "
                f"{where}", f"Retransmitted / sent packets above {RETRANSMIT_RATIO:.0%} for 10 minutes."),

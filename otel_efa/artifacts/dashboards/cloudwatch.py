@@ -20,6 +20,9 @@ from otel_efa.catalog import (
     CLOUDWATCH_CLUSTER_DIMENSION,
     CLOUDWATCH_DEVICE_DIMENSION,
     CLOUDWATCH_DIMENSION_SETS,
+    CLOUDWATCH_ERRORS,
+    CLOUDWATCH_PACKET_RATES,
+    CLOUDWATCH_THROUGHPUT,
     CloudWatchSpec,
 )
 from otel_efa.cloudwatch.metrics import dimension_sets, published_specs
@@ -87,7 +90,7 @@ class _Builder:
 
     def throughput(self, dims: Tuple[str, ...], title: str, total: bool = False) -> None:
         metrics = []
-        for i, name in enumerate(("rx_bytes_rate", "tx_bytes_rate"), 1):
+        for i, name in enumerate((spec.name for spec in CLOUDWATCH_THROUGHPUT), 1):
             metrics.append([{"expression": self.search(name, dims, "Average"), "id": f"b{i}", "visible": False}])
             value = f"SUM(b{i})" if total else f"b{i}"
             direction = name.split("_")[0].upper()
@@ -133,9 +136,8 @@ class _Builder:
         self.text()
         self.throughput(self.node_dims, "EFA throughput per node (Gbps)")
         self.throughput(self.node_dims, "EFA throughput, cluster total (Gbps)", total=True)
-        self.rates(("rx_packets_rate", "tx_packets_rate"), "EFA packets per second per node")
-        errors = [s.name for s in self.specs.values() if s.statistic == "total" and s.name in
-                  ("rx_errors", "tx_discards")]
+        self.rates(tuple(spec.name for spec in CLOUDWATCH_PACKET_RATES), "EFA packets per second per node")
+        errors = [s.name for s in self.specs.values() if s in CLOUDWATCH_ERRORS]
         self.increases(errors, f"EFA errors: new per {PERIOD_S} s (most on one node)")
         health = [s.name for s in self.specs.values() if s.statistic == "total" and s.name not in errors]
         if health:
@@ -171,11 +173,14 @@ def build(config: Config, cluster_name: str, region: str, instance_type: Optiona
 def add_parser(kinds) -> None:
     """``otel-efa dashboard cloudwatch``: one kind of the ``dashboard`` group (otel_efa/artifacts/dashboards)."""
     cw = kinds.add_parser("cloudwatch", help="create or update ParallelCluster-<cluster>-EFA")
-    cw.add_argument("--cluster-name", required=True)
-    cw.add_argument("--region", required=True)
+    cw.add_argument("--cluster-name", required=True, metavar="NAME",
+                    help="ParallelCluster cluster name: the dashboard is ParallelCluster-NAME-EFA")
+    cw.add_argument("--region", required=True, help="AWS region of the cluster and its metrics")
     cw.add_argument("--instance-type", choices=sorted(INSTANCE_TYPES), metavar="TYPE",
-                    help="the compute nodes' type, to mark its EFA line rate")
-    cw.add_argument("--config", help="the agent's YAML file (namespace, dimension sets, health events)")
+                    help="the compute nodes' type, to mark its EFA line rate (default: no line rate marked)")
+    cw.add_argument("--config", metavar="PATH",
+                    help="the agent's YAML file, for namespace, dimension sets and health events (default: the "
+                         "agent's defaults, not this machine's config file)")
     cw.add_argument("--dry-run", action="store_true", help="print the dashboard JSON, create nothing")
     cw.set_defaults(handler=_dashboard)
 

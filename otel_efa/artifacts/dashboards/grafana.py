@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Any, Dict, List, Sequence, Tuple
 
+from otel_efa import catalog
 from otel_efa.artifacts import promql
 from otel_efa.artifacts.promql import (
     CLUSTER,
@@ -25,6 +26,7 @@ from otel_efa.artifacts.promql import (
     INSTANCE,
     NODE,
     counter,
+    device_counter,
     name,
     sum_increase,
     sum_rate,
@@ -52,11 +54,11 @@ def _rate_bits(kernel_name: str, labels: Sequence[str], matchers: str) -> str:
 
 
 def _cluster_panels() -> List[Dict[str, Any]]:
-    link = name("efa_link_speed")
-    rx_total = f"sum(rate({counter('rx_bytes')}{{{NODE_MATCH}}}[{WINDOW}]))"
-    tx_total = f"sum(rate({counter('tx_bytes')}{{{NODE_MATCH}}}[{WINDOW}]))"
+    link = name(catalog.LINK_SPEED.name)
+    rx_total = f"sum(rate({counter(catalog.RX_BYTES)}{{{NODE_MATCH}}}[{WINDOW}]))"
+    tx_total = f"sum(rate({counter(catalog.TX_BYTES)}{{{NODE_MATCH}}}[{WINDOW}]))"
     line_rate = f"sum({link}{{{NODE_MATCH}}})"
-    nodes = f"count(count by ({promql.by(NODE)}) ({name('efa_port_up')}{{{NODE_MATCH}}}))"
+    nodes = f"count(count by ({promql.by(NODE)}) ({name(catalog.PORT_UP.name)}{{{NODE_MATCH}}}))"
     return [
         _panel(CLUSTER_THROUGHPUT, "timeseries", "bps", [
             (f"{rx_total} * 8", "RX"),
@@ -78,8 +80,8 @@ def _node_panels() -> List[Dict[str, Any]]:
                  f" / avg by ({node}) ({per_device})")
     return [
         _panel(NODE_THROUGHPUT, "timeseries", "bps", [
-            (_rate_bits("rx_bytes", NODE, NODE_MATCH), "{{instance}} RX"),
-            (_rate_bits("tx_bytes", NODE, NODE_MATCH), "{{instance}} TX"),
+            (_rate_bits(catalog.RX_BYTES, NODE, NODE_MATCH), "{{instance}} RX"),
+            (_rate_bits(catalog.TX_BYTES, NODE, NODE_MATCH), "{{instance}} TX"),
         ], width=12),
         _panel("Imbalance across a node's devices", "timeseries", "percentunit", [(imbalance, "{{instance}}")],
                width=12, description="(busiest - idlest device) / mean device, RX+TX. NCCL spreads traffic "
@@ -89,44 +91,48 @@ def _node_panels() -> List[Dict[str, Any]]:
 
 def _device_panels() -> List[Dict[str, Any]]:
     labels = (INSTANCE, DEVICE)
-    legend = "{{instance}} {{%s}}" % DEVICE
-    utilization = [(f"max by ({promql.by(labels)}) ({name(m)}{{{DEVICE_MATCH}}})", f"{legend} {d}")
-                   for m, d in (("efa_rx_utilization_ratio", "RX"), ("efa_tx_utilization_ratio", "TX"))]
+    legend = "{{instance}} {{" + DEVICE + "}}"
+    utilization = [(f"max by ({promql.by(labels)}) ({name(m.name)}{{{DEVICE_MATCH}}})", f"{legend} {d}")
+                   for m, d in ((catalog.RX_UTILIZATION, "RX"), (catalog.TX_UTILIZATION, "TX"))]
     return [
-        _panel(DEVICE_RX, "timeseries", "bps", [(_rate_bits("rx_bytes", labels, DEVICE_MATCH), legend)], width=8),
-        _panel(DEVICE_TX, "timeseries", "bps", [(_rate_bits("tx_bytes", labels, DEVICE_MATCH), legend)], width=8),
+        _panel(DEVICE_RX, "timeseries", "bps", [(_rate_bits(catalog.RX_BYTES, labels, DEVICE_MATCH), legend)],
+               width=8),
+        _panel(DEVICE_TX, "timeseries", "bps", [(_rate_bits(catalog.TX_BYTES, labels, DEVICE_MATCH), legend)],
+               width=8),
         _panel("Utilization per device", "timeseries", "percentunit", utilization, width=8),
         _panel("Ports down", "stat", "short",
-               [(f"count({name('efa_port_up')}{{{DEVICE_MATCH}}} == 0) or vector(0)", "ports down")], width=6),
+               [(f"count({name(catalog.PORT_UP.name)}{{{DEVICE_MATCH}}} == 0) or vector(0)", "ports down")],
+               width=6),
         _panel("Devices reporting vs expected", "timeseries", "short", [
-            (f"count by ({promql.by(NODE)}) ({name('efa_port_up')}{{{NODE_MATCH}}})", "{{instance}} reporting"),
-            (f"{name('efa_expected_devices')}{{{NODE_MATCH}}}", "{{instance}} expected"),
+            (f"count by ({promql.by(NODE)}) ({name(catalog.PORT_UP.name)}{{{NODE_MATCH}}})",
+             "{{instance}} reporting"),
+            (f"{name(catalog.EXPECTED_DEVICES.name)}{{{NODE_MATCH}}}", "{{instance}} expected"),
         ], width=18),
     ]
 
 
 def _health_panels() -> List[Dict[str, Any]]:
     labels = (INSTANCE, DEVICE)
-    legend = "{{instance}} {{%s}}" % DEVICE
-    retrans_ratio = (f"{sum_rate(counter('retrans_pkts'), NODE, WINDOW, DEVICE_MATCH)}"
-                     f" / {sum_rate(counter('tx_pkts'), NODE, WINDOW, DEVICE_MATCH)}")
+    legend = "{{instance}} {{" + DEVICE + "}}"
+    retrans_ratio = (f"{sum_rate(counter(catalog.RETRANS_PKTS), NODE, WINDOW, DEVICE_MATCH)}"
+                     f" / {sum_rate(counter(catalog.TX_PKTS), NODE, WINDOW, DEVICE_MATCH)}")
     events = [(sum_increase(counter(k), labels, WINDOW, DEVICE_MATCH), f"{legend} {k}")
-              for k in ("retrans_timeout_events", "unresponsive_remote_events", "impaired_remote_conn_events")]
+              for k in catalog.SRD_HEALTH_EVENTS]
     errors = [
-        (sum_increase(counter("rx_drops"), labels, WINDOW, DEVICE_MATCH), f"{legend} rx_drops"),
-        (promql.sum_increase_optional(counter("rdma_read_wr_err"), counter("rdma_write_wr_err"), labels, WINDOW,
-                                      DEVICE_MATCH), f"{legend} RDMA work request errors"),
+        (sum_increase(counter(catalog.RX_DROPS), labels, WINDOW, DEVICE_MATCH), f"{legend} {catalog.RX_DROPS}"),
+        (promql.sum_increase_optional(counter(catalog.RDMA_READ_WR_ERR), counter(catalog.RDMA_WRITE_WR_ERR), labels,
+                                      WINDOW, DEVICE_MATCH), f"{legend} RDMA work request errors"),
     ]
     return [
         _panel("Retransmitted packets / sent packets", "timeseries", "percentunit",
                [(retrans_ratio, "{{instance}}")], width=8),
         _panel("Retransmitted bytes per device", "timeseries", "bps",
-               [(_rate_bits("retrans_bytes", labels, DEVICE_MATCH), legend)], width=8),
+               [(_rate_bits(catalog.RETRANS_BYTES, labels, DEVICE_MATCH), legend)], width=8),
         _panel("SRD health events", "timeseries", "short", events, width=8,
                description="Path changes after timeouts, unresponsive and impaired remote connections."),
         _panel("Drops and work request errors", "timeseries", "short", errors, width=12),
         _panel("Device admin command errors", "timeseries", "short",
-               [(sum_increase(name("efa_device_cmds_err"), labels, WINDOW, DEVICE_MATCH), legend)], width=12),
+               [(sum_increase(device_counter(catalog.CMDS_ERR), labels, WINDOW, DEVICE_MATCH), legend)], width=12),
     ]
 
 
@@ -141,7 +147,8 @@ def _gpu_panels() -> List[Dict[str, Any]]:
         _panel("GPU memory used (DCGM)", "timeseries", "decmbytes",
                [(f"sum by ({node}) ({DCGM_FB_USED}{{{match}}})", "{{instance}}")], width=8),
         _panel("NVLink bandwidth counter rate (DCGM)", "timeseries", "short",
-               [(f"sum by ({node}) (rate({promql.dcgm_counter(DCGM_NVLINK, match)}[{WINDOW}]))", "{{instance}}")], width=8),
+               [(f"sum by ({node}) (rate({promql.dcgm_counter(DCGM_NVLINK, match)}[{WINDOW}]))", "{{instance}}")],
+               width=8),
         _panel("GPU PCIe throughput (DCGM)", "timeseries", "Bps", [
             (f"sum by ({node}) ({DCGM_PCIE_TX}{{{match}}})", "{{instance}} TX"),
             (f"sum by ({node}) ({DCGM_PCIE_RX}{{{match}}})", "{{instance}} RX"),
@@ -155,15 +162,15 @@ def _agent_panels() -> List[Dict[str, Any]]:
     node = promql.by(NODE)
     return [
         _panel("Agent collections per second", "timeseries", "short",
-               [(sum_rate(name("otel_efa_collections"), NODE, WINDOW, NODE_MATCH), "{{instance}}")], width=6),
+               [(sum_rate(name(catalog.COLLECTIONS.name), NODE, WINDOW, NODE_MATCH), "{{instance}}")], width=6),
         _panel("Agent collection duration", "timeseries", "s",
-               [(f"max by ({node}) ({name('otel_efa_collection_duration')}{{{NODE_MATCH}}})", "{{instance}}")],
+               [(f"max by ({node}) ({name(catalog.COLLECTION_DURATION.name)}{{{NODE_MATCH}}})", "{{instance}}")],
                width=6),
         _panel("Agent counter read errors", "timeseries", "short", [
-            (sum_rate(name("otel_efa_read_errors"), NODE + (promql.REASON,), WINDOW, NODE_MATCH),
-             "{{instance}} {{%s}}" % promql.REASON)], width=6),
+            (sum_rate(name(catalog.READ_ERRORS.name), NODE + (promql.REASON,), WINDOW, NODE_MATCH),
+             "{{instance}} {{" + promql.REASON + "}}")], width=6),
         _panel(AGENTS_SILENT, "stat", "short",
-               [(f"count({promql.node_stopped_reporting(name('otel_efa_collections'), NODE_MATCH)}) or vector(0)",
+               [(f"count({promql.node_stopped_reporting(name(catalog.COLLECTIONS.name), NODE_MATCH)}) or vector(0)",
                  "nodes")], width=6,
                description=f"Nodes whose agent reported in the last {promql.REMEMBER} but not now (pushed data: "
                            "after the 5 minute lookback). Includes nodes scaled down meanwhile; the "
@@ -220,7 +227,7 @@ def _query_variable(variable: str, query: str, label_text: str) -> Dict[str, Any
 
 
 def _variables() -> List[Dict[str, Any]]:
-    up = name("efa_port_up")
+    up = name(catalog.PORT_UP.name)
     return [
         {"name": "datasource", "label": "Prometheus / AMP", "type": "datasource", "query": "prometheus",
          "current": {}, "hide": 0, "refresh": 1, "regex": ""},

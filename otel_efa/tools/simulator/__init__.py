@@ -7,5 +7,8 @@ from otel_efa.tools.simulator.engine import (
     RunningSimulator,
     Simulator,
 )
+from otel_efa.tools.simulator.faults import FAULT_KINDS, Fault
+from otel_efa.tools.simulator.traffic import DEFAULT_UPTIME_S
 
-__all__ = ["Simulator", "RunningSimulator", "PATTERNS", "NEW_KERNEL", "OLD_KERNEL", "KernelFlavour"]
+__all__ = ["Simulator", "RunningSimulator", "PATTERNS", "NEW_KERNEL", "OLD_KERNEL", "KernelFlavour", "Fault",
+           "FAULT_KINDS", "DEFAULT_UPTIME_S"]

@@ -10,10 +10,24 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from otel_efa.node.instance_types import INSTANCE_TYPES, InstanceType
+from otel_efa.tools.simulator import faults as fault_specs
 from otel_efa.tools.simulator import pci
+from otel_efa.tools.simulator.faults import Fault
+from otel_efa.tools.simulator.running import RunningSimulator
+from otel_efa.tools.simulator.traffic import (
+    DEFAULT_UPTIME_S,
+    PACKET_BYTES,
+    PATTERNS,
+    PER_SECOND,
+    STORM_ALL_PER_SECOND,
+    STORM_TRAFFIC_SHARES,
+    TRAFFIC_SHARES,
+    active_seconds,
+    lifetime_values,
+)
 from otel_efa.tools.simulator.tree import (
     IB_MIRRORS,
     IB_SOURCES,
@@ -21,36 +35,10 @@ from otel_efa.tools.simulator.tree import (
     OLD_KERNEL,
     KernelFlavour,
     SimDevice,
-    efa_buses,
     lay_out_device,
+    lay_out_foreign_device,
     plan_devices,
 )
-
-PATTERNS = ("idle", "steady", "bursty")
-PACKET_BYTES = 8192  # SRD packets carry up to ~8 KiB
-BURST_PERIOD_S = 2.0
-BURST_DUTY = 0.6
-
-# Per-counter rate as a multiple of the device's bytes/s in each direction ("tx" or "rx"), or per second.
-_TRAFFIC_SHARES: Dict[str, Tuple[str, float]] = {
-    "tx_bytes": ("tx", 1.0),
-    "rx_bytes": ("rx", 1.0),
-    "tx_pkts": ("tx", 1.0 / PACKET_BYTES),
-    "rx_pkts": ("rx", 1.0 / PACKET_BYTES),
-    "send_bytes": ("tx", 0.02),
-    "send_wrs": ("tx", 0.02 / 4096),
-    "recv_bytes": ("rx", 0.02),
-    "recv_wrs": ("rx", 0.02 / 4096),
-    "rdma_read_bytes": ("rx", 0.3),
-    "rdma_read_wrs": ("rx", 0.3 / 65536),
-    "rdma_read_resp_bytes": ("tx", 0.3),
-    "rdma_write_bytes": ("tx", 0.6),
-    "rdma_write_wrs": ("tx", 0.6 / 65536),
-    "rdma_write_recv_bytes": ("rx", 0.6),
-    "retrans_pkts": ("tx", 1e-5 / PACKET_BYTES),
-    "retrans_bytes": ("tx", 1e-5),
-}
-_PER_SECOND: Dict[str, float] = {"keep_alive_rcvd": 1.0, "submitted_cmds": 2.0, "completed_cmds": 2.0}
 
 
 @dataclass
@@ -62,18 +50,22 @@ class _File:
 class Simulator:
     """A simulated EFA node under ``root`` (use it as the agent's ``--sysfs``).
 
-    ``gbps`` is the node's throughput in each direction, spread evenly over the devices (default: 40 %
-    of their line rate). :meth:`set_device_level` scales one device (0 makes an idle rail).
-    The PCIe tree puts GPUs or Neuron devices behind the EFA devices' switches (:meth:`declared_topology`
-    is the ground truth); ``pci_links=False`` leaves out the PCI tree and the ``device`` links.
+    Devices are named and placed as on a real node of the profile (:mod:`.layouts`); counters start where
+    ``uptime`` seconds of use left them (0 starts a fresh node at 0; :mod:`.traffic`). ``gbps`` is the
+    node's throughput in each direction, spread evenly over the devices (default: 40 % of their line
+    rate). :meth:`set_device_level` scales one device (0 makes an idle rail). ``faults`` (:mod:`.faults`:
+    ``Fault`` objects or ``KIND[:DEVICE][@SECONDS]`` texts) go on at once or that many seconds in.
+    The PCIe tree puts GPUs or Neuron devices beside the EFA devices (:meth:`declared_topology` is the
+    ground truth); ``pci_links=False`` leaves out the PCI tree and the ``device`` links.
     ``devices`` keeps only the profile's first N EFA devices (same names, PCI places and speed), so the
     agent's cost can be measured against the number of devices on one device kind.
     """
 
     def __init__(self, profile: str, root: str, gbps: Optional[float] = None, pattern: str = "steady",
                  flavour: KernelFlavour = NEW_KERNEL, name_style: str = "rdmap",
-                 clock: Callable[[], float] = time.monotonic, initial_value: int = 1_000_000,
-                 pci_links: bool = True, infiniband_counters: bool = False, devices: Optional[int] = None):
+                 clock: Callable[[], float] = time.monotonic, uptime: float = DEFAULT_UPTIME_S,
+                 pci_links: bool = True, infiniband_counters: bool = False, devices: Optional[int] = None,
+                 faults: Iterable[Union[Fault, str]] = ()):
         if profile not in INSTANCE_TYPES:
             raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(INSTANCE_TYPES)}")
         if pattern not in PATTERNS:
@@ -89,24 +81,32 @@ class Simulator:
         self.infiniband_counters = infiniband_counters
         self.devices = plan_devices(root, self.profile, flavour, name_style)[:devices]
         self.gbps = len(self.devices) * self.profile.gbps_per_device * 0.4 if gbps is None else float(gbps)
-        self._pci_plan = pci.plan(profile, efa_buses(self.profile.efa_devices))
+        self._pci_plan = pci.plan(profile)
+        self.layout = self._pci_plan.layout
         self._by_name = {d.name: d for d in self.devices}
         self._levels = {d.name: 1.0 for d in self.devices}
+        self._storms: set = set()  # devices in a retransmit storm
         self._values: Dict[Tuple[str, str], int] = {}
         self._carry: Dict[Tuple[str, str], float] = {}
         self._frozen: set = set()  # counters showing injected content; they keep their true value
         self._removed: set = set()
         self._files: Dict[Tuple[str, str], _File] = {}
         self._lock = threading.RLock()
+        self._pending: List[Tuple[float, Fault]] = []  # faults still to come, by due time
+        scheduled = [self.resolve_fault(f) for f in faults]
         for device in self.devices:
-            for name in device.port_counters + device.device_counters:
-                self._values[(device.name, name)] = initial_value if name in _TRAFFIC_SHARES else 0
+            names = device.port_counters + device.device_counters
+            start = lifetime_values(device.index, self.profile.device_bytes_per_second, names, uptime)
+            for name in names:
+                self._values[(device.name, name)] = start[name]
                 self._carry[(device.name, name)] = 0.0
         self._time = clock()
         if pci_links:
             pci.lay_out(root, self._pci_plan)
         for device in self.devices:
             self._lay_out(device)
+        for fault in scheduled:
+            self.inject(fault)
 
     # --- ground truth -------------------------------------------------------------------------
     def value(self, device: str, counter: str) -> int:
@@ -138,53 +138,55 @@ class Simulator:
 
     def expected_rate(self, device: str, counter: str) -> float:
         """The mean per-second rate of ``counter`` under the current traffic (0 when idle)."""
+        per_second = self._per_second(device)
+        if counter in per_second:
+            return per_second[counter]
         if self.pattern == "idle":
-            return _PER_SECOND.get(counter, 0.0)
-        if counter in _PER_SECOND:
-            return _PER_SECOND[counter]
-        share = _TRAFFIC_SHARES.get(counter)
+            return 0.0
+        share = self._shares(device).get(counter)
         return self.device_bytes_per_second(device) * share[1] if share else 0.0
+
+    def _shares(self, device: str) -> Dict[str, Tuple[str, float]]:
+        return STORM_TRAFFIC_SHARES if device in self._storms else TRAFFIC_SHARES
+
+    def _per_second(self, device: str) -> Dict[str, float]:
+        return STORM_ALL_PER_SECOND if device in self._storms else PER_SECOND
 
     # --- traffic ------------------------------------------------------------------------------
     def set_device_level(self, device: str, level: float) -> None:
         with self._lock:
             self._levels[device] = level
 
-    def _active_seconds(self, start: float, end: float) -> float:
-        """Seconds of traffic in [start, end], scaled so the mean equals the configured rate."""
-        if self.pattern == "idle":
-            return 0.0
-        if self.pattern == "steady":
-            return end - start
-        on = BURST_PERIOD_S * BURST_DUTY
-
-        def on_time_until(t: float) -> float:
-            periods, phase = divmod(t, BURST_PERIOD_S)
-            return periods * on + min(phase, on)
-
-        return (on_time_until(end) - on_time_until(start)) / BURST_DUTY
-
     def advance(self, now: Optional[float] = None) -> None:
-        """Advance every counter to time ``now`` (default: the clock) and write what changed."""
+        """Advance every counter to time ``now`` (default: the clock) and write what changed; faults due
+        by then go on at their time, so the counters before and after follow the traffic of each."""
         with self._lock:
             now = self._clock() if now is None else now
-            elapsed = now - self._time
-            if elapsed <= 0:
-                return
-            active = self._active_seconds(self._time, now)
-            self._time = now
-            for device in self.devices:
-                if device.name in self._removed:
+            while self._pending and self._pending[0][0] <= now:
+                due, fault = self._pending.pop(0)
+                self._advance_to(due)
+                fault_specs.apply(self, fault)
+            self._advance_to(now)
+
+    def _advance_to(self, now: float) -> None:
+        elapsed = now - self._time
+        if elapsed <= 0:
+            return
+        active = active_seconds(self.pattern, self._time, now)
+        self._time = now
+        for device in self.devices:
+            if device.name in self._removed:
+                continue
+            bytes_per_second = self.device_bytes_per_second(device.name)
+            shares, per_second = self._shares(device.name), self._per_second(device.name)
+            for name in device.port_counters + device.device_counters:
+                if name in per_second:
+                    amount = per_second[name] * elapsed
+                elif name in shares:
+                    amount = shares[name][1] * bytes_per_second * active
+                else:
                     continue
-                bytes_per_second = self.device_bytes_per_second(device.name)
-                for name in device.port_counters + device.device_counters:
-                    if name in _PER_SECOND:
-                        amount = _PER_SECOND[name] * elapsed
-                    elif name in _TRAFFIC_SHARES:
-                        amount = _TRAFFIC_SHARES[name][1] * bytes_per_second * active
-                    else:
-                        continue
-                    self._add(device, name, amount)
+                self._add(device, name, amount)
 
     def idle_until(self, now: Optional[float] = None) -> None:
         """Let time pass to ``now`` (default: the clock) with the counters held still, as on a node that
@@ -285,25 +287,48 @@ class Simulator:
         """Another RDMA device beside the EFA devices (default a Mellanox HCA, PCI vendor 0x15b3) with the
         same kind of counter tree, which the agent must ignore; ``pci=False`` leaves out its PCI function
         (a soft-RoCE ``rxe0``). Returns its path. Not ground truth: nothing tracks its counters."""
-        path = os.path.join(self.root, "class", "infiniband", name)
-        for counter in ("rx_bytes", "tx_bytes"):
-            os.makedirs(os.path.join(path, "ports", "1", "hw_counters"), exist_ok=True)
-            with open(os.path.join(path, "ports", "1", "hw_counters", counter), "w") as f:
-                f.write("42\n")
-        with open(os.path.join(path, "ports", "1", "state"), "w") as f:
-            f.write("4: ACTIVE\n")
-        if pci:
-            function = os.path.join(self.root, "devices", "pci0000:e0", pci_address)
-            os.makedirs(function, exist_ok=True)
-            with open(os.path.join(function, "vendor"), "w") as f:
-                f.write(vendor + "\n")
-            os.symlink(os.path.relpath(function, path), os.path.join(path, "device"))
-        return path
+        return lay_out_foreign_device(self.root, name, vendor, pci_address, pci)
 
-    def set_port_state(self, device: str, state: str) -> None:
-        """Write the port's state file, e.g. ``1: DOWN``."""
-        with open(os.path.join(self._by_name[device].path, "ports", "1", "state"), "w") as f:
-            f.write(state + "\n")
+    def set_port_state(self, device: str, state: str, phys_state: Optional[str] = None) -> None:
+        """Write the port's state file, e.g. ``1: DOWN`` (and ``phys_state``, e.g. ``3: Disabled``)."""
+        port = os.path.join(self._by_name[device].path, "ports", "1")
+        for name, text in (("state", state), ("phys_state", phys_state)):
+            if text is not None:
+                with open(os.path.join(port, name), "w") as f:
+                    f.write(text + "\n")
+
+    def port_down(self, device: str) -> None:
+        """The link goes down: the port says DOWN / Disabled and carries nothing until :meth:`port_up`."""
+        with self._lock:
+            self.set_port_state(device, "1: DOWN", "3: Disabled")
+            self._levels[device] = 0.0
+
+    def port_up(self, device: str) -> None:
+        with self._lock:
+            self.set_port_state(device, "4: ACTIVE", "5: LinkUp")
+            self._levels[device] = 1.0
+
+    def retransmit_storm(self, device: str, on: bool = True) -> None:
+        """Retransmits jump to 3 % of the packets sent and timeouts and remote events count up
+        (:data:`.traffic.STORM_SHARES`), until called with ``on=False``."""
+        with self._lock:
+            (self._storms.add if on else self._storms.discard)(device)
+
+    def resolve_fault(self, fault: Union[Fault, str]) -> Fault:
+        """A fault spec checked against this node (ValueError if it cannot happen here), device named."""
+        spec = fault_specs.parse(fault) if isinstance(fault, str) else fault
+        return fault_specs.resolve(spec, [d.name for d in self.devices], self.flavour.retrans_counters)
+
+    def inject(self, fault: Union[Fault, str]) -> Fault:
+        """Put a fault on the node now, or ``fault.after`` seconds from now; returns it resolved."""
+        resolved = self.resolve_fault(fault)
+        with self._lock:
+            if resolved.after <= 0:
+                fault_specs.apply(self, resolved)
+            else:
+                self._pending.append((self._time + resolved.after, resolved))
+                self._pending.sort(key=lambda pending: pending[0])
+        return resolved
 
     # --- files --------------------------------------------------------------------------------
     def path_of(self, device: str, counter: str) -> str:
@@ -366,25 +391,4 @@ class Simulator:
         self.close()
 
 
-class RunningSimulator:
-    """The simulator advancing in a background thread; stop() (or the with-block) ends it."""
-
-    def __init__(self, simulator: Simulator, tick: float):
-        self.simulator = simulator
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=simulator.run, args=(tick, self._stop),
-                                        name="efa-simulator", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def __enter__(self) -> Simulator:
-        return self.simulator
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-__all__ = ["Simulator", "RunningSimulator", "PATTERNS", "NEW_KERNEL", "OLD_KERNEL", "KernelFlavour"]
+__all__ = ["Simulator", "RunningSimulator", "PATTERNS", "PACKET_BYTES", "NEW_KERNEL", "OLD_KERNEL", "KernelFlavour"]

@@ -3,26 +3,22 @@
 Everything the kernel shows and the agent reads is here: device and port ``hw_counters`` (with
 ``lifespan``), port ``state``/``phys_state``/``rate``/``link_layer``/``gids/0``, ``node_guid``,
 ``fw_ver``, and ``device`` as a symlink into a PCI tree (``vendor`` 0x1d0f, ``numa_node``,
-``local_cpulist``) where each EFA device shares a PCIe switch with its GPUs or Neuron devices
-(:mod:`.pci`). ``pci_links=False`` lays out a tree without any of that, as in some containers. Counter groups follow the kernel: rdma_write_* only on devices with RDMA write,
-the retrans/remote group only on newer kernels; an older kernel lists the device counters under the
-port and reports a constant ``100 Gb/sec (4X EDR)`` rate.
+``local_cpulist``) beside the node's GPUs or Neuron devices (:mod:`.pci`); devices are named after their
+PCI addresses as on the real instance type (:mod:`.layouts`). ``pci_links=False`` lays out a tree without
+any of that, as in some containers. Counter groups follow the kernel: rdma_write_* only on devices with
+RDMA write, the retrans/remote group only on newer kernels; an older kernel lists the device counters
+under the port and reports a constant ``100 Gb/sec (4X EDR)`` rate.
 """
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
-from otel_efa.catalog import DEVICE_COUNTERS
+from otel_efa import catalog
+from otel_efa.catalog import BASE_PORT_COUNTERS, DEVICE_COUNTERS, RDMA_WRITE_COUNTERS, RETRANS_COUNTERS
 from otel_efa.node.instance_types import InstanceType
-from otel_efa.tools.simulator import pci
+from otel_efa.tools.simulator import layouts, pci
 
-BASE_PORT_COUNTERS = ("tx_bytes", "tx_pkts", "rx_bytes", "rx_pkts", "rx_drops", "send_bytes", "send_wrs",
-                      "recv_bytes", "recv_wrs", "rdma_read_wrs", "rdma_read_bytes", "rdma_read_wr_err",
-                      "rdma_read_resp_bytes")
-RDMA_WRITE_COUNTERS = ("rdma_write_wrs", "rdma_write_bytes", "rdma_write_wr_err", "rdma_write_recv_bytes")
-RETRANS_COUNTERS = ("retrans_bytes", "retrans_pkts", "retrans_timeout_events", "unresponsive_remote_events",
-                    "impaired_remote_conn_events")
-DEVICE_COUNTER_NAMES = tuple(spec.kernel_name for spec in DEVICE_COUNTERS)
+DEVICE_COUNTER_NAMES = tuple(spec.kernel_name for spec in DEVICE_COUNTERS if spec.kernel_name)
 
 # The classic InfiniBand port counters (``ports/<n>/counters/``, the PMA counters of IB HCAs such as
 # mlx5) that node_exporter's infiniband collector reads. EFA has none of them; the simulator writes them
@@ -38,11 +34,11 @@ IB_PORT_COUNTERS = ("excessive_buffer_overrun_errors", "link_downed", "link_erro
 IB_WORD_BYTES = 4  # port_rcv_data / port_xmit_data count 4-byte words (IBA PortCounters), not octets
 # Which IB counter mirrors which EFA counter, and the divisor (bytes -> words). The rest stay 0.
 IB_MIRRORS: Dict[str, Tuple[Tuple[str, int], ...]] = {
-    "rx_bytes": (("port_rcv_data", IB_WORD_BYTES),),
-    "tx_bytes": (("port_xmit_data", IB_WORD_BYTES),),
-    "rx_pkts": (("port_rcv_packets", 1), ("unicast_rcv_packets", 1)),
-    "tx_pkts": (("port_xmit_packets", 1), ("unicast_xmit_packets", 1)),
-    "rx_drops": (("port_rcv_discards", 1),),
+    catalog.RX_BYTES: (("port_rcv_data", IB_WORD_BYTES),),
+    catalog.TX_BYTES: (("port_xmit_data", IB_WORD_BYTES),),
+    catalog.RX_PKTS: (("port_rcv_packets", 1), ("unicast_rcv_packets", 1)),
+    catalog.TX_PKTS: (("port_xmit_packets", 1), ("unicast_xmit_packets", 1)),
+    catalog.RX_DROPS: (("port_rcv_discards", 1),),
 }
 IB_SOURCES: Dict[str, Tuple[str, int]] = {ib: (efa, divisor) for efa, mirrors in IB_MIRRORS.items()
                                           for ib, divisor in mirrors}
@@ -89,20 +85,11 @@ class SimDevice:
         return os.path.join(self.path, "ports", "1", "counters")
 
 
-def device_names(count: int, style: str = "rdmap") -> List[str]:
-    """rdma-core's udev names (``rdmap<bus>s0``, by PCI address) or the kernel's ``efa_N``."""
+def device_names(pci_plan: pci.PciPlan, style: str = "rdmap") -> List[str]:
+    """rdma-core's udev names (``rdmap<bus>s<slot>``, from the PCI address) or the kernel's own ``efa_N``."""
     if style == "efa":
-        return [f"efa_{i}" for i in range(count)]
-    return [f"rdmap{_bus(i, count)}s0" for i in range(count)]
-
-
-def efa_buses(count: int) -> List[int]:
-    return [_bus(i, count) for i in range(count)]
-
-
-def _bus(index: int, count: int) -> int:
-    # Spread devices over the PCI bus range like real p5 hosts (e.g. rdmap79s0 ... rdmap201s0).
-    return 16 + index * (224 // max(count, 1))
+        return [f"efa_{i}" for i in range(len(pci_plan.efa_paths))]
+    return [layouts.device_name(endpoint) for endpoint in pci_plan.layout.efa_devices]
 
 
 def _rate_text(gbps: int, flavour: KernelFlavour) -> str:
@@ -144,8 +131,8 @@ def plan_devices(root: str, profile: InstanceType, flavour: KernelFlavour = NEW_
     port_counters = BASE_PORT_COUNTERS + (RDMA_WRITE_COUNTERS if profile.has_rdma_write else ())
     port_counters += RETRANS_COUNTERS if flavour.retrans_counters else ()
     devices = []
-    pci_plan = pci.plan(profile.name, efa_buses(profile.efa_devices))
-    for index, name in enumerate(device_names(profile.efa_devices, name_style)):
+    pci_plan = pci.plan(profile.name)
+    for index, name in enumerate(device_names(pci_plan, name_style)):
         declared = pci_plan.declared[index]
         devices.append(SimDevice(
             name=name,
@@ -159,16 +146,6 @@ def plan_devices(root: str, profile: InstanceType, flavour: KernelFlavour = NEW_
             pci_path=pci_plan.efa_paths[index],
         ))
     return devices
-
-
-def lay_out(root: str, profile: InstanceType, devices: List[SimDevice], flavour: KernelFlavour,
-            initial: Dict[Tuple[str, str], int], pci_links: bool = True,
-            infiniband_counters: bool = False) -> None:
-    """Write the whole tree. ``initial`` maps (device, counter) to its starting value."""
-    if pci_links:
-        pci.lay_out(root, pci.plan(profile.name, efa_buses(profile.efa_devices)))
-    for device in devices:
-        lay_out_device(root, profile, device, flavour, initial, pci_links, infiniband_counters)
 
 
 def ib_values(efa_values: Dict[str, int]) -> Dict[str, int]:
@@ -186,8 +163,8 @@ def lay_out_device(root: str, profile: InstanceType, device: SimDevice, flavour:
     os.makedirs(device.path, exist_ok=True)
     if pci_links:
         pci.write_function(root, pci.PciFunction(
-            device.pci_address, device.pci_path, pci.AMAZON,
-            "0xefa1" if profile.has_rdma_write else "0xefa0", pci.CLASS_ETHERNET, device.numa_node))
+            device.pci_address, device.pci_path, pci.AMAZON, layouts.LAYOUTS[profile.name].efa_device_id,
+            pci.CLASS_ETHERNET, device.numa_node))
         link = os.path.join(device.path, "device")
         if not os.path.islink(link):
             os.symlink(os.path.relpath(pci_function_dir(root, device), device.path), link)
@@ -215,3 +192,22 @@ def lay_out_device(root: str, profile: InstanceType, device: SimDevice, flavour:
         efa_values = {name: value for (owner, name), value in initial.items() if owner == device.name}
         for name, value in ib_values(efa_values).items():
             _write(os.path.join(device.ib_counter_dir, name), f"{value}\n")
+
+
+def lay_out_foreign_device(root: str, name: str, vendor: str, pci_address: str, pci_function: bool) -> str:
+    """A non-EFA RDMA device's class directory (two counters, a port state) and, with ``pci_function``, its
+    PCI function of ``vendor``; returns the class directory."""
+    path = os.path.join(root, "class", "infiniband", name)
+    for counter in (catalog.RX_BYTES, catalog.TX_BYTES):
+        os.makedirs(os.path.join(path, "ports", "1", "hw_counters"), exist_ok=True)
+        with open(os.path.join(path, "ports", "1", "hw_counters", counter), "w") as f:
+            f.write("42\n")
+    with open(os.path.join(path, "ports", "1", "state"), "w") as f:
+        f.write("4: ACTIVE\n")
+    if pci_function:
+        function = os.path.join(root, "devices", "pci0000:e0", pci_address)
+        os.makedirs(function, exist_ok=True)
+        with open(os.path.join(function, "vendor"), "w") as f:
+            f.write(vendor + "\n")
+        os.symlink(os.path.relpath(function, path), os.path.join(path, "device"))
+    return path

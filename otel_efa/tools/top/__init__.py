@@ -14,16 +14,24 @@ from otel_efa.config import ConfigError
 
 def add_parser(subparsers) -> None:
     from otel_efa.node.instance_types import INSTANCE_TYPES
+    from otel_efa.tools.simulator.faults import FAULT_KINDS
+    from otel_efa.tools.simulator.faults import argument as fault_argument
 
     p = subparsers.add_parser("top", help="live per-device EFA throughput, utilization and errors")
-    p.add_argument("--sysfs", help="sysfs root (default /sys)")
-    p.add_argument("--interval", type=seconds, default=1.0, metavar="SECONDS", help="refresh period (default 1)")
+    p.add_argument("--sysfs", metavar="PATH", help="sysfs root (default /sys)")
+    p.add_argument("--interval", type=seconds, default=1.0, metavar="SECONDS",
+                   help="seconds between refreshes (default %(default)g)")
     p.add_argument("--simulate", metavar="PROFILE", choices=sorted(INSTANCE_TYPES),
-                   help="show a simulated node, e.g. p5.48xlarge")
+                   help="show a simulated node of this type, e.g. p5.48xlarge (default: the real node)")
+    p.add_argument("--fault", action="append", type=fault_argument, metavar="KIND[:DEVICE][@SECONDS]",
+                   help=f"with --simulate: a fault on the simulated node ({', '.join(FAULT_KINDS)}), on DEVICE "
+                        "(default the first) after SECONDS (default 0); repeatable (default: none)")
     p.add_argument("--instance-type", choices=sorted(INSTANCE_TYPES), metavar="TYPE",
                    help="line rate and expected devices of this type (default: from IMDS)")
-    p.add_argument("--count", type=at_least_one, metavar="N", help="exit after N refreshes")
-    p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
+    p.add_argument("--count", type=at_least_one, metavar="N",
+                   help="exit after N refreshes (default: until q or Ctrl-C)")
+    p.add_argument("--plain", action="store_true",
+                   help="plain lines even on a terminal (default: plain only when not a terminal)")
     p.set_defaults(handler=_top)
 
 
@@ -46,6 +54,12 @@ def _top(args) -> int:
         raise ConfigError("--interval", "must be a positive number of seconds")
     if args.count is not None and args.count < 1:
         raise ConfigError("--count", "must be at least 1")
+    if args.fault:
+        from otel_efa.tools.simulator.faults import check_specs
+
+        problem = check_specs(args.simulate, args.fault) if args.simulate else "needs --simulate PROFILE"
+        if problem:
+            raise ConfigError("--fault", problem)
     if not args.simulate:  # a simulated node needs no /sys (a laptop has none)
         args.sysfs = args.sysfs or "/sys"
         problem = sysfs_root_problem(args.sysfs)
@@ -57,7 +71,7 @@ def _top(args) -> int:
         if args.simulate:
             from otel_efa.tools.simulator import Simulator
 
-            simulator = Simulator(args.simulate, scratch)
+            simulator = Simulator(args.simulate, scratch, faults=args.fault or ())
             root = scratch
         try:
             with SysfsReader(root) as reader:

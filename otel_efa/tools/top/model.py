@@ -1,8 +1,11 @@
-"""What ``otel-efa top`` shows, computed from successive Snapshots: pure, so it is tested without a terminal.
+"""What ``otel-efa top`` and the console exporter show, computed from successive Snapshots: pure, so it is
+tested without a terminal.
 
-Errors are counted from when ``top`` started (a running total since boot says nothing about now). A
-device with errors since then, a port that is not ACTIVE, or retransmits above the alert rules' ratio
-is a fault to highlight.
+Every figure is a per-second rate over the last interval (None until two readings give one, or after a
+counter reset): bytes and packets, retransmits, drops and errors. Cumulative totals are ``otel-efa
+snapshot``'s. Errors are also counted from when the view started (a running total since boot says nothing
+about now), only to mark a device: one with errors since then, a port that is not ACTIVE, or retransmits
+above the alert rules' ratio is a fault to highlight.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -11,12 +14,13 @@ from otel_efa import catalog
 from otel_efa.artifacts.alarms.prometheus_rules import RETRANSMIT_RATIO
 from otel_efa.node.instance_types import InstanceType
 from otel_efa.node.sysfs import natural_key
+from otel_efa.pipeline.rates import rate
 from otel_efa.pipeline.snapshot import DeviceSnapshot, Snapshot
 
 # Counters that only grow when something goes wrong: drops, work request errors, SRD health events.
-ERROR_PORT_COUNTERS = tuple(k for k in catalog.PORT_COUNTER_BY_KERNEL if k.endswith(("_drops", "_err", "_events")))
-ERROR_DEVICE_COUNTERS = tuple(k for k in catalog.DEVICE_COUNTER_BY_KERNEL
-                              if k.endswith("_err") or k == "no_completion_cmds")
+ERROR_PORT_COUNTERS = catalog.FAULT_PORT_COUNTERS
+ERROR_DEVICE_COUNTERS = catalog.FAULT_DEVICE_COUNTERS
+DROPS = catalog.RX_DROPS  # shown in a column of its own; the other error counters add up to ERR/s
 
 SORT_KEYS = {"n": "name", "r": "rx", "t": "tx", "u": "util", "e": "errors"}
 
@@ -38,8 +42,10 @@ class DeviceRow:
     rx_pps: Optional[float]
     tx_pps: Optional[float]
     retrans_pps: Optional[float]
+    drops_pps: Optional[float]
+    errors_pps: Optional[float]  # the error counters but drops, summed, per second
     link: Optional[float]  # bytes per second per direction
-    errors: int  # error counter increase since top started
+    errors: int  # error counter increase (drops included) since the view started
     errors_rising: bool  # errors grew during the last interval
 
     @property
@@ -77,9 +83,12 @@ class NodeTotals:
         return busiest_share(self.rx, self.tx, self.line_rate)
 
 
-def _error_total(device: DeviceSnapshot) -> int:
-    total = sum(device.total(k) or 0 for k in ERROR_PORT_COUNTERS)
-    return total + sum(device.counters.get(k, 0) for k in ERROR_DEVICE_COUNTERS)
+def _error_totals(device: DeviceSnapshot) -> Tuple[int, int]:
+    """(every error counter summed, the same without drops)."""
+    drops = device.total(DROPS) or 0
+    total = sum(device.total(k) or 0 for k in ERROR_PORT_COUNTERS if k != DROPS)
+    total += sum(device.counters.get(k, 0) for k in ERROR_DEVICE_COUNTERS)
+    return total + drops, total
 
 
 class TopModel:
@@ -87,14 +96,18 @@ class TopModel:
         self.instance_type = instance_type
         self._baseline: Dict[str, int] = {}
         self._previous: Dict[str, int] = {}
+        self._previous_errors: Dict[str, Tuple[int, float]] = {}  # errors without drops, monotonic time
         self.rows: Tuple[DeviceRow, ...] = ()
         self.totals = NodeTotals(0, None, None, None, None)
         self.sort_key = "name"
 
     def update(self, snapshot: Snapshot) -> None:
         rows = []
+        last_errors, self._previous_errors = self._previous_errors, {}
         for device in snapshot.devices:
-            errors_now = _error_total(device)
+            errors_now, not_drops = _error_totals(device)
+            self._previous_errors[device.name] = (not_drops, snapshot.monotonic)
+            before, then = last_errors.get(device.name, (None, snapshot.monotonic))
             baseline = self._baseline.setdefault(device.name, errors_now)
             if errors_now < baseline:  # counters reset (driver reload): count from here
                 baseline = self._baseline[device.name] = errors_now
@@ -105,9 +118,11 @@ class TopModel:
             rows.append(DeviceRow(
                 name=device.name,
                 up=all(ups) if ups else None,
-                rx=device.rate("rx_bytes"), tx=device.rate("tx_bytes"),
-                rx_pps=device.rate("rx_pkts"), tx_pps=device.rate("tx_pkts"),
-                retrans_pps=device.rate("retrans_pkts"),
+                rx=device.rate(catalog.RX_BYTES), tx=device.rate(catalog.TX_BYTES),
+                rx_pps=device.rate(catalog.RX_PKTS), tx_pps=device.rate(catalog.TX_PKTS),
+                retrans_pps=device.rate(catalog.RETRANS_PKTS),
+                drops_pps=device.rate(DROPS),
+                errors_pps=rate(before, not_drops, snapshot.monotonic - then),
                 link=sum(links) if links else None,
                 errors=errors_now - baseline,
                 errors_rising=errors_now > previous,
@@ -118,7 +133,7 @@ class TopModel:
         self.totals = NodeTotals(
             devices=len(rows),
             expected_devices=self.instance_type.efa_devices if self.instance_type else None,
-            rx=snapshot.rate("rx_bytes"), tx=snapshot.rate("tx_bytes"),
+            rx=snapshot.rate(catalog.RX_BYTES), tx=snapshot.rate(catalog.TX_BYTES),
             line_rate=line_rate,
         )
 
