@@ -5,7 +5,6 @@ The loop collects a :class:`~otel_efa.pipeline.snapshot.Snapshot`, the instrumen
 hands that same object to every exporter's ``export(interval)``. Nothing downstream reads sysfs or the
 Collector, and nothing can change what another exporter sees.
 """
-from operator import is_, itemgetter
 from typing import Any, Mapping, NamedTuple, Tuple
 
 from otel_efa.catalog import MetricSpec
@@ -31,9 +30,6 @@ class Interval(NamedTuple):
     specs: Tuple[MetricSpec, ...]
 
 
-_attributes = itemgetter(0)  # of a point
-
-
 def same_series(previous: Metrics, current: Metrics) -> bool:
     """True when ``current`` has the metrics and attribute mappings of ``previous``, object for object."""
     if len(previous) != len(current):
@@ -41,6 +37,7 @@ def same_series(previous: Metrics, current: Metrics) -> bool:
     for (spec, points), (earlier_spec, earlier_points) in zip(current, previous):
         if spec is not earlier_spec or len(points) != len(earlier_points):
             return False
-        if not all(map(is_, map(_attributes, points), map(_attributes, earlier_points))):  # C loops
-            return False
+        for (attributes, _), (earlier, _) in zip(points, earlier_points):
+            if attributes is not earlier:
+                return False
     return True
