@@ -1,12 +1,21 @@
 """The whole agent's CPU, memory and start-up on a simulated p5.48xlarge, against the number of EFA devices.
 
     .venv/bin/python benchmarks/agent_footprint.py [--devices 4,16,32] [--intervals 1,60] [--seconds 300]
+                                                   [--exporters otlp,prometheus,log [--exporters ...]]
+                                                   [--otlp-protocol grpc|http/protobuf]
 
-Every configuration (devices x interval) is ``otel-efa run --exporters otlp,prometheus,log`` in its own
-process, on its own tree kept moving by its own ``otel-efa simulate --devices N`` process, so each agent
-has its own /proc accounting and the simulators' writing is not in it. The OTLP receiver (the tests' gRPC
-``MetricsServiceServicer``) runs in one more process, and this script scrapes each agent's /metrics every
-15 s as a Prometheus server would; neither's CPU is counted.
+Every configuration (devices x interval x exporter set) is ``otel-efa run --exporters <set>`` (by default
+``otlp,prometheus,log``) in its own process, on its own tree kept moving by its own ``otel-efa simulate
+--devices N`` process, so each agent has its own /proc accounting and the simulators' writing is not in it.
+The OTLP receiver (the tests' gRPC ``MetricsServiceServicer``) runs in one more process, and this script
+scrapes each agent's /metrics every 15 s as a Prometheus server would; neither's CPU is counted. When a set
+has ``cloudwatch``, the receiver process also runs moto's CloudWatch (``moto.server``, the stand-in the
+tests use at the AWS boundary) and those agents publish to it with test credentials.
+
+What CloudWatch adds to the memory, for instance (issue 14: RSS at most 40 MiB at 32 devices):
+
+    .venv/bin/python benchmarks/agent_footprint.py --devices 32 --intervals 1 --seconds 120 \
+        --exporters prometheus,otlp --exporters prometheus,otlp,cloudwatch
 
 The agents start one after another (start-up is timed on a machine that is not starting five other
 Pythons), then run concurrently. Start-up is process start to the first OTLP request the receiver gets,
@@ -38,6 +47,10 @@ from otel_efa.catalog import PORT_COUNTERS  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 EXPORTERS = "otlp,prometheus,log"
+# What an agent publishing to the receiver process's moto needs (no real account, no IMDS).
+CLOUDWATCH_ENVIRONMENT = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                          "AWS_SESSION_TOKEN": "testing", "AWS_REGION": "us-east-1",
+                          "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
 # A scrape "has EFA series" once a port counter is in it, i.e. after the agent's first collection.
 EFA_SERIES = next(m.prometheus_name for m in PORT_COUNTERS if m.kernel_name == "rx_bytes").encode() + b"{"
 
@@ -63,14 +76,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def otlp_sink(count: int) -> None:
-    """The receiver process: ``count`` gRPC receivers; their ports on the first line, then, once stdin
-    closes, each one's first arrival (monotonic, the same clock in every process), request count and the
-    number of points in its last request."""
+def otlp_sink(count: int, moto_port: int = 0, protocol: str = "grpc") -> None:
+    """The receiver process: ``count`` OTLP receivers of ``protocol`` (and moto's server on ``moto_port``
+    unless 0); their ports on the first line, then, once stdin closes, each one's first arrival (monotonic,
+    the same clock in every process), request count and the number of points in its last request."""
     sys.path.insert(0, os.path.join(REPO, "tests"))
-    from otlp_receiver import GrpcReceiver, points
+    from otlp_receiver import GrpcReceiver, HttpReceiver, points
 
-    class CountingReceiver(GrpcReceiver):
+    moto = None
+    if moto_port:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request on our output
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+        moto.start()
+
+    class CountingReceiver(GrpcReceiver if protocol == "grpc" else HttpReceiver):  # type: ignore[misc]
         """Keeps what the benchmark needs, not every request (hours of 1 s exports would pile up)."""
 
         first: Optional[float] = None
@@ -90,6 +113,8 @@ def otlp_sink(count: int) -> None:
                       for r in receivers]), flush=True)
     for receiver in receivers:
         receiver.stop()
+    if moto is not None:
+        moto.stop()
 
 
 @dataclass
@@ -100,6 +125,7 @@ class Run:
     interval: float
     work: str
     otlp_port: int
+    exporters: str = EXPORTERS
     simulator: Optional[subprocess.Popen] = None
     agent: Optional[subprocess.Popen] = None
     prometheus_port: int = 0
@@ -120,7 +146,7 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.devices} devices, {self.interval:g} s"
+        return f"{self.devices} devices, {self.interval:g} s, {self.exporters}"
 
     @property
     def root(self) -> str:
@@ -156,13 +182,16 @@ def scrape(run: Run) -> bytes:
         return response.read()
 
 
-def start_agent(run: Run, profile: str, timeout: float = 120) -> None:
+def start_agent(run: Run, profile: str, timeout: float = 120, moto_port: int = 0, protocol: str = "grpc") -> None:
     """Launch the agent and wait for its first /metrics with EFA series in it."""
     run.prometheus_port = free_port()
-    env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true",
+    env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true", OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
                OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{run.otlp_port}")
+    if "cloudwatch" in run.exporters.split(","):
+        env.update(CLOUDWATCH_ENVIRONMENT, AWS_ENDPOINT_URL=f"http://127.0.0.1:{moto_port}",
+                   OTEL_RESOURCE_ATTRIBUTES="host.id=i-0123456789abcdef0")  # the InstanceId dimension, no IMDS
     command = cli() + ["run", "--sysfs", run.root, "--instance-type", profile, "--interval", f"{run.interval:g}",
-                       "--exporters", EXPORTERS, "--log-file", os.path.join(run.work, "efa_monitor.log"),
+                       "--exporters", run.exporters, "--log-file", os.path.join(run.work, "efa_monitor.log"),
                        "--prometheus-address", f"127.0.0.1:{run.prometheus_port}"]
     with open(run.stderr_path, "w") as stderr:
         run.launched = time.monotonic()
@@ -226,25 +255,37 @@ def stop(processes) -> None:
 
 
 def report(runs: List[Run], args) -> None:
-    print(f"\notel-efa run --exporters {EXPORTERS} on a simulated {args.profile} (first N devices); "
+    print(f"\notel-efa run --exporters {' | '.join(args.exporters)} (OTLP over {args.otlp_protocol}) on a simulated "
+          f"{args.profile} (first N devices); "
           f"{args.seconds:g} s measured after start-up + {args.warmup:g} s warm-up; /metrics scraped every "
           f"{args.scrape_every:g} s; all configurations concurrently on {os.cpu_count()} cores")
-    print(f"{'devices':>7} {'interval':>8} {'CPU % core':>10} {'CPU ms/coll':>11} {'RSS MiB':>8} "
+    print(f"{'exporters':<28} {'devices':>7} {'interval':>8} {'CPU % core':>10} {'CPU ms/coll':>11} {'RSS MiB':>8} "
           f"{'peak MiB':>8} {'start OTLP s':>12} {'start /metrics s':>16} {'start CPU s':>11} "
           f"{'collections':>11} {'scrapes':>7} {'OTLP pts':>8}")
-    for run in sorted(runs, key=lambda r: (r.interval, r.devices)):
+    for run in sorted(runs, key=lambda r: (r.exporters, r.interval, r.devices)):
         otlp = f"{run.first_otlp - run.launched:12.2f}" if run.first_otlp else f"{'none':>12}"
-        print(f"{run.devices:>7} {run.interval:>7g}s {100 * run.cpu / run.elapsed:>10.2f} "
+        print(f"{run.exporters:<28} {run.devices:>7} {run.interval:>7g}s {100 * run.cpu / run.elapsed:>10.2f} "
               f"{1000 * run.cpu / run.collections:>11.1f} {run.rss:>8.1f} {run.peak_rss:>8.1f} {otlp} "
               f"{run.first_scrape - run.launched:>16.2f} {run.startup_cpu:>11.2f} "
               f"{run.collections:>11} {run.scrapes:>7} {run.otlp_points:>8}")
     fewest, most = min(args.devices), max(args.devices)
     if fewest != most:
+        for exporters in args.exporters:
+            for interval in args.intervals:
+                small, big = (next(r for r in runs if (r.devices, r.interval, r.exporters) == (n, interval, exporters))
+                              for n in (fewest, most))
+                per_collection = (big.cpu / big.collections) / max(small.cpu / small.collections, 1e-9)
+                print(f"{exporters}: {most} vs {fewest} devices at {interval:g} s: CPU per collection "
+                      f"x{per_collection:.2f}, RSS x{big.rss / small.rss:.2f} (+{big.rss - small.rss:.1f} MiB)")
+    first = args.exporters[0]
+    for exporters in args.exporters[1:]:
         for interval in args.intervals:
-            small, big = (next(r for r in runs if (r.devices, r.interval) == (n, interval)) for n in (fewest, most))
-            per_collection = (big.cpu / big.collections) / max(small.cpu / small.collections, 1e-9)
-            print(f"{most} vs {fewest} devices at {interval:g} s: CPU per collection x{per_collection:.2f}, "
-                  f"RSS x{big.rss / small.rss:.2f} (+{big.rss - small.rss:.1f} MiB)")
+            for devices in args.devices:
+                base, other = (next(r for r in runs if (r.devices, r.interval, r.exporters) == (devices, interval, e))
+                               for e in (first, exporters))
+                print(f"{exporters} vs {first} at {devices} devices, {interval:g} s: RSS {other.rss - base.rss:+.1f} "
+                      f"MiB (peak {other.peak_rss - base.peak_rss:+.1f}), CPU per collection "
+                      f"{1000 * (other.cpu / other.collections - base.cpu / base.collections):+.2f} ms")
     for run in runs:
         if run.skipped:
             print(f"note: {run.name}: the agent logged {run.skipped} skipped interval(s) (a busy machine)")
@@ -262,24 +303,37 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300, help="steady-state window per configuration")
     parser.add_argument("--warmup", type=float, default=10, help="seconds after start-up before measuring")
     parser.add_argument("--scrape-every", type=float, default=15)
+    parser.add_argument("--exporters", action="append",
+                        help=f"an --exporters set for the agents, repeatable: each set is run at every device count "
+                             f"and interval (default {EXPORTERS})")
+    parser.add_argument("--otlp-protocol", choices=("grpc", "http/protobuf"), default="grpc",
+                        help="the agents' OTLP protocol, and the receiver's (default grpc)")
     parser.add_argument("--otlp-sink", type=int, help=argparse.SUPPRESS)  # the receiver process
+    parser.add_argument("--moto-port", type=int, default=0, help=argparse.SUPPRESS)  # its moto server
     args = parser.parse_args()
     if args.otlp_sink is not None:
-        otlp_sink(args.otlp_sink)
+        otlp_sink(args.otlp_sink, args.moto_port, args.otlp_protocol)
         return
     from progress import Progress  # benchmarks/, this script's directory
 
-    configurations = sorted(((i, d) for i in args.intervals for d in args.devices), reverse=True)
+    args.exporters = args.exporters or [EXPORTERS]
+    moto_port = free_port() if any("cloudwatch" in e.split(",") for e in args.exporters) else 0
+
+    configurations = sorted(((i, d, e) for i in args.intervals for d in args.devices for e in args.exporters),
+                            reverse=True)
     runs: List[Run] = []
     with tempfile.TemporaryDirectory(prefix="agent-footprint-") as work, \
             ThreadPoolExecutor(max_workers=len(configurations)) as measuring:
-        sink = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--otlp-sink",
-                                 str(len(configurations))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        sink = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--otlp-sink", str(len(configurations)),
+                                 "--moto-port", str(moto_port), "--otlp-protocol", args.otlp_protocol],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
         try:
             ports = json.loads(sink.stdout.readline())
             # Longest intervals first: their windows take the longest to reach.
-            for port, (interval, devices) in zip(ports, configurations):
-                runs.append(Run(devices, interval, os.path.join(work, f"{devices}x{interval:g}"), port))
+            for port, (interval, devices, exporters) in zip(ports, configurations):
+                runs.append(Run(devices, interval, os.path.join(work, f"{devices}x{interval:g}x{len(runs)}"), port,
+                                exporters))
                 start_simulator(runs[-1], args.profile)
             for run in runs:
                 if not run.simulator.stdout.readline():  # a line once the tree is written
@@ -288,7 +342,7 @@ def main() -> None:
             progress = Progress("agent_footprint", unit="configurations")
             for run in runs:
                 progress.update(len(measured), len(runs), note=f"starting {run.name}")
-                start_agent(run, args.profile)
+                start_agent(run, args.profile, moto_port=moto_port, protocol=args.otlp_protocol)
                 measured.append(measuring.submit(measure, run, args.seconds, args.warmup,
                                                  args.scrape_every))
             while True:

@@ -349,6 +349,7 @@ def test_any_counter_and_device_name_through_instruments_and_both_encoders(names
     import tempfile
 
     from opentelemetry.metrics._internal.instrument import _name_regex
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.resources import Resource
 
@@ -380,8 +381,9 @@ def test_any_counter_and_device_name_through_instruments_and_both_encoders(names
         assert all(_name_regex.fullmatch(n) for n in names)
         assert len({n.lower() for n in names}) == len(names)
         resource = Resource({"service.name": "otel-efa", "host.id": "i-1", "host_id": "x"})
-        request = OtlpEncoder(resource, "otel_efa", "0").encode(frame)
-        request.SerializeToString()
+        body = OtlpEncoder(resource, "otel_efa", "0").encode(frame)
+        request = ExportMetricsServiceRequest.FromString(body)  # protobuf checks the strings are UTF-8
+        assert request.SerializeToString() == body
         page = PrometheusRenderer(resource.attributes, "otel_efa", "0").render(frame)
         assert_valid_page(page)
         # every counter file of every device arrived: by its value, on its device

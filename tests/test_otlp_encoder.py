@@ -10,7 +10,9 @@ comparison leaves it out; the export test then sends one, through the agent's ex
 import logging
 
 import pytest
+from changing_intervals import intervals_with_changing_series
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from otlp_receiver import GrpcReceiver, HttpReceiver
@@ -21,6 +23,14 @@ from otel_efa.config import Config, OtlpConfig
 from otel_efa.exporters import ExporterContext
 from otel_efa.exporters.otlp import OtlpExporter
 from otel_efa.exporters.otlp_encoder import OtlpEncoder
+
+
+def _request(body: bytes) -> ExportMetricsServiceRequest:
+    """The encoder's bytes parsed, and checked to be what protobuf itself writes for that message (field
+    order, lengths), so the template's bytes are the same as serializing the message would give."""
+    request = ExportMetricsServiceRequest.FromString(body)
+    assert request.SerializeToString() == body
+    return request
 
 
 def _decoded(request):
@@ -53,7 +63,7 @@ def test_same_metrics_points_attributes_and_values_as_the_sdk_encoder(make_simul
         node.instrument(provider)
         snapshot = node.collect()
         expected = encode_metrics(reader.get_metrics_data())
-        ours = OtlpEncoder(RESOURCE, "otel_efa", __version__).encode(node.interval)
+        ours = _request(OtlpEncoder(RESOURCE, "otel_efa", __version__).encode(node.interval))
     finally:
         provider.shutdown()
         node.close()
@@ -81,9 +91,9 @@ def test_sums_start_with_the_agent_and_points_carry_the_snapshot_time(make_simul
         node.instrument(provider)
         snapshot = node.collect()
         encoder = OtlpEncoder(RESOURCE, "otel_efa", __version__, start_time_unix_nano=123)
-        first = encoder.encode(node.interval)
+        first = _request(encoder.encode(node.interval))
         later = node.collect()
-        second = encoder.encode(node.interval)
+        second = _request(encoder.encode(node.interval))
     finally:
         provider.shutdown()
         node.close()
@@ -192,3 +202,113 @@ def test_grpc_over_tls_trusts_the_certificate_variable_and_nothing_else(make_sim
         node.close()
     assert len(requests) == 1  # the trusted export only
     assert exporters[1].reporter.failing_since is not None
+
+
+def _any_value(value):
+    """An attribute value as opentelemetry-proto's AnyValue, by the encoder's rules (bool before int, an
+    int outside int64 as a double, anything unknown as its str)."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValueList
+
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value) if -2 ** 63 <= value < 2 ** 63 else AnyValue(double_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, dict):
+        return AnyValue(kvlist_value=KeyValueList(values=_key_values(value)))
+    if isinstance(value, (list, tuple)):
+        return AnyValue(array_value=ArrayValue(values=[_any_value(v) for v in value]))
+    return AnyValue(string_value=str(value))
+
+
+def _key_values(attributes):
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+    return [KeyValue(key=k, value=_any_value(v)) for k, v in attributes.items()]
+
+
+def _reference_bytes(frame, start: int) -> bytes:
+    """The request the encoder's semantics describe, built message by message with opentelemetry-proto
+    (counters cumulative monotonic Sums from ``start``, as_int for an int in int64, else as_double)."""
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+    from otel_efa.catalog import Kind
+
+    request = ExportMetricsServiceRequest()
+    resource_metrics = request.resource_metrics.add()
+    resource_metrics.resource.attributes.extend(_key_values(RESOURCE.attributes))
+    resource_metrics.schema_url = RESOURCE.schema_url or ""
+    scope_metrics = resource_metrics.scope_metrics.add()
+    scope_metrics.scope.name, scope_metrics.scope.version = "otel_efa", __version__
+    for spec, points in frame.metrics:
+        metric = scope_metrics.metrics.add(name=spec.name, description=spec.description, unit=spec.unit)
+        if spec.kind is Kind.COUNTER:
+            data = metric.sum
+            data.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+            data.is_monotonic = True
+        else:
+            data = metric.gauge
+        for attributes, value in points:
+            point = data.data_points.add(time_unix_nano=int(frame.snapshot.wall_time * 1e9))
+            if spec.kind is Kind.COUNTER:
+                point.start_time_unix_nano = start
+            point.attributes.extend(_key_values(attributes))
+            if type(value) is int and -2 ** 63 <= value < 2 ** 63:
+                point.as_int = value
+            else:
+                point.as_double = value
+    return request.SerializeToString()
+
+
+def test_the_template_follows_every_change_of_series_values_and_kinds_byte_for_byte():
+    """One encoder through intervals that change (kept layouts, metrics encoded anew, value kinds switching):
+    every request equals, byte for byte, the same request built message by message, and a new encoder's."""
+    start = 1_690_000_000_000_000_000
+    encoder = OtlpEncoder(RESOURCE, "otel_efa", __version__, start_time_unix_nano=start)
+    for frame in intervals_with_changing_series():
+        ours = encoder.encode(frame)
+        assert ours == _reference_bytes(frame, start), frame.snapshot.collections
+        assert ours == OtlpEncoder(RESOURCE, "otel_efa", __version__, start_time_unix_nano=start).encode(frame)
+    assert _request(ours).resource_metrics[0].scope_metrics[0].metrics == []  # the last interval had nothing
+
+
+ODD_VALUES = ["", "text", 'q"uo\\te\n', "ünï", True, False, 0, 1, -1, 2 ** 63 - 1, -2 ** 63, 2 ** 63, -2 ** 63 - 1,
+              2 ** 64 - 1, 0.0, -0.0, 1.5, float("inf"), float("nan"), b"", b"\x00\xff", [], [1, "a", [True]],
+              ("x", 2.5), {}, {"k": {"n": [1, {"": b"b"}]}}, None, object]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES, ids=repr)
+def test_attribute_values_of_every_kind_are_the_bytes_protobuf_writes(value):
+    """Attributes are written by hand (exporters/protobuf_wire.py): for values of every AnyValue kind (and
+    ones that are none, written as their str), an empty key too, the bytes opentelemetry-proto writes."""
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ResourceMessage
+
+    from otel_efa.exporters.protobuf_wire import key_values
+
+    attributes = {"key": value, "": value}
+    assert key_values(1, attributes) == ResourceMessage(attributes=_key_values(attributes)).SerializeToString()
+
+
+def test_the_reply_is_read_as_protobuf_reads_it_and_garbage_is_a_decode_error():
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+
+    from otel_efa.exporters.protobuf_wire import DecodeError, ExportResponse, parse_export_response
+
+    for rejected, message in ((0, ""), (3, "3 points too old"), (-1, "ünï"), (2 ** 63 - 1, "x" * 300)):
+        reply = ExportMetricsServiceResponse()
+        reply.partial_success.rejected_data_points = rejected
+        reply.partial_success.error_message = message
+        # a field this agent does not know, before and after, as a newer collector could send
+        body = b"\x10\x05" + reply.SerializeToString() + b"\x1a\x02ab\x25\x01\x02\x03\x04"
+        parsed = parse_export_response(body)
+        assert parsed.partial_success.rejected_data_points == rejected
+        assert parsed.partial_success.error_message == message
+    assert parse_export_response(b"") == ExportResponse()
+    for garbage in (b"\x0a\x05ab", b"\xff", b"\x0b", b"\x08", b"<html>not a protobuf</html>"):
+        with pytest.raises(DecodeError):
+            parse_export_response(garbage)

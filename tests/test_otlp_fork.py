@@ -24,7 +24,7 @@ done = threading.Event()
 
 def exports():
     while not done.is_set():
-        sender.send(ExportMetricsServiceRequest())
+        sender.send(ExportMetricsServiceRequest().SerializeToString())
 
 threads = [threading.Thread(target=exports) for _ in range(2)]
 for thread in threads:

@@ -210,3 +210,30 @@ def test_hostile_names_give_a_valid_page_with_unique_names(tmp_path, caplog):
         provider.shutdown()
         collector.reader.close()
         sim.close()
+
+
+def test_the_template_follows_every_change_of_series_and_values():
+    """One renderer through intervals that change (kept templates, metrics formatted anew, NaN and ±Inf, an int
+    where a float was): every page equals a new renderer's, and parses to the frame's labels and values."""
+    import math
+    import re
+
+    from changing_intervals import intervals_with_changing_series
+
+    from otel_efa.names import prometheus_label_name
+
+    renderer = PrometheusRenderer(RESOURCE.attributes, "otel_efa", __version__)
+    for frame in intervals_with_changing_series():
+        page = renderer.render(frame)
+        assert page == PrometheusRenderer(RESOURCE.attributes, "otel_efa", __version__).render(frame)
+        values = [line.rsplit(" ", 1)[1] for line in page.decode().splitlines() if not line.startswith("#")]
+        assert all(re.fullmatch(r"-?\d+(\.\d+)?(e[-+]\d+)?|NaN|[+-]Inf", v) for v in values), values
+        got = sorted((s.name, tuple(sorted((k, v) for k, v in s.labels.items() if v and k not in SCOPE_LABELS)),
+                      repr(s.value))
+                     for f in text_string_to_metric_families(page.decode()) if f.name != "target_info"
+                     for s in f.samples)
+        expected = sorted((spec.prometheus_name, tuple(sorted((prometheus_label_name(k), v)
+                                                              for k, v in attributes.items())),
+                           repr(float(value) if math.isnan(value) else value))
+                          for spec, points in frame.metrics for attributes, value in points)
+        assert got == expected, frame.snapshot.collections

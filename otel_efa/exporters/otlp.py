@@ -135,11 +135,11 @@ class OtlpExporter(Exporter):
         interval = interval or self._latest
         if interval is None:
             return False
-        request = self._encoder.encode(interval)
+        body = self._encoder.encode(interval)  # the serialized request
         if self._sender is None:
             return False
         try:
-            response = self._sender.send(request)
+            response = self._sender.send(body)
         except ExportFailed as e:
             self.reporter.failed(str(e))
             return False

@@ -1,7 +1,7 @@
-"""Sending one ExportMetricsServiceRequest: gRPC (opentelemetry-proto's generated MetricsService stub) or
-http/protobuf (a POST of the serialized request). One attempt per call and no retry loop: temporality is
-cumulative, so the next interval's export carries whole totals (see otlp.py). grpc is imported only when
-the gRPC sender is made, so the agent starts fast without it.
+"""Sending one serialized ExportMetricsServiceRequest (otlp_encoder.py makes the bytes): gRPC (the
+MetricsService's Export method, the bytes as they are) or http/protobuf (a POST of the bytes). One attempt
+per call and no retry loop: temporality is cumulative, so the next interval's export carries whole totals
+(see otlp.py). grpc is imported only when the gRPC sender is made, so the agent starts fast without it.
 """
 import gzip
 import http.client
@@ -13,11 +13,7 @@ import urllib.request
 from typing import List, Optional
 from urllib.parse import urlparse
 
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
+from otel_efa.exporters.protobuf_wire import DecodeError, ExportResponse, parse_export_response
 
 
 class ExportFailed(Exception):
@@ -62,6 +58,9 @@ def read_capped(reply, deadline: float, cap: int = REPLY_BODY_CAP) -> bytes:
 # gRPC waits up to 120 s between reconnection attempts after a long outage, failing every export meanwhile;
 # a collector on the node that comes back should get the next interval's export, so retry sooner.
 GRPC_CHANNEL_OPTIONS = (("grpc.max_reconnect_backoff_ms", 5000),)
+# What opentelemetry-proto's generated MetricsServiceStub calls; without a request serializer gRPC sends the
+# encoder's bytes as they are.
+GRPC_EXPORT_METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 
 
 def _read(path: Optional[str]) -> Optional[bytes]:
@@ -84,7 +83,6 @@ class GrpcSender:
         # error: Bad file descriptor"); the agent never uses gRPC in a child, so it needs none of them.
         os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
         import grpc
-        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
 
         self._grpc = grpc
         target = urlparse(endpoint).netloc
@@ -97,13 +95,14 @@ class GrpcSender:
                                                        certificate_chain=_read(client_certificate))
             self._channel = grpc.secure_channel(target, credentials, options=GRPC_CHANNEL_OPTIONS,
                                                 compression=compression)
-        self._export = MetricsServiceStub(self._channel).Export
+        self._export = self._channel.unary_unary(GRPC_EXPORT_METHOD, response_deserializer=parse_export_response)
         self._metadata = tuple((key.lower(), value) for key, value in headers)
         self._timeout = timeout
 
-    def send(self, request: ExportMetricsServiceRequest) -> ExportMetricsServiceResponse:
+    def send(self, body: bytes) -> ExportResponse:
+        """``body``: a serialized ExportMetricsServiceRequest."""
         try:
-            return self._export(request, timeout=self._timeout, metadata=self._metadata)
+            return self._export(body, timeout=self._timeout, metadata=self._metadata)
         except self._grpc.RpcError as e:  # every status, a reply that is no protobuf included (INTERNAL)
             code = e.code() if hasattr(e, "code") else None
             details = e.details() if hasattr(e, "details") else str(e)
@@ -134,8 +133,8 @@ class HttpSender:
             if client_certificate and client_key:
                 self._context.load_cert_chain(client_certificate, client_key)
 
-    def send(self, request: ExportMetricsServiceRequest) -> ExportMetricsServiceResponse:
-        body = request.SerializeToString()
+    def send(self, body: bytes) -> ExportResponse:
+        """``body``: a serialized ExportMetricsServiceRequest."""
         if self._gzip:
             body = gzip.compress(body, compresslevel=6)
         post = urllib.request.Request(self._endpoint, data=body, headers=self._headers, method="POST")
@@ -144,10 +143,7 @@ class HttpSender:
             with urllib.request.urlopen(post, timeout=self._timeout, context=self._context) as reply:
                 content = read_capped(reply, deadline)
                 protobuf = "protobuf" in (reply.headers.get("Content-Type") or "")
-            response = ExportMetricsServiceResponse()
-            if content and protobuf:
-                response.ParseFromString(content)
-            return response
+            return parse_export_response(content) if content and protobuf else ExportResponse()
         except ExportFailed:
             raise
         except urllib.error.HTTPError as e:
@@ -157,7 +153,7 @@ class HttpSender:
             raise ExportFailed(short(str(e.reason))) from None
         # A timeout or a reset (OSError, ssl errors included), a peer that speaks no HTTP (BadStatusLine,
         # LineTooLong), a reply cut short (IncompleteRead, RemoteDisconnected), a body that is no protobuf
-        # (protobuf's DecodeError): each is an outage like a refused connection, never a traceback.
+        # (DecodeError): each is an outage like a refused connection, never a traceback.
         except (OSError, http.client.HTTPException, DecodeError) as e:
             raise ExportFailed(problem(e)) from None
 

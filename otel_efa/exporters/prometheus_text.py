@@ -17,17 +17,23 @@ Resource attributes whose keys give the same label name (``host.id`` and ``host_
 ``target_info``: their values joined by ``;`` in the order of the keys, as the Collector's
 ``prometheusremotewrite`` joins them on the way to AMP, logged once.
 
-Only the values change from one interval to the next, so the HELP/TYPE lines and every series'
-``name{labels} `` prefix are built once; a render is then a join of cached strings and formatted numbers.
+Only the values change from one interval to the next, so for a given set of series (metrics, their points'
+attributes) the page's text around the values is built once: a render is the values' ``repr`` (an int's is
+its decimal digits, a float's the shortest text that round-trips) joined between those pieces, all in C
+loops, no per-sample Python. The pieces are rebuilt when the series change (compared by the attribute
+mappings, identity first, content when not the same object). A value of another type, or a float that is
+not finite (NaN, ±Inf), takes :func:`sample_value` for that render.
 """
 import functools
 import json
 import logging
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Set, Tuple
+from operator import itemgetter
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from otel_efa import names
 from otel_efa.catalog import Kind, MetricSpec, prometheus_name
+from otel_efa.exporters.columns import columns
 from otel_efa.pipeline.interval import Interval
 
 log = logging.getLogger(__name__)
@@ -79,8 +85,38 @@ def labels_text(labels: Iterable[Tuple[str, Any]]) -> str:
     return "{" + ",".join(f'{k}="{label_value(v)}"' for k, v in sorted(labels)) + "} "
 
 
+class _Template:
+    """The page of one set of series: the constant text around the values, the values' places left empty."""
+
+    def __init__(self, shape: list, attributes: tuple, pieces: List[str]):
+        self.shape = shape
+        self.attributes = attributes  # held, so that an identity stays the same object's
+        self.parts: List[Optional[str]] = [None] * (2 * len(pieces) - 1)  # pieces, values between them
+        self.parts[0::2] = pieces
+
+    def fill(self, texts: Iterable[str]) -> bytes:
+        parts = self.parts
+        parts[1::2] = texts
+        return "".join(parts).encode()  # type: ignore[arg-type]
+
+
+class _MetricText(NamedTuple):
+    """One metric's lines around its values: HELP, TYPE and the first sample's name and labels, then each
+    further sample's; one more piece than there are points (the last is the line end)."""
+
+    spec: MetricSpec
+    attributes: tuple
+    pieces: List[str]
+
+
 class PrometheusRenderer:
-    """Renders intervals for one resource and one instrumentation scope. Not thread-safe: one caller at a time."""
+    """Renders intervals for one resource and one instrumentation scope. Not thread-safe: one caller at a time.
+
+    A template is kept per set of series seen lately (a gauge that comes and goes switches between two),
+    and each metric's text per metric, so a new template only formats the metrics whose series changed.
+    """
+
+    MAX_TEMPLATES = 4
 
     def __init__(self, resource_attributes: Mapping[str, Any], scope_name: str, scope_version: str):
         self._scope = (("otel_scope_name", scope_name), ("otel_scope_schema_url", ""),
@@ -92,34 +128,55 @@ class PrometheusRenderer:
         self._names = names.UniqueNames(reserved=(TARGET_INFO,))
         self._prometheus_names: Dict[str, str] = {}  # OTel name -> the Prometheus name it was given
         self._named_specs: tuple = ()  # the registered metrics the names were given for
-        # label keys of a metric -> {id(attributes): (attributes, "{labels} ")}; holding the attributes keeps
-        # their id from being reused. Rebuilt on every render from the entries used, so stale ones go.
-        self._labels: Dict[frozenset, Dict[int, Tuple[Mapping[str, Any], str]]] = {}
+        self._templates: List[_Template] = []  # the most recently used first
+        self._metrics: Dict[str, _MetricText] = {}  # metric name -> its latest text
 
-    def render(self, frame: Interval) -> bytes:
-        if frame.specs is not self._named_specs:
-            self._name_series(frame.specs)
-        out: List[str] = [self._target_info]
-        append = out.append
-        previous = self._labels
-        current: Dict[frozenset, Dict[int, Tuple[Mapping[str, Any], str]]] = {}
-        for spec, points in frame.metrics:
-            header, name = self._header(spec)
-            append(header)
-            seen: Set[str] = set()
-            for attributes, _ in points:
-                seen.update(attributes)
-            keys = frozenset(seen)
-            cached = previous.get(keys, {})
-            kept = current.setdefault(keys, {})
-            for attributes, value in points:
-                entry = cached.get(id(attributes))
-                if entry is None or entry[0] is not attributes:
-                    entry = (attributes, self._labels_of(attributes, keys))
-                kept[id(attributes)] = entry
-                append(name + entry[1] + sample_value(value) + "\n")
-        self._labels = current
-        return "".join(out).encode()
+    def render(self, interval: Interval) -> bytes:
+        if interval.specs is not self._named_specs:
+            self._name_series(interval.specs)
+        metrics = interval.metrics
+        shape, attributes, values = columns(metrics)
+        template = self._template(metrics, shape, attributes)
+        if set(map(type, values)) <= _TYPED and _finite(values):
+            return template.fill(map(repr, values))  # an int's repr is its str, a float's round-trips
+        return template.fill(map(sample_value, values))
+
+    def _template(self, metrics, shape: list, attributes: tuple) -> _Template:
+        templates = self._templates
+        for i, template in enumerate(templates):
+            if template.shape == shape and template.attributes == attributes:
+                if i:
+                    templates.insert(0, templates.pop(i))
+                return template
+        labels: Dict[Tuple[int, frozenset], str] = {}  # (id(attributes), label keys) -> "{labels} "
+        pieces = [self._target_info]
+        for spec, series in metrics:
+            text = self._metric(spec, series, labels)
+            pieces[-1] += text.pieces[0]
+            pieces.extend(text.pieces[1:])
+        template = _Template(shape, attributes, pieces)
+        templates.insert(0, template)
+        del templates[self.MAX_TEMPLATES:]
+        return template
+
+    def _metric(self, spec: MetricSpec, series, labels: Dict[Tuple[int, frozenset], str]) -> _MetricText:
+        attributes = tuple(map(_first, series))
+        text = self._metrics.get(spec.name)
+        if text is not None and text.spec is spec and text.attributes == attributes:
+            return text
+        header, name = self._header(spec)
+        keys = frozenset(key for point_attributes in attributes for key in point_attributes)
+        pieces: List[str] = []
+        current = header
+        for point_attributes in attributes:
+            label_text = labels.get((id(point_attributes), keys))
+            if label_text is None:
+                label_text = labels[(id(point_attributes), keys)] = self._labels_of(point_attributes, keys)
+            pieces.append(current + name + label_text)
+            current = "\n"
+        pieces.append(current)
+        text = self._metrics[spec.name] = _MetricText(spec, attributes, pieces)
+        return text
 
     def _labels_of(self, attributes: Mapping[str, Any], keys: frozenset) -> str:
         labels = {label_name(k): "" for k in keys}
@@ -150,6 +207,18 @@ class PrometheusRenderer:
             help_text = spec.description.replace("\\", "\\\\").replace("\n", "\\n")
             header = self._headers[spec.name] = (f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n", name)
         return header
+
+
+_TYPED = frozenset((int, float))  # the types whose repr is the sample's text (finite floats)
+_first = itemgetter(0)  # of a point: its attributes
+
+
+def _finite(values: tuple) -> bool:
+    """No NaN or ±Inf among ints and floats (their sum is then finite, unless it overflows: then False too)."""
+    try:
+        return math.isfinite(sum(values))
+    except OverflowError:  # ints too large for a float
+        return False
 
 
 def _family_name(base: str, spec: MetricSpec) -> str:

@@ -7,20 +7,27 @@ a function giving its points). The agent loop hands each collection's Snapshot t
 registers on a MeterProvider (:meth:`EfaInstrumentor.instrument`) serve the latest Interval built, so any
 number of readers and scrapes cost no extra reads, see the values the exporters see, and never reach back
 into the Collector.
+
+The port and device series are built as columns (otel_efa/pipeline/snapshot_columns.py): a Snapshot's ports
+and devices, their attribute mappings and counter and rate dictionaries laid out once per Snapshot, a
+metric's points ``map`` and ``zip`` over them, C loops with no Python per point.
 """
 import dataclasses
 import logging
+from itertools import repeat
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
 from otel_efa import __version__, catalog, names
 from otel_efa.catalog import Kind, MetricSpec
 from otel_efa.node import instance_types
+from otel_efa.pipeline import snapshot_columns
 from otel_efa.pipeline.interval import Interval, Point, same_series
 from otel_efa.pipeline.rails import RailBalance, rail_balance
 from otel_efa.pipeline.snapshot import PortSnapshot, Snapshot
+from otel_efa.pipeline.snapshot_columns import NO_ROWS, Rows, counter_value, pairs
 from otel_efa.pipeline.stats import AgentStats
 
 log = logging.getLogger(__name__)
@@ -35,24 +42,6 @@ NodeAttributes = Callable[[], Dict[str, str]]
 DeviceInfoAttributes = Callable[[str], Optional[Dict[str, str]]]
 
 NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})  # one object for every point without attributes
-
-
-INT64_MAX = (1 << 63) - 1
-
-
-def counter_value(value: int) -> Union[int, float]:
-    """A kernel u64 as an OTel observation: the int itself up to 2**63-1, a float above.
-
-    OTLP's ``NumberDataPoint.as_int`` is an int64: one value above it makes the encoder raise, and the
-    whole export (every metric of the node) is lost. Above 2**63-1 the value goes out as ``as_double``
-    instead. Why a float, not the value modulo 2**63 or no point at all (the upstream awsefareceiver
-    skips such a point with a warning each scrape): the float is the true value, rounded by at most
-    2**-53 (1e-16 relative, 2 KiB at 2**63), and stays monotonic, so a consumer's rate() or delta keeps
-    working and the series never disappears; modulo would show a counter reset that never happened.
-    Prometheus stores every sample as float64 anyway, so both endpoints show the same number. The only
-    seam is when the counter wraps at 2**64 back to a small int, which every consumer treats as a reset.
-    """
-    return value if value <= INT64_MAX else float(value)
 
 
 def _no_extra(_device: str) -> Dict[str, str]:
@@ -87,6 +76,7 @@ class EfaInstrumentor:
         self._names = names.UniqueNames(str.lower)
         self._attribute_cache: Dict[Tuple[Optional[str], str], Dict[str, str]] = {}
         self._balance: Tuple[Optional[Snapshot], RailBalance] = (None, RailBalance(None, None))
+        self._rows: Tuple[Optional[Snapshot], Optional[dict], Rows] = (None, None, NO_ROWS)
         self._failing: Set[str] = set()  # metrics whose definition raised, logged once until it works again
         self._series_version = 0
         self.latest: Optional[Interval] = None  # the last Interval built: what the OTel instruments serve
@@ -139,7 +129,11 @@ class EfaInstrumentor:
         once in the log. Counters found together are taken in sorted order, device counters first, so
         the same tree gives the same names on every start.
         """
-        for device in snapshot.devices:
+        devices = snapshot.devices
+        if (set().union(*(d.counters.keys() for d in devices)) <= self._seen_device_counters
+                and set().union(*(p.counters.keys() for d in devices for p in d.ports)) <= self._seen_port_counters):
+            return  # nothing new (every interval but the first few): two unions, no call per port
+        for device in devices:
             self._register_unknown(device.counters.keys() - self._seen_device_counters,
                                    self._seen_device_counters, catalog.device_counter_spec)
             for port in device.ports:
@@ -226,11 +220,24 @@ class EfaInstrumentor:
             self._balance = (snapshot, balance)
         return balance
 
+    def _rows_of(self, snapshot: Snapshot) -> Rows:
+        """Every port and device of ``snapshot`` with its attributes, as columns, made once per Snapshot
+        (and again after forget_attributes()), whichever series asks first."""
+        seen, cache, rows = self._rows
+        if snapshot is seen and cache is self._attribute_cache:
+            return rows
+        cache = self._attribute_cache  # before the rows: a swap meanwhile makes the next call build again
+        rows = snapshot_columns.rows(snapshot, self._port_attributes, self._device_attributes)
+        self._rows = (snapshot, cache, rows)
+        return rows
+
     def _points_for(self, spec: MetricSpec) -> PointsOf:
         value_of = _PORT_GAUGE_VALUES.get(spec.name)
         kernel_name = spec.kernel_name or ""  # every port and device counter has one
         if spec.scope is catalog.Scope.PORT and spec.kind is Kind.COUNTER:
             return self._port_counter_points(kernel_name)
+        if spec.name in catalog.RATE_SOURCES:
+            return self._port_rate_points(catalog.RATE_SOURCES[spec.name])
         if value_of is not None:
             return self._port_points(value_of)
         if spec.name == catalog.DEVICE_INFO.name:
@@ -244,27 +251,27 @@ class EfaInstrumentor:
         return _AGENT_POINTS[spec.name](self)
 
     def _port_points(self, value_of: Callable[[PortSnapshot], Optional[float]]) -> PointsOf:
-        def points(snapshot: Snapshot) -> Iterator[Point]:
-            for port in _ports(snapshot):
-                value = value_of(port)
-                if value is not None:
-                    yield self._port_attributes(port), value
+        def points(snapshot: Snapshot) -> List[Point]:
+            rows = self._rows_of(snapshot)
+            return pairs(rows.port_attributes, list(map(value_of, rows.ports)))
+        return points
+
+    def _port_rate_points(self, kernel_name: str) -> PointsOf:
+        def points(snapshot: Snapshot) -> List[Point]:
+            rows = self._rows_of(snapshot)
+            return pairs(rows.port_attributes, list(map(dict.get, rows.port_rates, repeat(kernel_name))))
         return points
 
     def _port_counter_points(self, kernel_name: str) -> PointsOf:
-        def points(snapshot: Snapshot) -> Iterator[Point]:
-            for port in _ports(snapshot):
-                value = port.counters.get(kernel_name)
-                if value is not None:
-                    yield self._port_attributes(port), counter_value(value)
+        def points(snapshot: Snapshot) -> List[Point]:
+            rows = self._rows_of(snapshot)
+            return pairs(rows.port_attributes, list(map(dict.get, rows.port_counters, repeat(kernel_name))))
         return points
 
     def _device_counter_points(self, kernel_name: str) -> PointsOf:
-        def points(snapshot: Snapshot) -> Iterator[Point]:
-            for device in snapshot.devices:
-                value = device.counters.get(kernel_name)
-                if value is not None:
-                    yield self._device_attributes(device.name), counter_value(value)
+        def points(snapshot: Snapshot) -> List[Point]:
+            rows = self._rows_of(snapshot)
+            return pairs(rows.device_attributes, list(map(dict.get, rows.device_counters, repeat(kernel_name))))
         return points
 
     def _device_info_points(self, snapshot: Snapshot) -> Iterator[Point]:
@@ -287,10 +294,11 @@ class EfaInstrumentor:
         return attributes
 
     def _node_total_points(self, kernel_names: Tuple[str, ...]) -> PointsOf:
-        def points(snapshot: Snapshot) -> Iterator[Point]:
-            totals = [t for t in (snapshot.total(k) for k in kernel_names) if t is not None]
-            if totals:
-                yield self._node_attributes(), counter_value(sum(totals))
+        def points(snapshot: Snapshot) -> List[Point]:  # Snapshot.total() of each name, from the columns
+            port_counters = self._rows_of(snapshot).port_counters
+            found = ([v for v in map(dict.get, port_counters, repeat(k)) if v is not None] for k in kernel_names)
+            totals = [sum(values) for values in found if values]
+            return [(self._node_attributes(), counter_value(sum(totals)))] if totals else []
         return points
 
     def _node_points(self, value_of: Callable[[RailBalance], Optional[float]]) -> PointsOf:
@@ -301,27 +309,17 @@ class EfaInstrumentor:
         return points
 
 
-def _ports(snapshot: Snapshot) -> Iterator[PortSnapshot]:
-    for device in snapshot.devices:
-        yield from device.ports
-
-
 _NODE_VALUES: Dict[str, Callable[[RailBalance], Optional[float]]] = {
     catalog.RAIL_IMBALANCE.name: lambda balance: balance.imbalance,
     catalog.IDLE_RAILS.name: lambda balance: balance.idle_rails,
 }
 
 
-def _rate_value(kernel_name: str) -> Callable[[PortSnapshot], Optional[float]]:
-    return lambda port: port.rates.get(kernel_name)
-
-
 def _up(port: PortSnapshot) -> Optional[int]:
     return None if port.up is None else int(port.up)
 
 
-_PORT_GAUGE_VALUES: Dict[str, Callable[[PortSnapshot], Optional[float]]] = {
-    **{name: _rate_value(kernel) for name, kernel in catalog.RATE_SOURCES.items()},
+_PORT_GAUGE_VALUES: Dict[str, Callable[[PortSnapshot], Optional[float]]] = {  # the rates aside
     catalog.PORT_UP.name: _up,
     catalog.PORT_PHYS_STATE.name: lambda port: port.phys_state,
     catalog.LINK_SPEED.name: lambda port: port.link_bytes_per_second,
