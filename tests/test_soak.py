@@ -95,8 +95,12 @@ def test_missed_intervals_counts_the_intervals_a_suspended_agent_skipped(tmp_pat
         agent.send_signal(signal.SIGSTOP)
         time.sleep(held)
         agent.send_signal(signal.SIGCONT)
-        time.sleep(4 * interval)
-        after_at, after = time.monotonic(), soak.scrape_counters(port)
+
+        def counted():  # the agent ran again and counted the intervals it slept through: (when, counters)
+            counters = soak.scrape_counters(port)
+            return (time.monotonic(), counters) if counters and counters[soak.MISSED] > before[soak.MISSED] else ()
+
+        after_at, after = wait_until(counted, 30, "the suspended intervals counted", every=interval)
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(10) == 0
     finally:
