@@ -20,7 +20,7 @@ from otel_efa.catalog import Kind, MetricSpec
 from otel_efa.node import instance_types
 from otel_efa.pipeline.interval import Interval, Point, same_series
 from otel_efa.pipeline.rails import RailBalance, rail_balance
-from otel_efa.pipeline.snapshot import PortSnapshot, Snapshot
+from otel_efa.pipeline.snapshot import DeviceSnapshot, PortSnapshot, Snapshot
 from otel_efa.pipeline.stats import AgentStats
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,8 @@ class EfaInstrumentor:
         self._names = names.UniqueNames(str.lower)
         self._attribute_cache: Dict[Tuple[Optional[str], str], Dict[str, str]] = {}
         self._balance: Tuple[Optional[Snapshot], RailBalance] = (None, RailBalance(None, None))
+        self._ports_memo: Tuple[Optional[Snapshot], Optional[dict], list] = (None, None, [])
+        self._devices_memo: Tuple[Optional[Snapshot], Optional[dict], list] = (None, None, [])
         self._failing: Set[str] = set()  # metrics whose definition raised, logged once until it works again
         self._series_version = 0
         self.latest: Optional[Interval] = None  # the last Interval built: what the OTel instruments serve
@@ -241,28 +243,42 @@ class EfaInstrumentor:
             return self._device_counter_points(kernel_name)
         return _AGENT_POINTS[spec.name](self)
 
+    def _port_pairs(self, snapshot: Snapshot) -> List[Tuple[PortSnapshot, Dict[str, str]]]:
+        """Every port of the snapshot with its attributes, looked up once per snapshot (and attribute cache)
+        for all the port metrics."""
+        cache = self._attribute_cache
+        seen, seen_cache, pairs = self._ports_memo
+        if seen is not snapshot or seen_cache is not cache:
+            pairs = [(port, self._port_attributes(port)) for device in snapshot.devices for port in device.ports]
+            self._ports_memo = (snapshot, cache, pairs)
+        return pairs
+
+    def _device_pairs(self, snapshot: Snapshot) -> List[Tuple[DeviceSnapshot, Dict[str, str]]]:
+        cache = self._attribute_cache
+        seen, seen_cache, pairs = self._devices_memo
+        if seen is not snapshot or seen_cache is not cache:
+            pairs = [(device, self._device_attributes(device.name)) for device in snapshot.devices]
+            self._devices_memo = (snapshot, cache, pairs)
+        return pairs
+
     def _port_points(self, value_of: Callable[[PortSnapshot], Optional[float]]) -> PointsOf:
-        def points(snapshot: Snapshot) -> Iterator[Point]:
-            for port in _ports(snapshot):
-                value = value_of(port)
-                if value is not None:
-                    yield self._port_attributes(port), value
+        def points(snapshot: Snapshot) -> List[Point]:
+            return [(attributes, value) for port, attributes in self._port_pairs(snapshot)
+                    if (value := value_of(port)) is not None]
         return points
 
     def _port_counter_points(self, kernel_name: str) -> PointsOf:
-        def points(snapshot: Snapshot) -> Iterator[Point]:
-            for port in _ports(snapshot):
-                value = port.counters.get(kernel_name)
-                if value is not None:
-                    yield self._port_attributes(port), counter_value(value)
+        def points(snapshot: Snapshot) -> List[Point]:  # counter_value() inline: the hottest loop
+            return [(attributes, value if value <= INT64_MAX else float(value))
+                    for port, attributes in self._port_pairs(snapshot)
+                    if (value := port.counters.get(kernel_name)) is not None]
         return points
 
     def _device_counter_points(self, kernel_name: str) -> PointsOf:
-        def points(snapshot: Snapshot) -> Iterator[Point]:
-            for device in snapshot.devices:
-                value = device.counters.get(kernel_name)
-                if value is not None:
-                    yield self._device_attributes(device.name), counter_value(value)
+        def points(snapshot: Snapshot) -> List[Point]:
+            return [(attributes, value if value <= INT64_MAX else float(value))
+                    for device, attributes in self._device_pairs(snapshot)
+                    if (value := device.counters.get(kernel_name)) is not None]
         return points
 
     def _device_info_points(self, snapshot: Snapshot) -> Iterator[Point]:
@@ -297,11 +313,6 @@ class EfaInstrumentor:
             if value is not None:
                 yield self._node_attributes(), value
         return points
-
-
-def _ports(snapshot: Snapshot) -> Iterator[PortSnapshot]:
-    for device in snapshot.devices:
-        yield from device.ports
 
 
 _NODE_VALUES: Dict[str, Callable[[RailBalance], Optional[float]]] = {
