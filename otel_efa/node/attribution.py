@@ -11,7 +11,7 @@ very Interval that first has the device.
 import logging
 import threading
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from otel_efa import catalog
 from otel_efa.config import Config
@@ -19,7 +19,7 @@ from otel_efa.node.eni import EniResolver, mac_from_link_local
 from otel_efa.node.imds import ImdsClient
 from otel_efa.node.pci import PciFunction
 from otel_efa.node.slurm import SlurmJobs
-from otel_efa.node.topology import info_attributes, topologies
+from otel_efa.node.topology import Accelerator, find_accelerators, info_attributes, topologies
 from otel_efa.pipeline.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class Attribution:
         self._device_extra: Dict[str, Dict[str, str]] = {}
         self._info: Dict[str, Dict[str, str]] = {}
         self._placed: Dict[str, Optional[PciFunction]] = {}  # device -> the PCI identity it was placed from
+        self._accelerators: Optional[List[Accelerator]] = None  # read by start(), for the first placement
         self._jobs: Tuple[str, ...] = ()
         self._jobs_due = 0.0
         self._stop = threading.Event()
@@ -100,7 +101,9 @@ class Attribution:
         if all(placed.get(device.name, _UNPLACED) is device.info.pci for device in snapshot.devices):
             return False
         self._placed = {device.name: device.info.pci for device in snapshot.devices}
-        found = topologies(self.sysfs_root, {device.name: device.info.pci for device in snapshot.devices})
+        accelerators, self._accelerators = self._accelerators, None  # later placements look again
+        found = topologies(self.sysfs_root, {device.name: device.info.pci for device in snapshot.devices},
+                           accelerators)
         info = {name: info_attributes(t) for name, t in found.items()}
         if info == self._info:
             return False
@@ -120,10 +123,12 @@ class Attribution:
 
     # --- the thread ----------------------------------------------------------------------------
     def start(self, latest: Callable[[], Optional[Snapshot]], on_change: Callable[[], None]) -> None:
-        """Work on a thread until :meth:`stop`.
+        """Find the accelerators now (cheap, local: the first collection places the devices beside them at
+        once), then work on a thread until :meth:`stop`.
 
         IMDS and squeue are only ever asked on the thread: neither can delay start-up or collection.
         """
+        self._accelerators = find_accelerators(self.sysfs_root)
         self._thread = threading.Thread(target=self._run, args=(latest, on_change), name="otel-efa-attribution",
                                         daemon=True)
         self._thread.start()

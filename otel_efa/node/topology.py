@@ -120,10 +120,12 @@ def device_topology(device: str, function: Optional[PciFunction], accelerators: 
     )
 
 
-def topologies(root: str, functions: Mapping[str, Optional[PciFunction]]) -> Dict[str, DeviceTopology]:
+def topologies(root: str, functions: Mapping[str, Optional[PciFunction]],
+               accelerators: Optional[List[Accelerator]] = None) -> Dict[str, DeviceTopology]:
     """EFA device -> its topology, from the PCI functions already read (device -> function or None), and the
-    accelerators under ``root`` (read now)."""
-    accelerators = find_accelerators(root)
+    accelerators under ``root`` (read now unless given)."""
+    if accelerators is None:
+        accelerators = find_accelerators(root)
     return {device: device_topology(device, function, accelerators) for device, function in functions.items()}
 
 
