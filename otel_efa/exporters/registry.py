@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import importlib.metadata
 import logging
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Tuple
 
@@ -48,10 +49,18 @@ def _normalized(name: str) -> str:
 def _declared() -> Tuple[Registered, ...]:
     """Every entry point of GROUP, once per distribution (the first of a name on sys.path).
 
-    ``Distribution.entry_points`` is a list on Python 3.9 and an ``EntryPoints`` later, both iterable, so
-    this reads the same everywhere (``entry_points()`` itself returns a dict of groups on 3.9 and has
-    ``select(group=...)`` from 3.10).
+    From Python 3.10, ``entry_points(group=...)`` does exactly that and names each point's distribution,
+    whose metadata is then parsed for the few that declare one (parsing every installed distribution's
+    METADATA cost about 80 ms of each agent start). Python 3.9 has neither: there every distribution's name
+    is read (``Distribution.entry_points`` is a list on 3.9, iterable like the later ``EntryPoints``).
     """
+    if sys.version_info >= (3, 10):
+        found = []
+        for entry_point in importlib.metadata.entry_points(group=GROUP):
+            dist = entry_point.dist
+            label = f"{dist.metadata['Name'] or '?'} {dist.version}" if dist is not None else "?"
+            found.append(Registered(entry_point.name, entry_point.value, label, entry_point))
+        return tuple(found)
     found = []
     seen = set()
     for dist in importlib.metadata.distributions():
