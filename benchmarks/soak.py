@@ -28,7 +28,7 @@ falling behind, and what the OTLP receiver and CloudWatch (moto) received.
 While it runs, progress and the time left go to standard error (benchmarks/progress.py); the table of
 scrapes and the verdict are printed to standard output at the end.
 
-tests/test_soak.py runs the same code for 18 s at a 0.1 s interval in ``make test``.
+tests/test_soak.py runs the same code for ~45 s at a 0.25 s interval in ``make test``.
 """
 import argparse
 import json
@@ -70,7 +70,7 @@ class Settings:
     exporters: str = "otlp,prometheus,log,cloudwatch"
     # Missed intervals forgiven when the run-queue wait does not explain them: 0 for the real soak. A late
     # wake-up the guest cannot see (the hypervisor's steal time, a stalled disk) is one interval at
-    # 0.1 s, so the shortened form in make test forgives one; a regression misses many.
+    # 0.25 s, so the shortened form in make test forgives one; a regression misses many.
     tolerated_misses: int = 0
 
 

@@ -117,9 +117,7 @@ def test_missed_intervals_counts_the_intervals_a_suspended_agent_skipped(tmp_pat
 
 
 def test_shortened_soak_holds_the_bounds_of_the_ten_minute_one(capsys):
-    # The long soak's 1 s interval scaled down tenfold: 60 intervals of warm-up and 120 judged (the
-    # 0.25 s form this replaces had the same counts in 45 s), sampled and scraped about as often per interval.
-    settings = soak.Settings(interval=0.1, duration=18, warmup=6, scrape_every=1.5, sample_every=0.5,
+    settings = soak.Settings(interval=0.25, duration=45, warmup=15, scrape_every=3, sample_every=1,
                              tolerated_misses=1)
     report = soak.run_soak(settings)
     summary = soak.summary(report)
