@@ -93,7 +93,7 @@ bench: deps test-venv
 	$(BIN)/python benchmarks/compare_node_exporter.py
 
 # The 10-minute soak at 1 s on a simulated p5.48xlarge (OTLP, Prometheus, log, CloudWatch to moto);
-# exits 1 on RSS growth >= 1 MiB, fd growth or a missed interval. make test runs an 18 s form of it (0.1 s).
+# exits 1 on RSS growth >= 1 MiB, fd growth or a missed interval. make test runs a 45 s form of it (0.25 s).
 soak: test-venv
 	$(BIN)/python benchmarks/soak.py --minutes 10
 
