@@ -41,7 +41,7 @@ def _temporary_files_in_memory(mounts: str = "/proc/mounts", memory: str = "/dev
         tempfile.tempdir = None  # tempfile caches the directory it chose first
 
 
-# Under pytest-xdist (pyproject.toml: -n 4 --dist loadfile), a module's tests run on one worker, in order,
+# Under pytest-xdist (pyproject.toml: -n 2 --dist loadfile), a module's tests run on one worker, in order,
 # so its module-scoped servers start once. These modules measure the agent's RSS or its missed intervals:
 # they form one group, so they run one after another and never beside each other.
 FOOTPRINT_MODULES = ("test_otlp_garbage.py", "test_otlp_outage.py", "test_soak.py")
