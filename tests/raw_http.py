@@ -67,3 +67,31 @@ def wait_for_eof(sock: socket.socket, deadline_s: float, trickle: Optional[bytes
             return True, got
         got += len(data)
     return False, got
+
+
+class EofWatch:
+    """``wait_for_eof`` on a thread of its own: a client started now whose verdict a test reads later, so
+    that clients waiting out a server's timeout wait side by side instead of one after another."""
+
+    def __init__(self, sock: socket.socket, deadline_s: float, trickle: Optional[bytes] = None):
+        self.sock = sock
+        self._verdict: Optional[Tuple[bool, int]] = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._watch, args=(deadline_s, trickle), daemon=True)
+        self._thread.start()
+
+    def _watch(self, deadline_s: float, trickle: Optional[bytes]) -> None:
+        try:
+            self._verdict = wait_for_eof(self.sock, deadline_s, trickle)
+        except BaseException as error:  # handed to the test that asks
+            self._error = error
+        finally:
+            self.sock.close()
+
+    def result(self) -> Tuple[bool, int]:
+        """(closed, bytes read), once the server closed or the deadline passed."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._verdict is not None
+        return self._verdict

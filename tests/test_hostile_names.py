@@ -47,6 +47,14 @@ EXPECTED_DEVICE_NAMES: Dict[bytes, str] = {
 }
 
 
+def _served(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The agent on the hostile node with Prometheus, OTLP and log exporters, and what it served."""
@@ -59,15 +67,18 @@ def run(tmp_path_factory):
                        OTEL_RESOURCE_ATTRIBUTES="host.id=i-0123456789abcdef0,host_id=other,__name__=x,1up=y,"
                                                 "rack=" + os.fsdecode(b"r\xff1"))
     log_file = workdir / "efa_monitor.log"
-    agent = AgentProcess(["--sysfs", str(workdir / "sys"), "--instance-type", "p4d.24xlarge", "--interval", "0.5",
+    agent = AgentProcess(["--sysfs", str(workdir / "sys"), "--instance-type", "p4d.24xlarge", "--interval", "0.2",
                           "--exporters", "prometheus,otlp,log", "--log-file", str(log_file),
                           "--prometheus-address", f"127.0.0.1:{port}"], environment, workdir / "agent.stderr")
     prometheus = None
     try:
+        # Prometheus starts once the page is served (so its every scrape finds the target up), while the
+        # agent goes on exporting.
+        agent.expect(lambda: _served(port), "the agent's /metrics")
+        prometheus = PrometheusServer([{"job_name": "hostile", "scrape_interval": "200ms",
+                                        "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}], free_port())
         agent.expect(lambda: len(receiver.requests) >= 3, "three OTLP exports")
         agent.expect(lambda: log_file.exists() and len(log_file.read_text().splitlines()) >= 8, "two log intervals")
-        prometheus = PrometheusServer([{"job_name": "hostile", "scrape_interval": "500ms",
-                                        "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}], free_port())
         prometheus.wait_for('up{job="hostile"} == 1', count=1)
         prometheus.wait_for('count_over_time(up{job="hostile"}[1m]) >= 3', count=1)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:

@@ -1,4 +1,4 @@
-"""The collector goes away for 15 s (60 intervals) and comes back: the agent keeps collecting, memory stays
+"""The collector goes away for 6 s (60 intervals) and comes back: the agent keeps collecting, memory stays
 flat, two warnings in all, and the first export after recovery carries the simulator's exact totals.
 
 The agent runs as a subprocess (``otel-efa run``) so that its RSS can be read from /proc; the simulated
@@ -12,14 +12,15 @@ import time
 
 from agent_process import rss_kb
 from otlp_receiver import GrpcReceiver, points
+from waiting import wait_until
 
 from otel_efa import catalog
 
 PROFILE = "p5.48xlarge"  # 32 devices: the biggest export, so a queue would show in RSS
-INTERVAL_S = 0.25
-OUTAGE_S = 15.0  # 60 intervals, 42 of them between the two RSS readings
-ADVANCE_S = 6.0  # counters move during the first part of the outage, then hold still
-OTLP_TIMEOUT_S = 1.5  # an export holding pre-stop values has given up long before the receiver returns
+INTERVAL_S = 0.1
+OUTAGE_S = 6.0  # 60 intervals, about 45 of them between the two RSS readings
+ADVANCE_S = 2.5  # counters move during the first part of the outage, then hold still
+OTLP_TIMEOUT_S = 1.0  # an export holding pre-stop values has given up long before the receiver returns
 RSS_GROWTH_LIMIT_KB = 8 * 1024
 
 
@@ -45,13 +46,14 @@ def test_outage_keeps_collecting_warns_twice_and_recovers_whole_totals(make_simu
         receiver.stop()
         outage_started = time.monotonic()
 
-        running = simulator.start(tick=0.05)
-        time.sleep(3 * OTLP_TIMEOUT_S)  # the first failed export is behind us
+        running = simulator.start(tick=0.02)
+        # The first failed export is behind us once the agent says so (its one warning).
+        wait_until(lambda: "is failing" in stderr_path.read_text(), 10 * OTLP_TIMEOUT_S, "the outage warning")
         rss_early = rss_kb(agent.pid)
-        time.sleep(max(0.0, ADVANCE_S - (time.monotonic() - outage_started)))
+        wait_until(lambda: time.monotonic() - outage_started >= ADVANCE_S, ADVANCE_S, "the counters' advance")
         running.stop()
         truth = simulator.values()
-        time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_started)))
+        wait_until(lambda: time.monotonic() - outage_started >= OUTAGE_S, OUTAGE_S, "the outage's end")
         rss_late = rss_kb(agent.pid)
         assert agent.poll() is None, "the agent died during the outage"
 

@@ -1,6 +1,6 @@
 """A real Prometheus server scrapes the agent on simulated nodes.
 
-Two agents: one scraped at its collection interval (1 s) for accuracy, one scraped ten times per
+Two agents: one scraped at its collection interval (0.5 s) for accuracy, one scraped 12.5 times per
 collection interval with a second OTel reader attached, to show sysfs is read once per interval.
 """
 import threading
@@ -19,8 +19,10 @@ from otel_efa.node.sysfs import SysfsReader
 RX_BYTES = catalog.BY_NAME["efa_rx_bytes"].prometheus_name
 TX_PKTS = catalog.BY_NAME["efa_tx_pkts"].prometheus_name
 RX_RATE = catalog.BY_NAME["efa_rx_throughput"].prometheus_name
-FAST_INTERVAL = 2.0
-LONGEST_WINDOW_S = 15  # the longest range the tests below query
+ACCURACY_INTERVAL = 0.5  # scraped at the same period: a rate window of 16 scrapes, a gauge average of 10
+FAST_INTERVAL = 1.25
+FAST_WINDOW_S = 5  # 50 scrapes of the fast job, 4 or 5 of its reads
+LONGEST_WINDOW_S = 8  # the longest range the tests below query
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def node(tmp_path_factory):
     SysfsReader.read = counting_read
     sims, agents = [], []
     ports = []
-    for index, interval in enumerate((1.0, FAST_INTERVAL)):
+    for index, interval in enumerate((ACCURACY_INTERVAL, FAST_INTERVAL)):
         root = tmp_path_factory.mktemp(f"node{index}")
         sim = Simulator("p4d.24xlarge", str(root), gbps=200)
         sims.append(sim)
@@ -62,8 +64,8 @@ def node(tmp_path_factory):
     poller = threading.Thread(target=poll_second_reader, daemon=True)
     poller.start()
     prometheus = PrometheusServer([
-        {"job_name": "accuracy", "scrape_interval": "1s", "static_configs": [{"targets": [f"127.0.0.1:{ports[0]}"]}]},
-        {"job_name": "fast", "scrape_interval": "200ms", "static_configs": [{"targets": [f"127.0.0.1:{ports[1]}"]}]},
+        {"job_name": "accuracy", "scrape_interval": f"{ACCURACY_INTERVAL * 1000:.0f}ms", "static_configs": [{"targets": [f"127.0.0.1:{ports[0]}"]}]},
+        {"job_name": "fast", "scrape_interval": "100ms", "static_configs": [{"targets": [f"127.0.0.1:{ports[1]}"]}]},
     ], free_port())
     try:
         prometheus.wait_for(f'{RX_BYTES}{{job="accuracy"}}', count=4)
@@ -87,8 +89,8 @@ def node(tmp_path_factory):
 
 def test_promql_rate_matches_ground_truth(node):
     sim, prometheus = node["sims"][0], node["prometheus"]
-    rates = prometheus.values(f'rate({RX_BYTES}{{job="accuracy"}}[15s])', "aws_efa_device")
-    packets = prometheus.values(f'rate({TX_PKTS}{{job="accuracy"}}[15s])', "aws_efa_device")
+    rates = prometheus.values(f'rate({RX_BYTES}{{job="accuracy"}}[8s])', "aws_efa_device")
+    packets = prometheus.values(f'rate({TX_PKTS}{{job="accuracy"}}[8s])', "aws_efa_device")
     assert set(rates) == set(sim.device_names) == set(packets)
     for device in sim.device_names:
         assert rates[device] == pytest.approx(sim.expected_rate(device, "rx_bytes"), rel=0.02)
@@ -97,7 +99,7 @@ def test_promql_rate_matches_ground_truth(node):
 
 def test_rate_gauges_match_ground_truth(node):
     sim, prometheus = node["sims"][0], node["prometheus"]
-    gauges = prometheus.values(f'avg_over_time({RX_RATE}{{job="accuracy"}}[10s])', "aws_efa_device")
+    gauges = prometheus.values(f'avg_over_time({RX_RATE}{{job="accuracy"}}[5s])', "aws_efa_device")
     assert set(gauges) == set(sim.device_names)
     for device in sim.device_names:
         assert gauges[device] == pytest.approx(sim.expected_rate(device, "rx_bytes"), rel=0.02)
@@ -108,8 +110,8 @@ def test_sysfs_read_once_per_interval_whatever_the_scrapes(node):
     read_times = node["reads"][id(agent.collector.reader)]
     collections = agent.collector.latest.collections
     assert len(read_times) in (collections, collections + 1)  # every read is a collection
-    scrapes = prometheus.values('count_over_time(up{job="fast"}[10s])', "job")["fast"]
-    reads = sum(1 for t in read_times if t >= time.monotonic() - 10)
-    assert reads <= 10 / FAST_INTERVAL + 1
+    scrapes = prometheus.values(f'count_over_time(up{{job="fast"}}[{FAST_WINDOW_S}s])', "job")["fast"]
+    reads = sum(1 for t in read_times if t >= time.monotonic() - FAST_WINDOW_S)
+    assert reads <= FAST_WINDOW_S / FAST_INTERVAL + 1
     assert scrapes >= 8 * reads, (scrapes, reads)
     assert node["polls"]["count"] >= 8 * len(read_times)

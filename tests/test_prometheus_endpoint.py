@@ -16,7 +16,7 @@ import sys
 import pytest
 from agent_process import AgentProcess, agent_environment
 from conftest import free_port
-from raw_http import connect, exchange, wait_for_eof
+from raw_http import EofWatch, connect, exchange
 
 READ_TIMEOUT_S = 5.0  # otel_efa/exporters/http_server.py: the whole request head must arrive within it
 MAX_THREADS = 16
@@ -69,29 +69,39 @@ def threads(pid: int) -> int:
         return int(re.search(r"^Threads:\s+(\d+)", f.read(), re.M).group(1))
 
 
-def test_idle_connection_is_dropped_after_the_read_timeout(agent):
-    with connect(agent.port) as idle:
-        closed, got = wait_for_eof(idle, READ_TIMEOUT_S + 10)
-    assert closed and got == 0
-
-
-def test_slow_client_is_dropped_although_it_keeps_sending(agent):
-    """A byte a second of a never-ending header (slowloris): the deadline is for the whole head."""
-    with connect(agent.port) as slow:
-        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        closed, _ = wait_for_eof(slow, READ_TIMEOUT_S + 10, trickle=b"abcdefgh")
-    assert closed
-
-
-def test_kept_alive_connection_serves_several_scrapes_then_is_dropped_when_idle(agent):
+@pytest.fixture(scope="module")
+def timed_out(agent):
+    """The three clients that wait out the read timeout, started together: the module waits for it once."""
+    idle = EofWatch(connect(agent.port), READ_TIMEOUT_S + 10)
+    # A byte a second of a never-ending header (slowloris): the deadline is for the whole head.
+    slow = connect(agent.port)
+    slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    slowloris = EofWatch(slow, READ_TIMEOUT_S + 10, trickle=b"abcdefgh")
     connection = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=10)
+    scrapes = []  # (status, EFA series in the gzipped page) of three scrapes on one kept-alive connection
     for _ in range(3):
         connection.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
         response = connection.getresponse()
-        assert response.status == 200 and b"efa_rx_bytes" in gzip.decompress(response.read())
-    closed, _ = wait_for_eof(connection.sock, READ_TIMEOUT_S + 10)
+        scrapes.append((response.status, b"efa_rx_bytes" in gzip.decompress(response.read())))
+    kept_alive = EofWatch(connection.sock, READ_TIMEOUT_S + 10)
+    return {"idle": idle, "slowloris": slowloris, "kept alive": kept_alive, "scrapes": scrapes}
+
+
+def test_idle_connection_is_dropped_after_the_read_timeout(timed_out):
+    closed, got = timed_out["idle"].result()
+    assert closed and got == 0
+
+
+def test_slow_client_is_dropped_although_it_keeps_sending(timed_out):
+    """A byte a second of a never-ending header (slowloris): the deadline is for the whole head."""
+    closed, _ = timed_out["slowloris"].result()
     assert closed
-    connection.close()
+
+
+def test_kept_alive_connection_serves_several_scrapes_then_is_dropped_when_idle(timed_out):
+    assert timed_out["scrapes"] == [(200, True)] * 3
+    closed, _ = timed_out["kept alive"].result()
+    assert closed
 
 
 def test_150_idle_connections_cost_no_threads_and_scrapes_still_answer(agent):
