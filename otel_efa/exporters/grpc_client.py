@@ -142,6 +142,7 @@ class _Connection:
         self.calls = 0
         self.going_away = False
         self.first_bytes = b""  # what the peer sent first, for the message when it speaks no HTTP/2
+        self.pending = b""  # the start of a frame not all received yet
 
     def usable(self) -> bool:
         """Still open, after taking in whatever the peer sent while it was idle (a GOAWAY, a PING, the end)."""
@@ -155,7 +156,7 @@ class _Connection:
                 data = self.sock.recv(RECEIVE_SIZE)
                 if not data:
                     return False
-                self._handle(self.h2.receive_data(data), None)
+                self._take(data, None)
         except (ssl.SSLWantReadError, BlockingIOError):  # a TLS record that carried no data (a session ticket)
             pass
         except (OSError, CallFailed, *PEER_ERRORS):
@@ -198,8 +199,21 @@ class _Connection:
                 "UNAVAILABLE", "the peer closed the connection before the reply ended")
         if len(self.first_bytes) < 16:
             self.first_bytes += data[:16 - len(self.first_bytes)]
-        self._handle(self.h2.receive_data(data), reply)
+        self._take(data, reply)
         self._flush(deadline)
+
+    def _take(self, data: bytes, reply: Optional[_Reply]) -> None:
+        """Hands h2 one whole frame at a time, so that a graceful GOAWAY is dealt with before the frames that
+        follow it (see _going_away)."""
+        self.pending += data
+        while len(self.pending) >= 9:
+            size = 9 + int.from_bytes(self.pending[:3], "big")
+            if size - 9 > self.h2.max_inbound_frame_size:  # checked before it is all in (h2 waits for it)
+                raise h2.exceptions.FrameTooLargeError(f"a frame of {size - 9} bytes")
+            if len(self.pending) < size:
+                return
+            frame, self.pending = self.pending[:size], self.pending[size:]
+            self._handle(self.h2.receive_data(frame), reply)
 
     def _handle(self, events, reply: Optional[_Reply]) -> None:
         for event in events:
