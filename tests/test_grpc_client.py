@@ -223,9 +223,22 @@ def test_the_collector_restarting_between_exports_costs_no_export():
     print(f"first export after the restart: {took * 1000:.1f} ms")
 
 
+GOAWAY = 0x7  # the HTTP/2 frame type
+
+
+def frame_types(data: bytes) -> List[int]:
+    """The types of the HTTP/2 frames a server sent (it opens with a frame: no preface on its side)."""
+    types, at = [], 0
+    while at + 9 <= len(data):
+        types.append(data[at + 3])
+        at += 9 + int.from_bytes(data[at:at + 3], "big")
+    return types
+
+
 def test_a_graceful_goaway_during_an_export_lets_it_finish():
     """The collector is asked to stop (grace 10 s) while an export is being handled: grpcio sends GOAWAY
-    and then the reply; the client takes the reply (h2 alone would close at the GOAWAY)."""
+    (seen on the wire by a relay), then the reply; the client takes the reply (h2 alone would close at the
+    GOAWAY) and makes a new connection for the next export."""
     handling, release = threading.Event(), threading.Event()
 
     def slow(request, context):
@@ -234,21 +247,27 @@ def test_a_graceful_goaway_during_an_export_lets_it_finish():
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
     server, port = _server(slow)
-    grpc_sender = sender(f"http://127.0.0.1:{port}")
+    relay = Relay(port)
+    grpc_sender = sender(relay.endpoint)
     outcome: List[object] = []
     thread = threading.Thread(target=lambda: outcome.append(_send_or_fail(grpc_sender)))
     thread.start()
     try:
         assert handling.wait(10)
         stopped = server.stop(grace=10)
-        time.sleep(0.3)  # noqa: the GOAWAY reaches the client first (no event to wait on: it is on the wire)
+        wait_until(lambda: GOAWAY in frame_types(bytes(relay.replies)), 10, "the GOAWAY")
         release.set()
         thread.join(10)
         stopped.wait()
+        server, _ = _server(lambda request, context: metrics_service_pb2.ExportMetricsServiceResponse(), port)
+        grpc_sender.send(Request().SerializeToString())
     finally:
         release.set()
         grpc_sender.close()
+        relay.stop()
+        server.stop(None).wait()
     assert outcome and not isinstance(outcome[0], ExportFailed), outcome
+    assert relay.connections == 2
 
 
 def _send_or_fail(grpc_sender: GrpcSender):
