@@ -406,3 +406,16 @@ def test_the_agent_exports_over_grpc_without_loading_grpcio(make_simulator, rece
     assert "libpython" in maps or "python" in maps  # the maps were read, not an empty file
     assert any(p.name == "efa_rx_bytes" for p in points(receiver.requests[-1][1]))
     assert "Traceback" not in agent.log()
+
+
+def test_metadata_grpc_cannot_carry_is_one_line_and_nothing_sent(receiver):
+    """A header value with a line break (OTEL_EXPORTER_OTLP_HEADERS is percent-decoded: %0A) or a name
+    gRPC reserves is refused before anything is sent; good metadata arrives lowercased."""
+    for headers, words in ([("Authorization", "Bearer x\nInjected: 1")], "not printable ASCII"), \
+                          ([("grpc-timeout", "1S")], "is not one gRPC metadata can have"):
+        with pytest.raises(ExportFailed) as raised:
+            sender(receiver.endpoint, headers=headers).send(b"")
+        assert str(raised.value).startswith("INTERNAL: ") and words in str(raised.value), raised.value
+    assert not receiver.requests
+    sender(receiver.endpoint, headers=[("X-Tenant", "efa-team")]).send(b"")
+    assert receiver.wait_for(1, 10) and receiver.headers[0]["x-tenant"] == "efa-team"

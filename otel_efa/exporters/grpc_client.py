@@ -1,5 +1,5 @@
-"""One gRPC unary call at a time over HTTP/2, in pure Python (h2 frames the protocol; no grpcio, whose C core
-and threads cost the agent 12-14 MiB of RSS).
+"""One gRPC unary call at a time over HTTP/2, in pure Python (h2 frames HTTP/2, grpc_wire.py the gRPC message
+and status; no grpcio, whose C core and threads cost the agent 12-14 MiB of RSS).
 
 A ``GrpcChannel`` keeps one connection open between calls: h2c with prior knowledge, or TLS with ALPN "h2".
 A call is HEADERS, the message (5-byte length prefix, gzip when asked) sent as the peer's flow-control windows
@@ -10,12 +10,9 @@ connects anew. ``close()`` from another thread shuts the socket down, so a call 
 import select
 import socket
 import ssl
-import struct
 import threading
 import time
-import zlib
 from typing import Dict, List, Optional, Sequence, Tuple, cast
-from urllib.parse import unquote
 
 import h2.config
 import h2.connection
@@ -26,111 +23,31 @@ from h2.errors import ErrorCodes
 from hpack.exceptions import HPACKError
 from hyperframe.exceptions import HyperframeError
 
-# The gRPC status codes by number (grpc/status.proto), for the one line a failure reads as.
-STATUS_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-                "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
-                "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
-# An HTTP status other than 200 means the reply did not come from a gRPC server (a proxy, a load balancer):
-# the code gRPC's clients derive from it (doc/http-grpc-status-mapping.md).
-HTTP_STATUS_CODES = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "UNIMPLEMENTED",
-                     429: "UNAVAILABLE", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "UNAVAILABLE"}
+from otel_efa.exporters.grpc_wire import (
+    CallFailed,
+    NotProcessed,
+    Reply,
+    frame_message,
+    grpc_timeout,
+    metadata_problem,
+    outcome,
+)
+
+# A stream reset (RST_STREAM's error code) as the gRPC status it means for the call.
 RESET_CODES = {ErrorCodes.REFUSED_STREAM: "UNAVAILABLE", ErrorCodes.CANCEL: "CANCELLED",
                ErrorCodes.ENHANCE_YOUR_CALM: "RESOURCE_EXHAUSTED", ErrorCodes.INADEQUATE_SECURITY: "PERMISSION_DENIED"}
 RECEIVE_SIZE = 65536
+GOAWAY = 0x7  # the HTTP/2 frame type
 HeaderList = List[Tuple[str, str]]  # as h2 hands them on, decoded (header_encoding)
 PEER_ERRORS = (h2.exceptions.H2Error, HyperframeError, HPACKError)  # what a peer speaking no HTTP/2 causes
-
-
-class CallFailed(Exception):
-    """The call did not succeed: ``code`` is a gRPC status name, the message ``CODE: detail``."""
-
-    def __init__(self, code: str, detail: str):
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-
-
-class NotProcessed(CallFailed):
-    """The server said it did not take the request (GOAWAY below our stream, REFUSED_STREAM), or a connection
-    kept from an earlier call was closed before anything came back: safe to send again on a new one."""
-
-
-def grpc_timeout(seconds: float) -> str:
-    """The ``grpc-timeout`` header: at most 8 digits and a unit."""
-    milliseconds = max(1, int(seconds * 1000 + 0.999))
-    return f"{milliseconds}m" if milliseconds < 10 ** 8 else f"{min(int(seconds) + 1, 10 ** 8 - 1)}S"
-
-
-def frame_message(message: bytes, compress: bool) -> bytes:
-    """The length-prefixed message: compressed flag, 4-byte big-endian length, the bytes."""
-    if compress:
-        compressor = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: the gzip container
-        message = compressor.compress(message) + compressor.flush()
-    return struct.pack(">BI", int(compress), len(message)) + message
-
-
-def unframe_message(body: bytes, encoding: Optional[str], cap: int) -> bytes:
-    """The reply's one message (b"" when the server sent none), decompressed within ``cap`` bytes."""
-    if not body:
-        return b""
-    if len(body) < 5:
-        raise CallFailed("INTERNAL", "the reply's message is cut short")
-    compressed, length = struct.unpack(">BI", body[:5])
-    if length > cap:
-        raise CallFailed("RESOURCE_EXHAUSTED", f"the reply is larger than {cap} bytes")
-    message = body[5:5 + length]
-    if len(message) < length:
-        raise CallFailed("INTERNAL", "the reply's message is cut short")
-    if not compressed:
-        return message
-    if encoding != "gzip":
-        raise CallFailed("INTERNAL", f"a compressed reply with grpc-encoding {encoding!r}, not gzip")
-    inflater = zlib.decompressobj(31)
-    try:
-        plain = inflater.decompress(message, cap + 1)
-    except zlib.error as e:
-        raise CallFailed("INTERNAL", f"the reply's gzip is corrupt ({e})") from None
-    if len(plain) > cap:
-        raise CallFailed("RESOURCE_EXHAUSTED", f"the reply is larger than {cap} bytes once decompressed")
-    if not inflater.eof:
-        raise CallFailed("INTERNAL", "the reply's gzip is cut short")
-    return plain
-
-
-class _Reply:
-    """What came back on one stream."""
-
-    def __init__(self, stream: int):
-        self.stream = stream
-        self.headers: Dict[str, str] = {}
-        self.trailers: Dict[str, str] = {}
-        self.data: List[bytes] = []
-        self.size = 0
-        self.ended = False
-
-
-def outcome(reply: _Reply, cap: int) -> bytes:
-    """The reply's message when the call succeeded; otherwise CallFailed with the server's status."""
-    status = reply.headers.get(":status", "")
-    if status != "200":
-        code = HTTP_STATUS_CODES.get(int(status) if status.isdigit() else 0, "UNKNOWN")
-        raise CallFailed(code, f"HTTP status {status} from the peer (no gRPC server answered)")
-    content_type = reply.headers.get("content-type", "")
-    if not content_type.startswith("application/grpc"):
-        raise CallFailed("UNKNOWN", f"the reply's content-type is {content_type!r}, not application/grpc")
-    final = reply.trailers or reply.headers  # a trailers-only reply carries its status in the headers
-    if "grpc-status" not in final:
-        raise CallFailed("INTERNAL", "the reply ended without a grpc-status")
-    number = final["grpc-status"]
-    code = STATUS_NAMES[int(number)] if number.isdigit() and int(number) < len(STATUS_NAMES) else "UNKNOWN"
-    if code != "OK":
-        raise CallFailed(code, unquote(final.get("grpc-message", ""), errors="replace") or "no message")
-    return unframe_message(b"".join(reply.data), reply.headers.get("grpc-encoding"), cap)
 
 
 class _Connection:
     """One HTTP/2 connection on a connected (and, for TLS, handshaken) socket."""
 
-    CONFIG = h2.config.H2Configuration(client_side=True, header_encoding="latin-1")
+    # The request's headers are checked once by GrpcChannel._headers, not by h2 on every call.
+    CONFIG = h2.config.H2Configuration(client_side=True, header_encoding="latin-1", validate_outbound_headers=False,
+                                       normalize_outbound_headers=False)
 
     def __init__(self, sock: socket.socket, reply_cap: int):
         self.sock = sock
@@ -163,9 +80,9 @@ class _Connection:
             return False
         return not self.going_away
 
-    def call(self, headers: Sequence[Tuple[str, str]], body: bytes, deadline: float) -> bytes:
+    def call(self, headers: Sequence[Tuple[bytes, bytes]], body: bytes, deadline: float) -> bytes:
         self.calls += 1
-        reply = _Reply(self.h2.get_next_available_stream_id())
+        reply = Reply(self.h2.get_next_available_stream_id())
         try:
             self.h2.send_headers(reply.stream, headers)
         except h2.exceptions.ProtocolError as e:  # a metadata header HTTP/2 cannot carry
@@ -180,6 +97,8 @@ class _Connection:
             chunk = body[sent:sent + window]
             sent += len(chunk)
             self.h2.send_data(reply.stream, chunk, end_stream=sent == len(body))
+        if sent < len(body) and reply.stream in self.h2.streams:  # answered early: the rest is not wanted
+            self.h2.reset_stream(reply.stream, ErrorCodes.CANCEL)
         self._flush(deadline)
         while not reply.ended:
             self._receive(deadline, reply)
@@ -191,7 +110,7 @@ class _Connection:
             self.sock.settimeout(_remaining(deadline))
             self.sock.sendall(data)
 
-    def _receive(self, deadline: float, reply: _Reply) -> None:
+    def _receive(self, deadline: float, reply: Reply) -> None:
         self.sock.settimeout(_remaining(deadline))
         data = self.sock.recv(RECEIVE_SIZE)
         if not data:
@@ -202,20 +121,29 @@ class _Connection:
         self._take(data, reply)
         self._flush(deadline)
 
-    def _take(self, data: bytes, reply: Optional[_Reply]) -> None:
-        """Hands h2 one whole frame at a time, so that a graceful GOAWAY is dealt with before the frames that
-        follow it (see _going_away)."""
-        self.pending += data
-        while len(self.pending) >= 9:
-            size = 9 + int.from_bytes(self.pending[:3], "big")
+    def _take(self, data: bytes, reply: Optional[Reply]) -> None:
+        """Hands h2 the whole frames received, a GOAWAY on its own: h2 closes the connection at a GOAWAY and
+        refuses the frames after it, which a graceful one lets come (see _going_away)."""
+        data, at, end = self.pending + data, 0, 0
+        while len(data) - end >= 9:
+            size = 9 + int.from_bytes(data[end:end + 3], "big")
             if size - 9 > self.h2.max_inbound_frame_size:  # checked before it is all in (h2 waits for it)
                 raise h2.exceptions.FrameTooLargeError(f"a frame of {size - 9} bytes")
-            if len(self.pending) < size:
-                return
-            frame, self.pending = self.pending[:size], self.pending[size:]
-            self._handle(self.h2.receive_data(frame), reply)
+            if len(data) - end < size:
+                break
+            if data[end + 3] == GOAWAY:
+                self._feed(data[at:end], reply)  # the frames before it
+                self._feed(data[end:end + size], reply)
+                at = end + size
+            end += size
+        self._feed(data[at:end], reply)
+        self.pending = data[end:]
 
-    def _handle(self, events, reply: Optional[_Reply]) -> None:
+    def _feed(self, frames: bytes, reply: Optional[Reply]) -> None:
+        if frames:
+            self._handle(self.h2.receive_data(frames), reply)
+
+    def _handle(self, events, reply: Optional[Reply]) -> None:
         for event in events:
             if isinstance(event, h2.events.ConnectionTerminated):
                 self._going_away(event, reply)
@@ -238,7 +166,7 @@ class _Connection:
                 failure = NotProcessed if event.error_code == ErrorCodes.REFUSED_STREAM else CallFailed
                 raise failure(code, f"the peer reset the stream ({_name(event.error_code)})")
 
-    def _going_away(self, event: h2.events.ConnectionTerminated, reply: Optional[_Reply]) -> None:
+    def _going_away(self, event: h2.events.ConnectionTerminated, reply: Optional[Reply]) -> None:
         """GOAWAY: no new stream on this connection. One the server took (at or below last_stream_id) may
         still complete after a graceful GOAWAY, which h2 does not follow (python-hyper/h2#1181: its state
         machine closes at once), so the connection is put back to open for the rest of that one reply."""
@@ -271,6 +199,7 @@ class GrpcChannel:
         self._connection: Optional[_Connection] = None
         self._socket: Optional[socket.socket] = None  # the one being connected or in use, for close()
         self._closed = False
+        self._header_blocks: Dict[Tuple[str, bool, Tuple[Tuple[str, str], ...]], List[Tuple[bytes, bytes]]] = {}
 
     def unary(self, path: str, message: bytes, metadata: Sequence[Tuple[str, str]], timeout: float,
               gzip: bool = False) -> bytes:
@@ -317,14 +246,20 @@ class GrpcChannel:
             return CallFailed("UNAVAILABLE", f"{self.authority}: {error.strerror or type(error).__name__}")
         return error
 
-    def _headers(self, path: str, deadline: float, gzip: bool, metadata) -> List[Tuple[str, str]]:
-        headers = [(":method", "POST"), (":scheme", "https" if self.tls else "http"), (":path", path),
-                   (":authority", self.authority), ("te", "trailers"), ("content-type", "application/grpc"),
-                   ("user-agent", self.user_agent), ("grpc-accept-encoding", "identity,gzip"),
-                   ("grpc-timeout", grpc_timeout(deadline - time.monotonic()))]
-        if gzip:
-            headers.append(("grpc-encoding", "gzip"))
-        return headers + [(key.lower(), value) for key, value in metadata]
+    def _headers(self, path: str, deadline: float, gzip: bool, metadata) -> List[Tuple[bytes, bytes]]:
+        """The request's header block, as bytes: h2 validates none (checked here, once per path and metadata)."""
+        key = (path, gzip, tuple(metadata))
+        fixed = self._header_blocks.get(key)
+        if fixed is None:
+            problem = metadata_problem(metadata)
+            if problem:
+                raise CallFailed("INTERNAL", problem)
+            text = [(":method", "POST"), (":scheme", "https" if self.tls else "http"), (":path", path),
+                    (":authority", self.authority), ("te", "trailers"), ("content-type", "application/grpc"),
+                    ("user-agent", self.user_agent), ("grpc-accept-encoding", "identity,gzip"),
+                    *([("grpc-encoding", "gzip")] if gzip else []), *((k.lower(), v) for k, v in metadata)]
+            fixed = self._header_blocks[key] = [(k.encode("ascii"), v.encode("ascii")) for k, v in text]
+        return fixed + [(b"grpc-timeout", grpc_timeout(deadline - time.monotonic()).encode("ascii"))]
 
     def _connect(self, deadline: float) -> _Connection:
         if self._closed:
