@@ -8,6 +8,8 @@ receiver (grpcio's server) in another process, so its work is not counted; withi
 sends a block of 10, in turn, so both see the same machine. CPU is this process's (all threads: grpcio's
 core does its work on threads of its own), per send, the median over blocks; wall time likewise. Memory: a
 fresh interpreter that imports one sender and sends once, its VmRSS before the import and after the send.
+Paced: two fresh interpreters, one per sender, side by side, each sending once per interval as the agent
+does; their whole CPU (grpcio's threads wake between exports too) per export.
 """
 import argparse
 import os
@@ -62,6 +64,27 @@ else:
     from otel_efa.exporters.otlp_transport import GrpcSender as Sender
 Sender(f"http://127.0.0.1:{port}", (), 10.0, False, True).send(b"")
 print(before, rss())
+"""
+
+# The agent's pace: one export per interval from a fresh interpreter holding only one sender, CPU counted over
+# the whole run (grpcio's threads wake between exports too); prints CPU ms per export.
+PACED = """
+import sys, time
+port, which, here, body_path, count, interval = sys.argv[1:]
+sys.path.insert(0, here)
+if which == "grpcio":
+    from grpc_send import GrpcioSender as Sender
+else:
+    from otel_efa.exporters.otlp_transport import GrpcSender as Sender
+body = open(body_path, "rb").read()
+sender = Sender(f"http://127.0.0.1:{port}", (), 10.0, False, True)
+sender.send(body)
+started, next_send = time.process_time(), time.monotonic()
+for _ in range(int(count)):
+    next_send += float(interval)
+    time.sleep(max(0.0, next_send - time.monotonic()))
+    sender.send(body)
+print((time.process_time() - started) * 1000 / int(count))
 """
 
 
@@ -120,6 +143,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profile", default="p5.48xlarge")
     parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--paced", type=int, default=30, help="exports at the agent's pace, one per --interval")
+    parser.add_argument("--interval", type=float, default=1.0)
     args = parser.parse_args()
     body = export_body(args.profile)
     sink = subprocess.Popen([sys.executable, "-c", SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -132,6 +157,13 @@ def main() -> None:
             out = subprocess.run([sys.executable, "-c", RSS, str(port), which, here], capture_output=True,
                                  text=True, check=True).stdout.split()
             memory[which] = (int(out[0]), int(out[1]))
+        with tempfile.NamedTemporaryFile() as body_file:
+            body_file.write(body)
+            body_file.flush()
+            paced_runs = {which: subprocess.Popen(  # both at once: the same machine
+                [sys.executable, "-c", PACED, str(port), which, here, body_file.name, str(args.paced),
+                 str(args.interval)], stdout=subprocess.PIPE, text=True) for which in ("grpcio", "h2")}
+            paced = {which: float(run.communicate()[0]) for which, run in paced_runs.items()}
         results = {}
         for gzip in (False, True):
             senders = {"grpcio": GrpcioSender(endpoint, (), 10.0, gzip, True),
@@ -147,6 +179,9 @@ def main() -> None:
         for name, (cpu_ms, wall_ms) in figures.items():
             print(f"{name:7s} {'gzip' if gzip else 'none':5s} CPU {cpu_ms:6.3f} ms/send   wall {wall_ms:6.3f} ms/send")
         print(f"        h2/grpcio CPU ratio {figures['h2'][0] / figures['grpcio'][0]:.2f}")
+    for name, cpu_ms in paced.items():
+        print(f"{name:7s} paced CPU {cpu_ms:6.3f} ms per export, idle time between included ({args.paced} exports, "
+              f"one per {args.interval:g} s, own process)")
     for name, (before, after) in memory.items():
         print(f"{name:7s} RSS {before / 1024:5.1f} MiB before the import -> {after / 1024:5.1f} MiB after one send "
               f"(+{(after - before) / 1024:.1f} MiB)")
