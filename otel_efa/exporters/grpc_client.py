@@ -85,10 +85,7 @@ class _Connection:
     def call(self, headers: Sequence[Tuple[bytes, bytes]], body: bytes, deadline: float) -> bytes:
         self.calls += 1
         reply = Reply(self.h2.get_next_available_stream_id())
-        try:
-            self.h2.send_headers(reply.stream, headers)
-        except h2.exceptions.ProtocolError as e:  # a metadata header HTTP/2 cannot carry
-            raise CallFailed("INTERNAL", f"a request header is not valid: {e}") from None
+        self.h2.send_headers(reply.stream, headers)
         sent = 0
         while sent < len(body) and not reply.ended:  # a server may answer (a refusal) before it has it all
             window = min(self.h2.local_flow_control_window(reply.stream), self.h2.max_outbound_frame_size)
@@ -99,8 +96,11 @@ class _Connection:
             chunk = body[sent:sent + window]
             sent += len(chunk)
             self.h2.send_data(reply.stream, chunk, end_stream=sent == len(body))
-        if sent < len(body) and reply.stream in self.h2.streams:  # answered early: the rest is not wanted
-            self.h2.reset_stream(reply.stream, ErrorCodes.CANCEL)
+        if sent < len(body):  # answered early (a refusal): the rest is not wanted
+            try:
+                self.h2.reset_stream(reply.stream, ErrorCodes.CANCEL)
+            except h2.exceptions.StreamClosedError:  # the server has closed it already
+                pass
         self._flush(deadline)
         while not reply.ended:
             self._receive(deadline, reply)
