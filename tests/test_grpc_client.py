@@ -17,6 +17,8 @@ from typing import List
 import grpc
 import pytest
 from agent_process import AgentProcess, agent_environment
+from collector_process import CollectorProcess, versions
+from netns import isolated_network
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from otlp_receiver import GrpcReceiver, MisbehavingReceiver, points
 from tls_certs import make_pki
@@ -419,3 +421,27 @@ def test_metadata_grpc_cannot_carry_is_one_line_and_nothing_sent(receiver):
     assert not receiver.requests
     sender(receiver.endpoint, headers=[("X-Tenant", "efa-team")]).send(b"")
     assert receiver.wait_for(1, 10) and receiver.headers[0]["x-tenant"] == "efa-team"
+
+
+@pytest.mark.collector
+@pytest.mark.parametrize("version", versions())
+def test_an_http2_server_that_serves_no_grpc_is_its_http_status(version, tmp_path):
+    """The real collector's OTLP/HTTP receiver over TLS speaks HTTP/2 (Go's server agrees to h2 in ALPN) but
+    serves no gRPC: the endpoint set to its port, the export fails with the HTTP status it answered, in one
+    line (in a network namespace of its own, so 4318 is the test's)."""
+    pki = make_pki(tmp_path / "pki")
+    tls = {"tls": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key)}}
+    config = {"extensions": {"health_check": {"endpoint": "127.0.0.1:13133"}},
+              "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:4318", **tls}}}},
+              "exporters": {"debug": {}},
+              "service": {"extensions": ["health_check"],
+                          "pipelines": {"metrics": {"receivers": ["otlp"], "exporters": ["debug"]}}}}
+    with isolated_network():
+        collector = CollectorProcess(config, version)
+        try:
+            with pytest.raises(ExportFailed) as raised:
+                sender("https://127.0.0.1:4318", certificate=str(pki.ca)).send(Request().SerializeToString())
+        finally:
+            collector.stop()
+    line = str(raised.value)
+    assert line.startswith("UNIMPLEMENTED: HTTP status 404") and "\n" not in line, line  # gRPC's mapping of 404
