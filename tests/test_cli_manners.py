@@ -3,9 +3,11 @@ configuration), never a traceback and never a hang; a closed standard output end
 command's parser, walked: each option says what it is and its default, an extra argument is refused;
 ``--version`` comes from the package metadata; ``run --count N`` prints the lines of its N collections.
 
-Each case runs ``python -m otel_efa ...`` as a process. AWS cases never leave loopback: the endpoint is a
-closed loopback port, IMDS is disabled (and its endpoint a closed loopback port, conftest.py), and the shared
-config and credentials files are absent.
+A user error or an AWS error runs ``otel_efa.cli.main`` in this process (tests/cli_in_process.py): its
+status and lines are what is tested. A closed standard output and ``run --count`` run ``python -m otel_efa
+...`` as a process: the interpreter's exit and the agent's loop are what those test.
+AWS cases never leave loopback: the endpoint is a closed loopback port, IMDS is disabled (and its endpoint a
+closed loopback port, conftest.py), and the shared config and credentials files are absent.
 """
 import argparse
 import importlib.metadata
@@ -15,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_in_process import run_cli
 from conftest import free_port
 
 import otel_efa
@@ -33,6 +36,13 @@ def _environment(tmp_path, **extra):
                AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"))
     env.update(extra)
     return env
+
+
+def _in_process(args, extra, tmp_path, capsys, monkeypatch):
+    """``otel-efa args`` in this process, with the environment ``_environment`` would give a process."""
+    env = _environment(tmp_path, **extra)
+    return run_cli(args, capsys, monkeypatch, env={k: v for k, v in env.items() if k.startswith(("OTEL_", "AWS_"))},
+                   drop=("OTEL_EFA_", "AWS_"))
 
 
 def _cli(args, env):
@@ -94,11 +104,11 @@ CASES = [
 
 
 @pytest.mark.parametrize("argv,code,words", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
-def test_a_user_error_is_one_line_and_its_exit_status(argv, code, words, tmp_path, a_file):
+def test_a_user_error_is_one_line_and_its_exit_status(argv, code, words, tmp_path, a_file, capsys, monkeypatch):
     directory = tmp_path / "dir"
     directory.mkdir()
     args = [a.replace("{file}", a_file).replace("{tmp}", str(directory)) for a in argv]
-    _assert_one_line(_cli(args, _environment(tmp_path)), code, *words)
+    _assert_one_line(_in_process(args, {}, tmp_path, capsys, monkeypatch), code, *words)
 
 
 AWS_COMMANDS = {
@@ -109,20 +119,20 @@ AWS_COMMANDS = {
 
 
 @pytest.mark.parametrize("command", sorted(AWS_COMMANDS))
-def test_a_missing_aws_profile_is_one_line(command, tmp_path):
-    result = _cli(AWS_COMMANDS[command], _environment(tmp_path, AWS_PROFILE="nope"))
+def test_a_missing_aws_profile_is_one_line(command, tmp_path, capsys, monkeypatch):
+    result = _in_process(AWS_COMMANDS[command], {"AWS_PROFILE": "nope"}, tmp_path, capsys, monkeypatch)
     _assert_one_line(result, 2, "nope")
 
 
 @pytest.mark.parametrize("command", ["dashboard", "deploy"])
-def test_no_aws_credentials_is_one_line(command, tmp_path):
-    result = _cli(AWS_COMMANDS[command], _environment(tmp_path))
+def test_no_aws_credentials_is_one_line(command, tmp_path, capsys, monkeypatch):
+    result = _in_process(AWS_COMMANDS[command], {}, tmp_path, capsys, monkeypatch)
     _assert_one_line(result, 2, "credentials")
 
 
-def test_an_unreachable_aws_endpoint_is_one_line(tmp_path):
-    env = _environment(tmp_path, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    result = _cli(AWS_COMMANDS["dashboard"], env)
+def test_an_unreachable_aws_endpoint_is_one_line(tmp_path, capsys, monkeypatch):
+    result = _in_process(AWS_COMMANDS["dashboard"], {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+                         tmp_path, capsys, monkeypatch)
     _assert_one_line(result, 1, "Could not connect", "127.0.0.1")
 
 
@@ -257,7 +267,7 @@ def test_collector_config_refuses_what_it_would_ignore(argv, words, capsys):
 
 
 def test_version_comes_from_the_package_metadata(tmp_path, monkeypatch, capsys):
-    result = _cli(["--version"], _environment(tmp_path))
+    result = run_cli(["--version"], capsys, monkeypatch)
     assert result.returncode == 0 and result.stderr == ""
     assert result.stdout == f"otel-efa {importlib.metadata.version('otel-efa')}\n"
 

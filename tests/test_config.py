@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_in_process import run_cli
 
 from otel_efa.config import ConfigError, env_name, load
 
@@ -66,20 +67,25 @@ def _cli(*args, env=None):
                           timeout=60, env=environment)
 
 
-def test_cli_exits_2_with_one_line(tmp_path):
-    result = _cli("run", "--config", _write(tmp_path, "interval: 0\n"), "--count", "1")
+def test_cli_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
+    """In this process (tests/cli_in_process.py): each is refused before the agent starts."""
+    def cli(*args, env=None):
+        return run_cli(args, capsys, monkeypatch, env=env)
+
+    result = cli("run", "--config", _write(tmp_path, "interval: 0\n"), "--count", "1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"otel-efa: config error: interval: must be above 0 and at most 86400 seconds (a day) "
         f"(from {tmp_path}/config.yaml)"]
-    result = _cli("run", "--exporters", "log,nope", "--count", "1")
+    result = cli("run", "--exporters", "log,nope", "--count", "1")
     assert result.returncode == 2 and "exporters: unknown exporter 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
-    result = _cli("run", "--count", "1", env={"OTEL_EFA_PROMETHEUS_ADDRESS": "x"})
+    result = cli("run", "--count", "1", env={"OTEL_EFA_PROMETHEUS_ADDRESS": "x"})
     assert result.returncode == 2 and "prometheus.address" in result.stderr and "OTEL_EFA_PROMETHEUS_ADDRESS" in result.stderr
-    result = _cli("run", "--config", str(tmp_path / "missing.yaml"))
+    result = cli("run", "--config", str(tmp_path / "missing.yaml"))
     assert result.returncode == 2 and "cannot read" in result.stderr
-    assert _cli("run", "--interval", "abc").returncode == 2
+    result = cli("run", "--interval", "abc")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
 
 
 # --- hostile input: alias bombs, huge values, files that are no files (issue 13 part 6) ---------------
@@ -99,8 +105,8 @@ def test_a_yaml_alias_bomb_is_refused_quickly_and_briefly(tmp_path):
     assert "alias" in str(error.value) and len(str(error.value)) < 300
 
 
-def test_the_billion_laughs_exits_2_with_one_line(tmp_path):
-    result = _cli("run", "--config", _write(tmp_path, _laughs(9)), "--count", "1")
+def test_the_billion_laughs_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
+    result = run_cli(["run", "--config", _write(tmp_path, _laughs(9)), "--count", "1"], capsys, monkeypatch)
     assert result.returncode == 2, result.stderr[:500]
     assert len(result.stderr.splitlines()) == 1 and "alias" in result.stderr and "Traceback" not in result.stderr
 

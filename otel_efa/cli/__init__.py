@@ -1,15 +1,12 @@
-"""The ``otel-efa`` command. Subcommands import what they need only when chosen."""
+"""The ``otel-efa`` command. A command's parser is built, and its module imported, only when the command is
+chosen: ``otel-efa --help`` reads the table below and nothing else of otel_efa, ``otel-efa run`` nothing of
+doctor or deploy (tests/test_cli_imports.py holds it)."""
 import argparse
-import importlib
-import json
-import logging
 import os
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple, cast
 
 from otel_efa import __version__
-from otel_efa.cli.types import non_negative, seconds, sysfs_root
-from otel_efa.config import EXPORTERS, LOG_LEVELS, ConfigError, one_line
 
 EXIT_CONFIG = 2
 
@@ -25,6 +22,8 @@ class _Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        from otel_efa.config import one_line
+
         self.exit(EXIT_CONFIG, f"{self.prog}: error: {one_line(message)}\n")
 
     def parse_known_args(self, args=None, namespace=None):
@@ -61,13 +60,13 @@ class _VersionAction(argparse.Action):
 
 
 def _add_run(subparsers) -> None:
-    from otel_efa.config import DEFAULT_CONFIG_FILE, Config
+    from otel_efa.config import DEFAULT_CONFIG_FILE, EXPORTERS, LOG_LEVELS, Config
     from otel_efa.tools.simulator.faults import FAULT_KINDS
     from otel_efa.tools.simulator.faults import argument as fault_argument
 
     default = Config()
     p = subparsers.add_parser(
-        "run", help="collect EFA counters and export them",
+        "run", help=COMMANDS["run"][0],
         description="Collect EFA counters and export them. A flag wins over its OTEL_EFA_* variable, which wins "
                     "over the config file; the defaults below apply when none of them sets a value.")
     p.add_argument("--config", metavar="PATH", help=f"YAML config file (default {DEFAULT_CONFIG_FILE} if present)")
@@ -119,6 +118,8 @@ def _load_config(args):
 
 
 def _setup_logging(level: str) -> None:
+    import logging
+
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -137,6 +138,7 @@ def _run(args) -> int:
 
 def _check_faults(profile: str, faults: List[str], **node) -> None:
     """ConfigError naming ``--fault`` when one of ``faults`` cannot go on a simulated ``profile`` node."""
+    from otel_efa.config import ConfigError
     from otel_efa.node.instance_types import INSTANCE_TYPES
     from otel_efa.tools.simulator.faults import check_specs
 
@@ -147,11 +149,12 @@ def _check_faults(profile: str, faults: List[str], **node) -> None:
 
 
 def _add_simulate(subparsers) -> None:
+    from otel_efa.cli.types import non_negative, seconds
     from otel_efa.node.instance_types import INSTANCE_TYPES
     from otel_efa.tools.simulator import FAULT_KINDS, PATTERNS
     from otel_efa.tools.simulator.faults import argument as fault_argument
 
-    p = subparsers.add_parser("simulate", help="write a simulated EFA sysfs tree and advance its counters")
+    p = subparsers.add_parser("simulate", help=COMMANDS["simulate"][0])
     p.add_argument("profile", choices=sorted(INSTANCE_TYPES), metavar="INSTANCE_TYPE",
                    help=f"the node to simulate: {', '.join(INSTANCE_TYPES)}")
     p.add_argument("--root", required=True, metavar="DIR", help="directory to write the tree under (use as --sysfs)")
@@ -181,6 +184,7 @@ def _simulate(args) -> int:
     import signal
     import threading
 
+    from otel_efa.config import ConfigError
     from otel_efa.node.instance_types import INSTANCE_TYPES
     from otel_efa.tools.simulator import NEW_KERNEL, OLD_KERNEL, Simulator
 
@@ -214,13 +218,17 @@ def _simulate(args) -> int:
 
 
 def _add_snapshot(subparsers) -> None:
-    p = subparsers.add_parser("snapshot", help="read every device, port and counter once and print its totals")
+    from otel_efa.cli.types import sysfs_root
+
+    p = subparsers.add_parser("snapshot", help=COMMANDS["snapshot"][0])
     p.add_argument("--sysfs", default="/sys", type=sysfs_root, metavar="PATH", help="sysfs root (default %(default)s)")
     p.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
     p.set_defaults(handler=_snapshot)
 
 
 def _snapshot(args) -> int:
+    import json
+
     from otel_efa.node.sysfs import SysfsReader
     from otel_efa.tools.snapshot_report import as_dict, as_text
 
@@ -235,7 +243,7 @@ def _snapshot(args) -> int:
 
 
 def _add_metrics(subparsers) -> None:
-    p = subparsers.add_parser("metrics", help="print the metric catalog")
+    p = subparsers.add_parser("metrics", help=COMMANDS["metrics"][0])
     p.add_argument("--markdown", action="store_true",
                    help="as the markdown tables of docs/metrics.md (default: one plain line per metric)")
     p.set_defaults(handler=_metrics)
@@ -253,22 +261,42 @@ def _metrics(args) -> int:
     return 0
 
 
-# Subcommands that live in their own modules, each exposing add_parser(subparsers).
-COMMAND_MODULES = ("otel_efa.tools.top", "otel_efa.tools.topology_report", "otel_efa.artifacts.dashboards",
-                   "otel_efa.artifacts.alarms", "otel_efa.tools.cost", "otel_efa.artifacts.collector_config",
-                   "otel_efa.tools.deploy", "otel_efa.tools.doctor", "otel_efa.artifacts.docs")
-COMMANDS = (_add_run, _add_simulate, _add_snapshot, _add_metrics)
+# Every command: its line in ``otel-efa --help`` and the function that adds its parser (a module's own
+# ``add_parser(subparsers)``), imported only when the command is chosen (otel_efa/cli/lazy_commands.py).
+COMMANDS: Dict[str, Tuple[str, str]] = {
+    "run": ("collect EFA counters and export them", "otel_efa.cli:_add_run"),
+    "simulate": ("write a simulated EFA sysfs tree and advance its counters", "otel_efa.cli:_add_simulate"),
+    "snapshot": ("read every device, port and counter once and print its totals", "otel_efa.cli:_add_snapshot"),
+    "metrics": ("print the metric catalog", "otel_efa.cli:_add_metrics"),
+    "top": ("live per-device EFA throughput, utilization and errors", "otel_efa.tools.top:add_parser"),
+    "topology": ("map each EFA device to its PCI address, NUMA node and GPUs",
+                 "otel_efa.tools.topology_report:add_parser"),
+    "dashboard": ("print or install a dashboard built from the metric catalog",
+                  "otel_efa.artifacts.dashboards:add_parser"),
+    "alarms": ("alerting rules / alarms built from the metric catalog", "otel_efa.artifacts.alarms:add_parser"),
+    "cost": ("monthly CloudWatch cost of the configured metrics", "otel_efa.tools.cost:add_parser"),
+    "collector-config": ("print the ADOT collector config or the head node's Prometheus config",
+                         "otel_efa.artifacts.collector_config:add_parser"),
+    "deploy": ("ship the agent to a cluster", "otel_efa.tools.deploy:add_parser"),
+    "doctor": ("check this node's EFA monitoring and say how to fix what fails", "otel_efa.tools.doctor:add_parser"),
+    "docs": ("print a reference page generated from the code (docs/PAGE.md)", "otel_efa.artifacts.docs:add_parser"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
+    """The parser of ``otel-efa``: every command's built (the documentation pages and the tests walk them),
+    or with ``lazy`` only the one chosen, when it is parsed (what :func:`main` uses)."""
+    from otel_efa.cli.lazy_commands import LazyCommands
+
     parser = _Parser(prog="otel-efa", description="AWS EFA network counters as OpenTelemetry metrics")
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers = cast(LazyCommands, parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser,
+                                                          action=LazyCommands))
     subparsers.required = True
-    for add in COMMANDS:
-        add(subparsers)
-    for module in COMMAND_MODULES:
-        importlib.import_module(module).add_parser(subparsers)
+    for name, command in COMMANDS.items():
+        subparsers.add_lazy(name, command)
+    if not lazy:
+        subparsers.build_all()
     return parser
 
 
@@ -293,7 +321,9 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(lazy=True).parse_args(argv)
+    from otel_efa.config import ConfigError, one_line  # a command runs: past --help and usage errors
+
     try:
         status = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handling below

@@ -47,8 +47,9 @@ def _sender(settings: OtlpSettings):
 class OutageReporter:
     """One warning when exports start failing, one when they work again; nothing per attempt."""
 
-    def __init__(self, endpoint: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, endpoint: str, clock: Callable[[], float] = time.monotonic, cumulative: bool = True):
         self.endpoint = endpoint
+        self.cumulative = cumulative  # False: the otel-sdk path sending deltas, whose failed exports are lost
         self._clock = clock
         self.failing_since: Optional[float] = None
         self.failed_exports = 0
@@ -58,9 +59,10 @@ class OutageReporter:
     def succeeded(self) -> None:
         self.exports += 1
         if self.failing_since is not None:
-            log.warning("OTLP export to %s works again after %.0f s (%d failed attempts); the cumulative "
-                        "totals it carries are whole", self.endpoint, self._clock() - self.failing_since,
-                        self.failed_exports)
+            log.warning("OTLP export to %s works again after %.0f s (%d failed attempts); %s", self.endpoint,
+                        self._clock() - self.failing_since, self.failed_exports,
+                        "the cumulative totals it carries are whole" if self.cumulative
+                        else "the deltas of the failed exports are lost")
             self.failing_since = None
             self.failed_exports = 0
 
@@ -70,9 +72,10 @@ class OutageReporter:
         self.failed_exports += 1
         if self.failing_since is None:
             self.failing_since = self._clock()
-            log.warning("OTLP export to %s is failing (%s); collection goes on, nothing is queued, and the "
-                        "totals will be whole once the collector is back", self.endpoint,
-                        problem or "no reason given")
+            log.warning("OTLP export to %s is failing (%s); collection goes on, nothing is queued, and %s",
+                        self.endpoint, problem or "no reason given",
+                        "the totals will be whole once the collector is back" if self.cumulative
+                        else "the deltas of failed exports are lost (delta temporality)")
 
 
 def warn_if_delta_requested(environ: Mapping[str, str] = os.environ) -> bool:

@@ -123,6 +123,12 @@ def _read(path: Optional[str]) -> Optional[bytes]:
 def otlp_exporter(settings: OtlpSettings, preferred: Dict[type, AggregationTemporality]) -> MetricExporter:
     """The SDK's OTLP metric exporter, gRPC or http/protobuf, with every setting given explicitly (what the
     SDK would read from the environment itself, otlp_settings.py has read already, with the ``otlp.*`` keys)."""
+    from otel_efa.exporters.sdk_outage import QuietOutageExporter
+
+    return QuietOutageExporter(_sdk_otlp_exporter(settings, preferred), settings.endpoint, preferred)
+
+
+def _sdk_otlp_exporter(settings: OtlpSettings, preferred: Dict[type, AggregationTemporality]) -> MetricExporter:
     if settings.protocol == "grpc":
         return _grpc_exporter(settings, preferred)
     from opentelemetry.exporter.otlp.proto.http import Compression

@@ -8,11 +8,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.metrics.view import DropAggregation, View
-from opentelemetry.sdk.resources import Resource
-
 from otel_efa.config import Config, ConfigError
 from otel_efa.exporters import Exporter, ExporterContext, registry
 from otel_efa.node.attribution import Attribution
@@ -25,7 +20,12 @@ from otel_efa.pipeline.instruments import EfaInstrumentor
 from otel_efa.pipeline.stats import AgentStats
 from otel_efa.pipeline.stop_flag import StopFlag
 
-if TYPE_CHECKING:  # the simulator is imported only when a run simulates
+if TYPE_CHECKING:  # the simulator is imported only when a run simulates; the SDK's metrics with a reader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.metrics.view import View
+    from opentelemetry.sdk.resources import Resource
+
     from otel_efa.tools.simulator import Simulator
     from otel_efa.tools.simulator.running import RunningSimulator
 
@@ -41,17 +41,19 @@ def raise_open_file_limit(wanted: int = 65536) -> None:
         rlimit.setrlimit(rlimit.RLIMIT_NOFILE, (target, hard))
 
 
-def _sdk_self_metrics_views() -> List[View]:
+def _sdk_self_metrics_views() -> List["View"]:
     """Keep the SDK's own metrics out of the user's backends unless asked for: releases for Python 3.9
     record them on every reader (newer ones only with OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED)."""
     if os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").lower() == "true":
         return []
+    from opentelemetry.sdk.metrics.view import DropAggregation, View
+
     return [View(instrument_name="*", meter_name="opentelemetry-sdk", aggregation=DropAggregation())]
 
 
 class Agent:
-    def __init__(self, config: Config, resource: Optional[Resource] = None,
-                 metric_readers: Sequence[MetricReader] = ()):
+    def __init__(self, config: Config, resource: Optional["Resource"] = None,
+                 metric_readers: Sequence["MetricReader"] = ()):
         """``metric_readers``: OTel SDK readers to attach beside the exporters (embedding, tests): their
         instruments serve each Interval the exporters are handed."""
         self.config = config
@@ -83,7 +85,7 @@ class Agent:
                  "; faults: " + ", ".join(self.config.simulate_faults) if self.config.simulate_faults else "")
         return self._simulation_dir.name
 
-    def _instance_type(self, resource: Resource) -> Optional[str]:
+    def _instance_type(self, resource: "Resource") -> Optional[str]:
         host_type = resource.attributes.get("host.type")
         return self.config.instance_type or self.config.simulate or (str(host_type) if host_type else None)
 
@@ -105,6 +107,8 @@ class Agent:
                                             node_attributes=attribution.node_attributes,
                                             device_info=attribution.device_info, stats=self.stats)
         if self._extra_readers:
+            from opentelemetry.sdk.metrics import MeterProvider
+
             self.meter_provider = MeterProvider(resource=resource, metric_readers=self._extra_readers,
                                                 views=_sdk_self_metrics_views())
             self.instrumentor.instrument(self.meter_provider)

@@ -63,8 +63,21 @@ class Context:
                               env=dict(self.environ))
 
 
+SDK_EXPORTER = "otel-sdk"
+
+
 def _uses(context: Context, exporter: str) -> bool:
-    return exporter in context.config.exporters
+    """Whether the agent sends with ``exporter``: named in ``exporters``, or a reader of the otel-sdk path
+    that ``OTEL_METRICS_EXPORTER`` names (its OTLP reader sends to the same collector, its Prometheus reader
+    is served on the same ``prometheus.address``). A bad ``OTEL_METRICS_EXPORTER`` is a ConfigError."""
+    exporters = context.config.exporters
+    if exporter in exporters:
+        return True
+    if SDK_EXPORTER not in exporters or exporter not in ("otlp", "prometheus"):
+        return False
+    from otel_efa.exporters.sdk_readers import chosen_exporters
+
+    return exporter in chosen_exporters(context.environ)
 
 
 def check_devices(context: Context) -> Result:
@@ -163,11 +176,11 @@ def otlp_endpoint(config: Config, environ: Mapping[str, str]) -> Tuple[str, int]
 
 
 def check_collector(context: Context) -> Result:
-    if not _uses(context, "otlp"):
-        return Result(SKIP, "otlp exporter not configured")
     import socket
 
     try:
+        if not _uses(context, "otlp"):
+            return Result(SKIP, "otlp exporter not configured")
         host, port = otlp_endpoint(context.config, context.environ)
     except ConfigError as e:
         return Result(FAIL, f"the agent cannot start its OTLP exporter: {e}",
@@ -327,6 +340,9 @@ def run_checks(context: Context, checks: Tuple[Check, ...] = CHECKS) -> List[Tup
     for name, check in checks:
         try:
             result = check(context)
+        except ConfigError as e:  # a setting the agent would refuse at start-up (OTEL_METRICS_EXPORTER, say)
+            result = Result(FAIL, f"the agent would refuse its settings: {e}",
+                            f"correct {e.key} (in {CONFIG_FILE} or the service's environment), then {RESTART}")
         except Exception as e:  # a broken check is a finding, not a crash of the doctor
             result = Result(FAIL, f"check crashed: {type(e).__name__}: {e}",
                             "report it with the output of: otel-efa doctor")
