@@ -58,14 +58,15 @@ def test_help_imports_no_command_and_no_heavy_library(tmp_path):
 
 
 def test_a_fast_path_run_imports_neither_boto3_nor_the_sdk_it_does_not_use(tmp_path):
-    """``run --exporters prometheus,otlp``: gRPC for OTLP, no boto3 (CloudWatch), no OTel SDK metrics or
-    SDK exporters (otel-sdk), no YAML (no config file). The OTLP endpoint is a closed loopback port."""
+    """``run --exporters prometheus,otlp``: gRPC for OTLP over h2 (no grpcio), no boto3 (CloudWatch), no OTel
+    SDK metrics or SDK exporters (otel-sdk), no YAML (no config file). The OTLP endpoint is a closed loopback
+    port."""
     modules = _imported_by(
         tmp_path, ["run", "--simulate", "p4d.24xlarge", "--exporters", "prometheus,otlp", "--prometheus-address",
          f"127.0.0.1:{free_port()}", "--count", "1", "--interval", "0.05", "--log-level", "error"],
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}")
-    assert "grpc" in modules and "otel_efa.exporters.prometheus" in modules  # what it does use
-    assert _under(modules, ("boto3", "botocore", "opentelemetry.sdk.metrics", "opentelemetry.exporter", "yaml",
+    assert "h2" in modules and "otel_efa.exporters.prometheus" in modules  # what it does use
+    assert _under(modules, ("grpc", "boto3", "botocore", "opentelemetry.sdk.metrics", "opentelemetry.exporter", "yaml",
                             "otel_efa.tools.doctor", "otel_efa.tools.deploy", "otel_efa.artifacts")) == []
 
 

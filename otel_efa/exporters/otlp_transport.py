@@ -1,11 +1,10 @@
 """Sending one serialized ExportMetricsServiceRequest (otlp_encoder.py makes the bytes): gRPC (the
 MetricsService's Export method, the bytes as they are) or http/protobuf (a POST of the bytes). One attempt
 per call and no retry loop: temporality is cumulative, so the next interval's export carries whole totals
-(see otlp.py). grpc is imported only when the gRPC sender is made, so the agent starts fast without it.
+(see otlp.py). gRPC is spoken by grpc_client.py (pure Python over h2), not grpcio.
 """
 import gzip
 import http.client
-import os
 import ssl
 import time
 import urllib.error
@@ -13,6 +12,7 @@ import urllib.request
 from typing import List, Optional
 from urllib.parse import urlparse
 
+from otel_efa import __version__
 from otel_efa.exporters.protobuf_wire import DecodeError, ExportResponse, parse_export_response
 
 
@@ -55,61 +55,55 @@ def read_capped(reply, deadline: float, cap: int = REPLY_BODY_CAP) -> bytes:
             raise ExportFailed("the reply body was still coming at the OTLP timeout")
 
 
-# gRPC waits up to 120 s between reconnection attempts after a long outage, failing every export meanwhile;
-# a collector on the node that comes back should get the next interval's export, so retry sooner.
+# The otel-sdk path's grpcio channel (sdk_readers.py): gRPC waits up to 120 s between reconnection attempts
+# after a long outage, failing every export meanwhile; a collector on the node that comes back should get
+# the next interval's export, so retry sooner. (The fast path's GrpcSender connects anew at the next export.)
 GRPC_CHANNEL_OPTIONS = (("grpc.max_reconnect_backoff_ms", 5000),)
-# What opentelemetry-proto's generated MetricsServiceStub calls; without a request serializer gRPC sends the
-# encoder's bytes as they are.
+# What opentelemetry-proto's generated MetricsServiceStub calls; the encoder's bytes are its request.
 GRPC_EXPORT_METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 
 
-def _read(path: Optional[str]) -> Optional[bytes]:
-    if not path:
-        return None
-    with open(path, "rb") as f:
-        return f.read()
+def tls_context(certificate: Optional[str], client_key: Optional[str], client_certificate: Optional[str],
+                alpn: Optional[List[str]] = None) -> ssl.SSLContext:
+    """Verifies the collector with ``certificate`` (a CA bundle; None: the system's) and, for mutual TLS,
+    presents the client key and certificate. The files were checked by otel_efa/otlp_settings.py."""
+    context = ssl.create_default_context(cafile=certificate or None)
+    if client_certificate and client_key:
+        context.load_cert_chain(client_certificate, client_key)
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    return context
 
 
 class GrpcSender:
-    """TLS files were checked by otel_efa/otlp_settings.py; they are read once, here, when the channel is made."""
+    """The MetricsService's Export over HTTP/2 by grpc_client.py (pure Python, h2): no grpcio in the agent,
+    whose C core and threads cost 12-14 MiB of RSS. One connection stays open between exports; after an
+    outage the next export connects anew."""
 
     def __init__(self, endpoint: str, headers, timeout: float, gzip_compression: bool, insecure: bool,
                  certificate: Optional[str] = None, client_key: Optional[str] = None,
                  client_certificate: Optional[str] = None):
-        # gRPC core writes its own INFO lines (a GOAWAY when the collector stops) straight to stderr.
-        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-        # The agent forks (squeue for Slurm job ids) while exports run. gRPC's fork handlers, on by default,
-        # make some of those children abort before exec (grpcio 1.80, the newest for Python 3.9: "epoll_wait
-        # error: Bad file descriptor"); the agent never uses gRPC in a child, so it needs none of them.
-        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-        import grpc
+        from otel_efa.exporters.grpc_client import CallFailed, GrpcChannel  # h2 only where gRPC is spoken
 
-        self._grpc = grpc
-        target = urlparse(endpoint).netloc
-        compression = grpc.Compression.Gzip if gzip_compression else grpc.Compression.NoCompression
-        if insecure:
-            self._channel = grpc.insecure_channel(target, options=GRPC_CHANNEL_OPTIONS, compression=compression)
-        else:
-            credentials = grpc.ssl_channel_credentials(root_certificates=_read(certificate),
-                                                       private_key=_read(client_key),
-                                                       certificate_chain=_read(client_certificate))
-            self._channel = grpc.secure_channel(target, credentials, options=GRPC_CHANNEL_OPTIONS,
-                                                compression=compression)
-        self._export = self._channel.unary_unary(GRPC_EXPORT_METHOD, response_deserializer=parse_export_response)
+        self._call_failed = CallFailed
+        url = urlparse(endpoint)
+        tls = None if insecure else tls_context(certificate, client_key, client_certificate, ["h2"])
+        self._channel = GrpcChannel(url.hostname or "127.0.0.1", url.port or 443, tls,
+                                    f"otel-efa/{__version__} (gRPC over h2)", REPLY_BODY_CAP)
         self._metadata = tuple((key.lower(), value) for key, value in headers)
         self._timeout = timeout
+        self._gzip = gzip_compression
 
     def send(self, body: bytes) -> ExportResponse:
         """``body``: a serialized ExportMetricsServiceRequest."""
         try:
-            return self._export(body, timeout=self._timeout, metadata=self._metadata)
-        except self._grpc.RpcError as e:  # every status, a reply that is no protobuf included (INTERNAL)
-            code = e.code() if hasattr(e, "code") else None
-            details = e.details() if hasattr(e, "details") else str(e)
-            raise ExportFailed(short(f"{code.name if code else 'gRPC error'}: {details}")) from None
-        except ExportFailed:
-            raise
-        except Exception as e:  # whatever else grpc raises: an outage, not a traceback per interval
+            reply = self._channel.unary(GRPC_EXPORT_METHOD, body, self._metadata, self._timeout, self._gzip)
+            return parse_export_response(reply)
+        except self._call_failed as e:  # every status, the peer's and the transport's
+            raise ExportFailed(short(str(e))) from None
+        except DecodeError as e:
+            raise ExportFailed(short(f"INTERNAL: the reply is no ExportMetricsServiceResponse ({e})")) from None
+        except Exception as e:  # a bug's, not a traceback per interval
             raise ExportFailed(problem(e)) from None
 
     def close(self) -> None:
@@ -129,9 +123,7 @@ class HttpSender:
         self._timeout = timeout
         self._context = None
         if endpoint.startswith("https:"):
-            self._context = ssl.create_default_context(cafile=certificate or None)
-            if client_certificate and client_key:
-                self._context.load_cert_chain(client_certificate, client_key)
+            self._context = tls_context(certificate, client_key, client_certificate)
 
     def send(self, body: bytes) -> ExportResponse:
         """``body``: a serialized ExportMetricsServiceRequest."""
