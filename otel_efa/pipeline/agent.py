@@ -8,6 +8,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.metrics.view import DropAggregation, View
 from opentelemetry.sdk.resources import Resource
 
 from otel_efa.config import Config, ConfigError
@@ -22,11 +25,7 @@ from otel_efa.pipeline.instruments import EfaInstrumentor
 from otel_efa.pipeline.stats import AgentStats
 from otel_efa.pipeline.stop_flag import StopFlag
 
-if TYPE_CHECKING:  # the simulator is imported only when a run simulates, the SDK's metrics when a reader needs them
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import MetricReader
-    from opentelemetry.sdk.metrics.view import View
-
+if TYPE_CHECKING:  # the simulator is imported only when a run simulates
     from otel_efa.tools.simulator import Simulator
     from otel_efa.tools.simulator.running import RunningSimulator
 
@@ -42,11 +41,9 @@ def raise_open_file_limit(wanted: int = 65536) -> None:
         rlimit.setrlimit(rlimit.RLIMIT_NOFILE, (target, hard))
 
 
-def _sdk_self_metrics_views() -> List["View"]:
+def _sdk_self_metrics_views() -> List[View]:
     """Keep the SDK's own metrics out of the user's backends unless asked for: releases for Python 3.9
     record them on every reader (newer ones only with OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED)."""
-    from opentelemetry.sdk.metrics.view import DropAggregation, View
-
     if os.environ.get("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "").lower() == "true":
         return []
     return [View(instrument_name="*", meter_name="opentelemetry-sdk", aggregation=DropAggregation())]
@@ -54,7 +51,7 @@ def _sdk_self_metrics_views() -> List["View"]:
 
 class Agent:
     def __init__(self, config: Config, resource: Optional[Resource] = None,
-                 metric_readers: Sequence["MetricReader"] = ()):
+                 metric_readers: Sequence[MetricReader] = ()):
         """``metric_readers``: OTel SDK readers to attach beside the exporters (embedding, tests): their
         instruments serve each Interval the exporters are handed."""
         self.config = config
@@ -107,9 +104,7 @@ class Agent:
         self.instrumentor = EfaInstrumentor(device_attributes=attribution.device_attributes,
                                             node_attributes=attribution.node_attributes,
                                             device_info=attribution.device_info, stats=self.stats)
-        if self._extra_readers:  # the SDK's metrics are imported only then (~30 modules, a few MiB)
-            from opentelemetry.sdk.metrics import MeterProvider
-
+        if self._extra_readers:
             self.meter_provider = MeterProvider(resource=resource, metric_readers=self._extra_readers,
                                                 views=_sdk_self_metrics_views())
             self.instrumentor.instrument(self.meter_provider)
