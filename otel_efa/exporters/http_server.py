@@ -170,18 +170,20 @@ class HttpServer:
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a response is written in a few pieces
+        deadline = _Deadline(asyncio.get_running_loop(), task)  # type: ignore[arg-type]
         clean = False
         try:
             await self._serve(h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head),
-                              reader, writer)
+                              reader, writer, deadline)
             clean = True
         except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, OSError, h11.LocalProtocolError):
             pass  # the client went quiet, hung up or broke the protocol: its connection ends, nothing else
         except asyncio.CancelledError:
-            pass  # stopping
+            pass  # a deadline passed (the client was too slow), or stopping
         except Exception as e:  # a bug of ours: one line, and the server goes on
             log.error("%s: a connection failed: %s: %s", self._name, type(e).__name__, e)
         finally:
+            deadline.disarm()
             self._connections.discard(task)
             if clean:
                 writer.close()
@@ -189,27 +191,28 @@ class HttpServer:
                 writer.transport.abort()
 
     async def _serve(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
+                     writer: asyncio.StreamWriter, deadline: "_Deadline") -> None:
         limits = self.limits
         while True:
-            deadline = loop.time() + limits.read_timeout
+            deadline.arm(limits.read_timeout)
             try:
-                request = await self._read_request(conn, reader, deadline)
+                request = await self._read_request(conn, reader)
             except h11.RemoteProtocolError as e:
-                await self._refuse(conn, reader, writer, e.error_status_hint, str(e))
+                deadline.disarm()
+                await self._refuse(conn, reader, writer, e.error_status_hint, str(e), deadline)
                 return
+            deadline.disarm()
             if request is None:  # the client closed between requests
                 return
             response = await self._handler(request)
-            await self._send(conn, writer, response, loop.time() + limits.write_timeout,
-                             with_body=request.method != "HEAD")
+            deadline.arm(limits.write_timeout)
+            await self._send(conn, writer, response, with_body=request.method != "HEAD")
+            deadline.disarm()
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return  # Connection: close, HTTP/1.0, or a body we did not read to its end
             conn.start_next_cycle()
 
-    async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader,
-                            deadline: float) -> Optional[Request]:
+    async def _read_request(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Optional[Request]:
         """The next request, its body read and dropped; None on a clean close before one began."""
         received = len(conn.trailing_data[0])  # pipelined bytes already in h11's buffer
         request: Optional[h11.Request] = None
@@ -217,7 +220,7 @@ class HttpServer:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                data = await _read(reader, deadline)
+                data = await reader.read(_READ_CHUNK)
                 if request is None:
                     received += len(data)
                 conn.receive_data(data)  # b"" is the end of the stream
@@ -243,49 +246,84 @@ class HttpServer:
                 raise h11.RemoteProtocolError(f"unexpected {type(event).__name__}", 400)
 
     async def _send(self, conn: h11.Connection, writer: asyncio.StreamWriter, response: Response,
-                    deadline: float, with_body: bool = True) -> None:
+                    with_body: bool = True) -> None:
         """The response, its body (unless HEAD: the headers say what GET would send) in pieces, each
-        waiting for the client to take the previous ones, all within ``deadline``."""
+        waiting for the client to take the previous ones (the connection's deadline bounds it all)."""
         headers = [*response.headers, ("Content-Length", str(len(response.body)))]
         pending = [conn.send(h11.Response(status_code=response.status, headers=headers,
                                           reason=HTTPStatus(response.status).phrase.encode()))]
         if with_body and response.body:
-            body = memoryview(response.body)
-            for start in range(0, len(body), _WRITE_CHUNK):
-                piece = body[start:start + _WRITE_CHUNK]  # a view, not a copy: h11 passes any buffer through
-                pending += conn.send_with_data_passthrough(h11.Data(data=piece)) or []  # type: ignore[arg-type]
+            body = memoryview(response.body)  # h11 frames it once: one event, however large the body
+            framed: list = conn.send_with_data_passthrough(h11.Data(data=body)) or []  # type: ignore[arg-type]
+            if len(framed) == 1 and framed[0] is body:  # Content-Length framing: the body as it is, in views
+                framed = [body[start:start + _WRITE_CHUNK] for start in range(0, len(body), _WRITE_CHUNK)]
+            for piece in framed:
+                pending.append(piece)
                 _write(writer, b"".join(pending))  # the head with the first piece: one segment, no Nagle wait
                 pending = []
-                await _drain(writer, deadline)
+                await _drain(writer)
         pending.append(conn.send(h11.EndOfMessage()))
         _write(writer, b"".join(pending))
-        await _drain(writer, deadline)
+        await _drain(writer)
 
     async def _refuse(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                      status: int, reason: str) -> None:
+                      status: int, reason: str, deadline: "_Deadline") -> None:
         """Answer a request we will not serve, then read and drop what the client still sends for a
         moment: closing with unread data resets the connection, and the client would never see why."""
-        loop = asyncio.get_running_loop()
         if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE) or writer.transport.is_closing():
             return
         body = f"{HTTPStatus(status).phrase}: {reason}\n".encode()
         response = Response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")], body)
-        await self._send(conn, writer, response, loop.time() + self.limits.write_timeout)
+        deadline.arm(self.limits.write_timeout)
+        await self._send(conn, writer, response)
         if writer.can_write_eof():
             writer.write_eof()
-        deadline = loop.time() + _LINGER_S
+        deadline.arm(_LINGER_S)
         try:
-            while await _read(reader, deadline):
+            while await reader.read(_READ_CHUNK):
                 pass
-        except asyncio.TimeoutError:
-            pass
+        except asyncio.CancelledError:
+            if not deadline.expired:
+                raise  # stopping
+            deadline.uncancel()
+        deadline.disarm()
 
 
-async def _read(reader: asyncio.StreamReader, deadline: float) -> bytes:
-    remaining = deadline - asyncio.get_running_loop().time()
-    if remaining <= 0:
-        raise asyncio.TimeoutError
-    return await asyncio.wait_for(reader.read(_READ_CHUNK), remaining)
+class _Deadline:
+    """One timer per phase of a connection (reading a request, writing a response): when it fires, the
+    connection's task is cancelled wherever it waits. No task and no timer per read or write, as
+    ``asyncio.wait_for`` around each would make (a scrape had seven of each)."""
+
+    __slots__ = ("_loop", "_task", "_handle", "expired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: "asyncio.Task"):
+        self._loop = loop
+        self._task = task
+        self._handle: Optional[asyncio.TimerHandle] = None
+        self.expired = False
+
+    def arm(self, seconds: float) -> None:
+        """From now, ``seconds`` at most until the phase is over (:meth:`disarm`)."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(self._loop.time() + seconds, self._expire)
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _expire(self) -> None:
+        self._handle = None
+        self.expired = True
+        self._task.cancel()
+
+    def uncancel(self) -> None:
+        """The expiry was handled where it landed: the task goes on (Python 3.11+ counts cancellations)."""
+        self.expired = False
+        uncancel = getattr(self._task, "uncancel", None)
+        if uncancel is not None:
+            uncancel()
 
 
 def _write(writer: asyncio.StreamWriter, data) -> None:
@@ -295,14 +333,12 @@ def _write(writer: asyncio.StreamWriter, data) -> None:
         writer.write(data)
 
 
-async def _drain(writer: asyncio.StreamWriter, deadline: float) -> None:
-    remaining = deadline - asyncio.get_running_loop().time()
-    if remaining <= 0:
-        raise asyncio.TimeoutError
-    await asyncio.wait_for(writer.drain(), remaining)
+async def _drain(writer: asyncio.StreamWriter) -> None:
+    """Wait for the client to take what is buffered (only when something is: a plain await, no task)."""
+    if writer.transport.get_write_buffer_size():
+        await writer.drain()
     if writer.transport.is_closing():
         raise ConnectionResetError("the client closed the connection")
-
 
 def _one_line_exception(loop: asyncio.AbstractEventLoop, context: Dict) -> None:
     """asyncio's own reports (a failed TLS handshake, accept() out of descriptors): one line, no traceback."""

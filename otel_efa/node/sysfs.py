@@ -9,13 +9,13 @@ Layout (linux ``drivers/infiniband/core/sysfs.c``, ``drivers/infiniband/hw/efa/e
     <root>/class/infiniband/<dev>/{node_guid,fw_ver,device -> PCI function}
 
 Counter files are opened once and re-read with ``os.pread(fd, n, 0)`` (counter_files.py); one pass reads every
-counter of every device laid end to end (:class:`_Plan`). Parsing is pure functions (counter_text.py), the
+counter of every device laid end to end (read_plan.py). Parsing is pure functions (counter_text.py), the
 reasons a read fails are read_errors.py's, and a device's PCI identity is read once, at discovery, by
 pci.py. This module discovers the devices and puts each read together (reading.py has its shape).
 """
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from otel_efa import catalog
 from otel_efa.node import efa_devices, pci
@@ -40,6 +40,7 @@ from otel_efa.node.read_errors import (
     ReadError,
     reason_for_oserror,
 )
+from otel_efa.node.read_plan import ReadPlan
 from otel_efa.node.reading import DeviceInfo, DeviceReading, PortReading, Reading
 
 # What other modules have always imported from here.
@@ -175,22 +176,6 @@ def _carry_vanished(old: _Device, new: _Device) -> None:
                 target.fds.append(None)
 
 
-class _Plan:
-    """Every counter file of every device laid end to end, so one pass can read them all."""
-
-    def __init__(self, devices: Iterable[_Device]):
-        self.fds: List[Optional[int]] = []
-        self.names: List[str] = []
-        self.bounds: List[Tuple[int, int]] = []
-        for device in devices:
-            for _, counter_set in device.counter_sets():
-                start = len(self.fds)
-                self.fds.extend(counter_set.fds)
-                self.names.extend(counter_set.names)
-                self.bounds.append((start, len(self.fds)))
-        self.ready = None not in self.fds  # a file that could not be opened takes the careful path
-
-
 class SysfsReader:
     """Finds the EFA devices under ``<root>/class/infiniband`` and reads them, one pass per call.
 
@@ -206,18 +191,29 @@ class SysfsReader:
         self._devices: Dict[str, _Device] = {}
         self._generation = 0
         self._stale: set = set()
-        self._plan: Optional[_Plan] = None
+        self._plan: Optional[ReadPlan] = None
         self._ignored: Dict[str, str] = {}  # RDMA devices that are not EFA -> why
         self._unavailable: Tuple[ReadError, ...] = ()
 
     def read(self) -> Reading:
-        errors: List[ReadError] = []
         self._refresh_devices()
-        for device in self._devices.values():
-            for _, counter_set in device.counter_sets():
-                if counter_set.retry():
-                    self._plan = None
-        at_once = self._read_all_at_once()
+        plan = self._plan or ReadPlan(self._devices.values())
+        if plan.retry():  # counters not available that joined: they are in the next plan
+            plan = ReadPlan(self._devices.values())
+        self._plan = plan
+        devices = plan.read()
+        if devices is None:
+            return self._read_carefully(plan)
+        unavailable = plan.unavailable()
+        if unavailable != self._unavailable:
+            self._unavailable = unavailable
+        return Reading(devices, (), self._unavailable, tuple(self._ignored.items()))
+
+    def _read_carefully(self, plan: ReadPlan) -> Reading:
+        """File by file where needed, saying what failed where; the plan is made anew on the next read
+        (files may have been opened here)."""
+        errors: List[ReadError] = []
+        at_once = plan.counter_sets()
         sets = iter(at_once) if at_once is not None else None
         devices = []
         for device in self._devices.values():
@@ -247,25 +243,11 @@ class SysfsReader:
                 self._stale.add(device.name)
             devices.append(DeviceReading(device.name, device.generation, device_counters, tuple(ports),
                                          device.info))
-        if sets is None:
-            self._plan = None  # the careful pass may have opened files: plan again next time
+        self._plan = None  # the careful pass may have opened files: plan again next time
         unavailable = tuple(why for device in self._devices.values() for why in device.unavailable())
         if unavailable != self._unavailable:
             self._unavailable = unavailable
         return Reading(tuple(devices), tuple(errors), self._unavailable, tuple(self._ignored.items()))
-
-    def _read_all_at_once(self) -> Optional[List[Dict[str, int]]]:
-        """Every counter of every device in three C-level passes (pread, int, min/max), one dict per
-        counter set in :meth:`_Device.counter_sets` order; None when anything is unusual, and the
-        per-set path then says what and where."""
-        plan = self._plan
-        if plan is None:
-            plan = self._plan = _Plan(self._devices.values())
-        values = read_u64s(plan.fds) if plan.ready else None  # type: ignore[arg-type]
-        if values is None:
-            return None
-        names = plan.names
-        return [dict(zip(names[start:end], values[start:end])) for start, end in plan.bounds]
 
     def _refresh_devices(self) -> None:
         try:
@@ -282,11 +264,14 @@ class SysfsReader:
         for name in self._ignored.keys() - present:
             del self._ignored[name]
         present -= self._ignored.keys()
+        unchanged = self._plan is not None and self._plan.dirs_unchanged()  # one pass, before any closes
         for name in list(self._devices):
             device = self._devices[name]
             if name not in present or name in self._stale:
                 self._devices.pop(name).close()
                 self._plan = None
+                continue
+            if unchanged:
                 continue
             states = {directory.check() for directory in device.watched}
             if states == {WatchedDir.SAME}:
@@ -330,6 +315,7 @@ class SysfsReader:
         for device in self._devices.values():
             device.close()
         self._devices.clear()
+        self._plan = None  # its descriptors are closed
 
     def __enter__(self) -> "SysfsReader":
         return self

@@ -20,6 +20,8 @@ Everything else that goes down is a reset. The same bound drops an increase no p
 counter that jumped: a glitch, a value set by hand), which would otherwise be a spike of its own.
 """
 import math
+from itertools import repeat
+from operator import sub, truediv
 from typing import Callable, Dict, FrozenSet, Hashable, Iterable, List, Mapping, Optional, Tuple
 
 U64_RANGE = 1 << 64
@@ -71,6 +73,7 @@ class RateTracker:
     def __init__(self, names: Iterable[str],
                  on_discontinuity: Optional[Callable[[Hashable, List[Discontinuity]], None]] = None):
         self.names: FrozenSet[str] = frozenset(names)
+        self._names = tuple(self.names)  # in the set's order, for the C-level passes of update()
         self.on_discontinuity = on_discontinuity
         self._last: Dict[Hashable, Tuple[Mapping[str, int], float, int]] = {}
 
@@ -87,6 +90,9 @@ class RateTracker:
             return {}
         last_counters, last_time, _ = previous
         elapsed = now - last_time
+        rates = self._usual_rates(counters, last_counters, elapsed, max_per_second)
+        if rates is not None:
+            return rates
         rates = {}
         found: List[Discontinuity] = []
         for name in self.names:
@@ -103,6 +109,21 @@ class RateTracker:
         if found and self.on_discontinuity is not None:
             self.on_discontinuity(key, sorted(found))
         return rates
+
+    def _usual_rates(self, counters: Mapping[str, int], last_counters: Mapping[str, int], elapsed: float,
+                     max_per_second: Optional[float]) -> Optional[Dict[str, float]]:
+        """The rates when every counter is there both times and grew by what the port could carry (what
+        :func:`rate` gives then, in C-level passes); None otherwise, for the loop that looks at each."""
+        names = self._names
+        values = list(map(counters.get, names))
+        lasts = list(map(last_counters.get, names))
+        if not (names and elapsed > 0) or None in values or None in lasts:
+            return None
+        deltas = list(map(sub, values, lasts))
+        if min(deltas) < 0 or (max_per_second is not None and max(deltas) > max_per_second * elapsed):
+            return None
+        rates = dict(zip(names, map(truediv, deltas, repeat(elapsed))))
+        return rates if max(rates.values()) < math.inf else None
 
     def forget(self, keep) -> None:
         """Drop every port not in ``keep`` (devices that went away), so memory stays bounded."""
