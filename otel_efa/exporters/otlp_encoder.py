@@ -24,7 +24,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 from opentelemetry.sdk.resources import Resource
 
 from otel_efa.catalog import Kind, MetricSpec
-from otel_efa.exporters.columns import columns
+from otel_efa.exporters.columns import RecentLayouts, columns
 from otel_efa.exporters.protobuf_wire import (
     FIXED64,
     INT64_MAX,
@@ -90,9 +90,7 @@ class _Layout:
 
     MAX_PACKERS = 4  # value kinds seen per layout: the usual one and the odd huge counter
 
-    def __init__(self, shape: list, attributes: tuple, constants: List[bytes]):
-        self.shape = shape
-        self.attributes = attributes  # held, so that an identity stays the same object's
+    def __init__(self, constants: List[bytes]):
         self.constants = constants
         self.types: Optional[tuple] = None  # the value types of the last export, and their packer
         self.packer: Optional[Tuple[struct.Struct, List[Any]]] = None
@@ -150,7 +148,7 @@ class OtlpEncoder:
         self._resource_field = message_field(1, key_values(1, resource.attributes))  # Resource.attributes
         self._schema_url_field = string_field(3, resource.schema_url or "")
         self._scope_field = message_field(1, string_field(1, scope_name) + string_field(2, scope_version))
-        self._layouts: List[_Layout] = []  # the most recently used first
+        self._layouts = RecentLayouts(self._build, self.MAX_LAYOUTS)
         self._metrics: Dict[str, _MetricTemplate] = {}  # metric name -> its latest part
 
     def encode(self, interval: Interval) -> bytes:
@@ -158,7 +156,7 @@ class OtlpEncoder:
         now = int(interval.snapshot.wall_time * 1e9)
         metrics = interval.metrics
         shape, attributes, values = columns(metrics)
-        layout = self._layout(metrics, shape, attributes)
+        layout = self._layouts.get(metrics, shape, attributes)
         types = tuple(map(type, values))
         if types != layout.types:
             layout.packer = layout.packer_for("".join(["q" if t is int else "d" for t in types]))
@@ -169,18 +167,6 @@ class OtlpEncoder:
             kinds = "".join(map(_kind, values))
             return _pack(layout.packer_for(kinds), now,
                          tuple(v if k == "q" else float(v) for v, k in zip(values, kinds)))
-
-    def _layout(self, metrics, shape: list, attributes: tuple) -> _Layout:
-        layouts = self._layouts
-        for i, layout in enumerate(layouts):
-            if layout.shape == shape and layout.attributes == attributes:
-                if i:
-                    layouts.insert(0, layouts.pop(i))
-                return layout
-        layout = self._build(metrics, shape, attributes)
-        layouts.insert(0, layout)
-        del layouts[self.MAX_LAYOUTS:]
-        return layout
 
     def _build(self, metrics, shape: list, attributes: tuple) -> _Layout:
         encoded: Dict[int, bytes] = {}  # id(attributes) -> its KeyValue fields (the interval holds them meanwhile)
@@ -195,7 +181,7 @@ class OtlpEncoder:
             constants[-1] += part.constants[0]
             constants.extend(part.constants[1:])
         constants[-1] += self._schema_url_field
-        return _Layout(shape, attributes, constants)
+        return _Layout(constants)
 
     def _metric(self, spec: MetricSpec, series, encoded: Dict[int, bytes]) -> _MetricTemplate:
         attributes = tuple(map(_first, series))

@@ -33,7 +33,7 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tup
 
 from otel_efa import names
 from otel_efa.catalog import Kind, MetricSpec, prometheus_name
-from otel_efa.exporters.columns import columns
+from otel_efa.exporters.columns import RecentLayouts, columns
 from otel_efa.pipeline.interval import Interval
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,7 @@ def labels_text(labels: Iterable[Tuple[str, Any]]) -> str:
 class _Template:
     """The page of one set of series: the constant text around the values, the values' places left empty."""
 
-    def __init__(self, shape: list, attributes: tuple, pieces: List[str]):
-        self.shape = shape
-        self.attributes = attributes  # held, so that an identity stays the same object's
+    def __init__(self, pieces: List[str]):
         self.parts: List[Optional[str]] = [None] * (2 * len(pieces) - 1)  # pieces, values between them
         self.parts[0::2] = pieces
 
@@ -128,7 +126,7 @@ class PrometheusRenderer:
         self._names = names.UniqueNames(reserved=(TARGET_INFO,))
         self._prometheus_names: Dict[str, str] = {}  # OTel name -> the Prometheus name it was given
         self._named_specs: tuple = ()  # the registered metrics the names were given for
-        self._templates: List[_Template] = []  # the most recently used first
+        self._templates = RecentLayouts(self._template, self.MAX_TEMPLATES)
         self._metrics: Dict[str, _MetricText] = {}  # metric name -> its latest text
 
     def render(self, interval: Interval) -> bytes:
@@ -136,28 +134,19 @@ class PrometheusRenderer:
             self._name_series(interval.specs)
         metrics = interval.metrics
         shape, attributes, values = columns(metrics)
-        template = self._template(metrics, shape, attributes)
+        template = self._templates.get(metrics, shape, attributes)
         if set(map(type, values)) <= _TYPED and _finite(values):
             return template.fill(map(repr, values))  # an int's repr is its str, a float's round-trips
         return template.fill(map(sample_value, values))
 
     def _template(self, metrics, shape: list, attributes: tuple) -> _Template:
-        templates = self._templates
-        for i, template in enumerate(templates):
-            if template.shape == shape and template.attributes == attributes:
-                if i:
-                    templates.insert(0, templates.pop(i))
-                return template
         labels: Dict[Tuple[int, frozenset], str] = {}  # (id(attributes), label keys) -> "{labels} "
         pieces = [self._target_info]
         for spec, series in metrics:
             text = self._metric(spec, series, labels)
             pieces[-1] += text.pieces[0]
             pieces.extend(text.pieces[1:])
-        template = _Template(shape, attributes, pieces)
-        templates.insert(0, template)
-        del templates[self.MAX_TEMPLATES:]
-        return template
+        return _Template(pieces)
 
     def _metric(self, spec: MetricSpec, series, labels: Dict[Tuple[int, frozenset], str]) -> _MetricText:
         attributes = tuple(map(_first, series))
