@@ -19,13 +19,13 @@ matter less than for wall time), every call on a fresh Interval as after a new c
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from grpc_sink import grpc_sink  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 
@@ -75,24 +75,6 @@ def _prometheus_sdk_reader():
         return PrometheusMetricReader(), REGISTRY
 
 
-_SINK = """
-import sys, time
-from concurrent import futures
-import grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-
-class Sink(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def Export(self, request, context):
-        return metrics_service_pb2.ExportMetricsServiceResponse()
-
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Sink(), server)
-print(server.add_insecure_port("127.0.0.1:0"), flush=True)
-server.start()
-sys.stdin.read()  # until the benchmark closes our stdin
-"""
-
-
 def export_paths(collector: Collector, cycles: int):
     """CPU ms of each export path (see the module docstring), SDK and fast, in one run."""
     from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
@@ -108,32 +90,25 @@ def export_paths(collector: Collector, cycles: int):
     instrumentor.interval(collector.latest)
     renderer = PrometheusRenderer(resource.attributes, "otel_efa", __version__)
     encoder = OtlpEncoder(resource, "otel_efa", __version__)
-    sink = subprocess.Popen([sys.executable, "-c", _SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        port = int(sink.stdout.readline())
-        sender = GrpcSender(f"http://127.0.0.1:{port}", (), 10.0, gzip_compression=False, insecure=True)
-        points = sum(len(p) for _, p in instrumentor.interval(collector.latest).metrics)
+        with grpc_sink() as port:
+            sender = GrpcSender(f"http://127.0.0.1:{port}", (), 10.0, gzip_compression=False, insecure=True)
+            points = sum(len(p) for _, p in instrumentor.interval(collector.latest).metrics)
 
-        def full_cycle():
-            interval = instrumentor.interval(collector.collect())
-            renderer.render(interval)
-            sender.send(encoder.encode(interval))
+            def full_cycle():
+                interval = instrumentor.interval(collector.collect())
+                renderer.render(interval)
+                sender.send(encoder.encode(interval))
 
-        rounds = max(30, cycles // 10)
-        prometheus_sdk, prometheus_fast, otlp_sdk, otlp_fast, full = _median_cpu_ms(
-            lambda: generate_latest(registry),
-            lambda: renderer.render(instrumentor.interval(collector.latest)),
-            lambda: encode_metrics(memory_reader.get_metrics_data()).SerializeToString(),
-            lambda: encoder.encode(instrumentor.interval(collector.latest)),  # the serialized request already
-            full_cycle, cycles=rounds)
-        sender.close()
+            rounds = max(30, cycles // 10)
+            prometheus_sdk, prometheus_fast, otlp_sdk, otlp_fast, full = _median_cpu_ms(
+                lambda: generate_latest(registry),
+                lambda: renderer.render(instrumentor.interval(collector.latest)),
+                lambda: encode_metrics(memory_reader.get_metrics_data()).SerializeToString(),
+                lambda: encoder.encode(instrumentor.interval(collector.latest)),  # the serialized request already
+                full_cycle, cycles=rounds)
+            sender.close()
     finally:
-        sink.stdin.close()
-        try:
-            sink.wait(5)
-        finally:
-            if sink.poll() is None:
-                sink.kill()
         provider.shutdown()
     return points, rounds, prometheus_sdk, prometheus_fast, otlp_sdk, otlp_fast, full
 

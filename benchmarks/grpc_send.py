@@ -21,6 +21,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from grpc_sink import grpc_sink  # noqa: E402
 from opentelemetry.sdk.resources import Resource  # noqa: E402
 
 from otel_efa import __version__  # noqa: E402
@@ -30,23 +31,6 @@ from otel_efa.node.sysfs import SysfsReader  # noqa: E402
 from otel_efa.pipeline.collector import Collector  # noqa: E402
 from otel_efa.pipeline.instruments import EfaInstrumentor  # noqa: E402
 from otel_efa.tools.simulator import Simulator  # noqa: E402
-
-SINK = """
-import sys
-from concurrent import futures
-import grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-
-class Sink(metrics_service_pb2_grpc.MetricsServiceServicer):
-    def Export(self, request, context):
-        return metrics_service_pb2.ExportMetricsServiceResponse()
-
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Sink(), server)
-print(server.add_insecure_port("127.0.0.1:0"), flush=True)
-server.start()
-sys.stdin.read()  # until the benchmark closes our stdin
-"""
 
 # The fresh interpreter of the memory figure: VmRSS (kB) before importing the sender and after one send.
 RSS = """
@@ -147,9 +131,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0)
     args = parser.parse_args()
     body = export_body(args.profile)
-    sink = subprocess.Popen([sys.executable, "-c", SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(sink.stdout.readline())
+    with grpc_sink() as port:
         endpoint = f"http://127.0.0.1:{port}"
         here = os.path.dirname(os.path.abspath(__file__))
         memory = {}
@@ -171,9 +153,6 @@ def main() -> None:
             results[gzip] = side_by_side(senders, body, args.rounds)
             for sender in senders.values():
                 sender.close()
-    finally:
-        sink.stdin.close()
-        sink.wait(10)
     print(f"body: a {args.profile} export, {len(body)} bytes; {args.rounds} rounds; load {os.getloadavg()[0]:.2f}")
     for gzip, figures in results.items():
         for name, (cpu_ms, wall_ms) in figures.items():
