@@ -15,6 +15,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
 
+import pytest
+
 IDENTITY_PATH = "/latest/dynamic/instance-identity/document"
 HOSTNAME_PATH = "/latest/meta-data/hostname"
 INSTANCE_ID_PATH = "/latest/meta-data/instance-id"
@@ -98,3 +100,12 @@ class FakeImds:
         self.server.server_close()
 
     stop = close
+
+
+@pytest.fixture
+def imds(monkeypatch):
+    """A FakeImds that the agent and its libraries find (AWS_EC2_METADATA_SERVICE_ENDPOINT)."""
+    server = FakeImds()
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.endpoint)
+    yield server
+    server.close()

@@ -10,7 +10,7 @@ declared context attribute must show up on some point of its scope (so a declara
 import urllib.request
 
 import pytest
-from fake_imds import FakeImds
+from fake_imds import imds  # noqa: F401 (a fixture)
 from opentelemetry.sdk.resources import Resource
 from otlp_receiver import HttpReceiver, points
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,14 +27,6 @@ BROKEN_COUNTER = "future_pkts"  # holds no number: a read error with a reason
 SCOPE_LABELS = {"otel_scope_name", "otel_scope_version", "otel_scope_schema_url"}
 # efa_device_info leaves these out where a device has no such accelerators (otel_efa/node/topology.py).
 ACCELERATOR_ATTRIBUTES = {catalog.ATTR_GPUS, catalog.ATTR_GPU_PCI_ADDRESSES, catalog.ATTR_NEURON_DEVICES}
-
-
-@pytest.fixture
-def imds(monkeypatch):
-    server = FakeImds()
-    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.endpoint)
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -1,9 +1,8 @@
 """ENI attribution: gids/0 -> MAC -> IMDSv2 interface-id, against a fake IMDSv2 server on loopback."""
 import urllib.request
 
-import pytest
 from conftest import free_port
-from fake_imds import FakeImds
+from fake_imds import FakeImds, imds  # noqa: F401 (imds: a fixture)
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import wait_until
@@ -19,14 +18,6 @@ from otel_efa.tools.simulator.tree import link_local_from_mac
 
 def _eni(index: int) -> str:
     return f"eni-0a1b2c3d4e5f{index:05x}"
-
-
-@pytest.fixture
-def imds(monkeypatch):
-    server = FakeImds()
-    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.endpoint)
-    yield server
-    server.close()
 
 
 def test_mac_round_trips_through_the_kernels_link_local_address():

@@ -5,7 +5,6 @@ connection kept, statuses, restarts and GOAWAY, TLS and mutual TLS, metadata. Pe
 are test_grpc_client_peers.py's.
 """
 import os
-import socket
 import threading
 import time
 from concurrent import futures
@@ -15,6 +14,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from otlp_receiver import GrpcReceiver
+from tcp_relay import TcpRelay
 from tls_certs import make_pki
 from waiting import wait_until
 
@@ -33,59 +33,6 @@ def request_of_size(size: int) -> Request:
 
 def sender(endpoint: str, timeout: float = 5.0, gzip: bool = False, headers=(), **tls) -> GrpcSender:
     return GrpcSender(endpoint, headers, timeout, gzip, insecure=not endpoint.startswith("https"), **tls)
-
-
-class Relay:
-    """A TCP relay in front of a server: counts the connections and keeps the bytes each side sent."""
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.connections = 0
-        self.requests = bytearray()
-        self.replies = bytearray()
-        self._sockets: List[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            self.connections += 1
-            self._sockets += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, self.requests), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, self.replies), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket, kept: bytearray) -> None:
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                kept += data
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.listener.close()
-        for s in self._sockets:
-            s.close()
 
 
 @pytest.fixture
@@ -150,7 +97,7 @@ def test_gzip_both_ways_and_one_connection_for_every_export():
     server.port = server.server.add_insecure_port("127.0.0.1:0")
     server.server.start()
     server.reply.partial_success.error_message = reply_text
-    relay = Relay(server.port)
+    relay = TcpRelay(server.port)
     request = request_of_size(20 * 1024)
     grpc_sender = sender(relay.endpoint, gzip=True)
     try:
@@ -243,7 +190,7 @@ def test_a_graceful_goaway_during_an_export_lets_it_finish():
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
     server, port = _server(slow)
-    relay = Relay(port)
+    relay = TcpRelay(port)
     grpc_sender = sender(relay.endpoint)
     outcome: List[object] = []
     thread = threading.Thread(target=lambda: outcome.append(send_or_fail(grpc_sender)))

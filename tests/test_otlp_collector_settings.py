@@ -9,16 +9,15 @@ must reach the agent's log as one warning line, no traceback.
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
 from collector_process import CollectorProcess, versions
 from netns import isolated_network
+from tcp_relay import TcpRelay
 from tls_certs import make_pki
 from waiting import wait_until
 
@@ -193,70 +192,6 @@ def test_bearer_token_in_otel_exporter_otlp_headers(version, protocol, node, tmp
             collector.stop()
 
 
-class CountingRelay:
-    """A TCP relay in front of the collector counting the bytes the agent sends: what crossed the wire,
-    which is the only place gRPC's message compression shows (the receiver decompresses before anything
-    else sees the request)."""
-
-    def __init__(self, target_port: int):
-        self.target_port = target_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sent = 0
-        self._lock = threading.Lock()
-        self._sockets: List[socket.socket] = []
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:  # the collector is gone (the test is ending): the agent sees a refusal
-                client.close()
-                continue
-            self._sockets += [client, upstream]
-            for source, sink, counted in ((client, upstream, True), (upstream, client, False)):
-                thread = threading.Thread(target=self._pump, args=(source, sink, counted), daemon=True)
-                self._threads.append(thread)
-                thread.start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, counted: bool) -> None:
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                if counted:
-                    with self._lock:
-                        self.sent += len(data)
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def take(self) -> int:
-        """Bytes sent since the last take(), once every connection has ended."""
-        wait_until(lambda: all(not t.is_alive() for t in self._threads[1:]), 15, "the relay's connections to end")
-        with self._lock:
-            sent, self.sent = self.sent, 0
-        return sent
-
-    def stop(self) -> None:
-        self.listener.close()
-        for s in self._sockets:
-            s.close()
-
-
 def _exports(log: str) -> int:
     return log.count("ResourceMetrics #0")
 
@@ -269,7 +204,7 @@ def test_gzip_from_otel_exporter_otlp_compression(version, protocol, node, tmp_p
     receiver = _receiver(protocol, **({"compression_algorithms": ["gzip"]} if protocol != "grpc" else {}))
     with isolated_network():
         collector = CollectorProcess(_collector_config(receiver), version)
-        relay = CountingRelay(PORTS[protocol])
+        relay = TcpRelay(PORTS[protocol])
         try:
             run = Run(tmp_path, node, collector)
             through_relay = {"OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
@@ -281,10 +216,10 @@ def test_gzip_from_otel_exporter_otlp_compression(version, protocol, node, tmp_p
                 if compression == "none" and protocol != "grpc":
                     line = run.expect_refusal(environ)
                     assert "HTTP 400" in line, line
-                    relay.take()  # the refused attempts are not the gzip run's
+                    relay.take_requests()  # the refused attempts are not the gzip run's
                     continue
                 run.expect_arrival(environ)
-                sent, exports = relay.take(), _exports(collector.log()) - before
+                sent, exports = relay.take_requests(), _exports(collector.log()) - before
                 assert exports >= 1
                 per_export[compression] = sent / exports
                 if compression == "none":  # the next run must bring a new arrival, not find this one
