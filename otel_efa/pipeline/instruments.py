@@ -15,6 +15,7 @@ metric's points ``map`` and ``zip`` over them, C loops with no Python per point.
 import dataclasses
 import logging
 from itertools import repeat
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
@@ -235,9 +236,9 @@ class EfaInstrumentor:
         value_of = _PORT_GAUGE_VALUES.get(spec.name)
         kernel_name = spec.kernel_name or ""  # every port and device counter has one
         if spec.scope is catalog.Scope.PORT and spec.kind is Kind.COUNTER:
-            return self._port_counter_points(kernel_name)
+            return self._keyed_points("port_counters", "port_attributes", kernel_name)
         if spec.name in catalog.RATE_SOURCES:
-            return self._port_rate_points(catalog.RATE_SOURCES[spec.name])
+            return self._keyed_points("port_rates", "port_attributes", catalog.RATE_SOURCES[spec.name])
         if value_of is not None:
             return self._port_points(value_of)
         if spec.name == catalog.DEVICE_INFO.name:
@@ -247,7 +248,7 @@ class EfaInstrumentor:
         if spec.scope is catalog.Scope.NODE:
             return self._node_points(_NODE_VALUES[spec.name])
         if spec.scope is catalog.Scope.DEVICE:
-            return self._device_counter_points(kernel_name)
+            return self._keyed_points("device_counters", "device_attributes", kernel_name)
         return _AGENT_POINTS[spec.name](self)
 
     def _port_points(self, value_of: Callable[[PortSnapshot], Optional[float]]) -> PointsOf:
@@ -256,22 +257,14 @@ class EfaInstrumentor:
             return pairs(rows.port_attributes, list(map(value_of, rows.ports)))
         return points
 
-    def _port_rate_points(self, kernel_name: str) -> PointsOf:
-        def points(snapshot: Snapshot) -> List[Point]:
-            rows = self._rows_of(snapshot)
-            return pairs(rows.port_attributes, list(map(dict.get, rows.port_rates, repeat(kernel_name))))
-        return points
+    def _keyed_points(self, values: str, attributes: str, kernel_name: str) -> PointsOf:
+        """Points of one kernel counter (or its rate) from a column of the snapshot's rows: ``values`` names
+        the column of per-row dicts, ``attributes`` the rows' attribute column (snapshot_columns.Rows)."""
+        values_of, attributes_of = attrgetter(values), attrgetter(attributes)
 
-    def _port_counter_points(self, kernel_name: str) -> PointsOf:
         def points(snapshot: Snapshot) -> List[Point]:
             rows = self._rows_of(snapshot)
-            return pairs(rows.port_attributes, list(map(dict.get, rows.port_counters, repeat(kernel_name))))
-        return points
-
-    def _device_counter_points(self, kernel_name: str) -> PointsOf:
-        def points(snapshot: Snapshot) -> List[Point]:
-            rows = self._rows_of(snapshot)
-            return pairs(rows.device_attributes, list(map(dict.get, rows.device_counters, repeat(kernel_name))))
+            return pairs(attributes_of(rows), list(map(dict.get, values_of(rows), repeat(kernel_name))))
         return points
 
     def _device_info_points(self, snapshot: Snapshot) -> Iterator[Point]:
