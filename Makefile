@@ -61,7 +61,7 @@ check: test-venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The suite on two xdist workers, then the end-to-end group in one process: its tests move the test process
+# The suite on four xdist workers, then the end-to-end group in one process: its tests move the test process
 # into network namespaces of its own, which an xdist worker does not survive. The 3.9 leg skips that group.
 END_TO_END ?= yes
 # Python processes start from cached bytecode: the suite starts hundreds of them (workers, agents, the CLI).

@@ -41,19 +41,18 @@ def _temporary_files_in_memory(mounts: str = "/proc/mounts", memory: str = "/dev
         tempfile.tempdir = None  # tempfile caches the directory it chose first
 
 
-# Under pytest-xdist (pyproject.toml: -n 2 --dist loadfile), a module's tests run on one worker, in order,
+# Under pytest-xdist (pyproject.toml: -n 4 --dist loadfile), a module's tests run on one worker, in order,
 # so its module-scoped servers start once. These modules measure the agent's RSS or its missed intervals:
 # they form one group, so they run one after another and never beside each other.
 FOOTPRINT_MODULES = ("test_otlp_garbage.py", "test_otlp_outage.py", "test_soak.py")
 # The groups that take longest (seconds of real time each) go first, so that no worker is left alone
 # with one of them at the end of the run. Only an order: a module missing here runs after these.
-# Measured per module with 2 workers (load 5, 2026-12-02): 115, 66, 60, 46, 29, 25, 25, 23, 22, 22, 22, 19,
-# 19, 17, 15, 15 s.
-LONGEST_FIRST = ("test_parallelcluster_install.py", "footprint", "test_faults_exporters.py", "test_fuzz.py",
-                 "test_doctor.py", "test_docs_commands.py", "test_faults_inputs.py", "test_prometheus_fuzz.py",
-                 "test_cli_manners.py", "test_cloudwatch_exporter.py", "test_cloudwatch_alarms.py",
-                 "test_grafana_dashboard.py", "test_hostile_tree.py", "test_deploy_upload.py",
-                 "test_cloudwatch_dashboard_cost.py", "test_prometheus_e2e.py")
+# Measured per module with 4 workers (three busy loops beside them, 2026-12-03): 66, 51, 51, 25, 17, 17, 17,
+# 16, 15, 15, 12, 11, 10, 10 s.
+LONGEST_FIRST = ("footprint", "test_faults_exporters.py", "test_parallelcluster_install.py",
+                 "test_faults_inputs.py", "test_grafana_dashboard.py", "test_fuzz.py", "test_cloudwatch_exporter.py",
+                 "test_otel_sdk.py", "test_hostile_tree.py", "test_prometheus_e2e.py", "test_doctor.py",
+                 "test_cloudwatch_alarms.py", "test_top.py", "test_deploy_upload.py")
 
 
 def work_group(nodeid: str) -> str:
