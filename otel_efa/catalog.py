@@ -23,7 +23,11 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from otel_efa import names
-from otel_efa.metric_spec import Kind, MetricSpec, Scope
+
+# Re-exported explicitly (mypy's no_implicit_reexport): callers say catalog.Kind, catalog.MetricSpec, catalog.Scope.
+from otel_efa.metric_spec import Kind as Kind
+from otel_efa.metric_spec import MetricSpec as MetricSpec
+from otel_efa.metric_spec import Scope as Scope
 from otel_efa.metric_spec import prometheus_name as prometheus_name  # for callers of catalog.prometheus_name
 
 ATTR_DEVICE = "aws.efa.device"

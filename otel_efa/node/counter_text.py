@@ -4,7 +4,7 @@ Pure functions over bytes and text, tested and fuzzed alone (tests/test_sysfs.py
 """
 import math
 import re
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 from otel_efa.node.read_errors import NOT_AVAILABLE, PARSE, CounterValueError
 
@@ -59,7 +59,7 @@ def parse_state(text: str) -> Tuple[Optional[int], str]:
         return None, text.strip()
 
 
-def natural_key(name: str) -> Tuple:
+def natural_key(name: str) -> Tuple[Union[int, str], ...]:
     """``rdmap16s0`` before ``rdmap128s0``, ``efa_2`` before ``efa_10``. The digit runs are the odd parts
     (str.isdigit() also holds for "¹", which int() refuses: a file of that name stopped every read)."""
     return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name)))

@@ -40,7 +40,7 @@ class ImdsClient:
             f"{self.endpoint}/latest/api/token", method="PUT",
             headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_SECONDS)})
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            token = response.read().decode()
+            token: str = response.read().decode()
         self._token = token
         self._token_expires = time.monotonic() + TOKEN_TTL_SECONDS - 60
         return token
@@ -56,7 +56,7 @@ class ImdsClient:
                 request = urllib.request.Request(f"{self.endpoint}/latest/{path}",
                                                  headers={"X-aws-ec2-metadata-token": self._token or ""})
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    text = response.read().decode()
+                    text: str = response.read().decode()
                 self.reachable = True
                 return text
             except urllib.error.HTTPError as e:

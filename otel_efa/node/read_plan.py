@@ -11,7 +11,7 @@ sysfs.py's careful path then reads file by file and says what failed where.
 import os
 from itertools import repeat
 from operator import attrgetter
-from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
 
 from otel_efa.node.counter_files import CounterSet, read_u64s
 from otel_efa.node.counter_text import parse_state
@@ -93,7 +93,7 @@ class ReadPlan:
                                          for port, rate_text, gid0 in ports), info)
                      for name, generation, info, ports in self._layout)
 
-    def counter_sets(self) -> Optional[List[dict]]:
+    def counter_sets(self) -> Optional[List[Dict[str, int]]]:
         """Every counter of every device in three C-level passes (pread, int, min/max), one dict per
         counter set in device order; None when anything is unusual."""
         values = read_u64s(self.fds) if self.ready else None  # type: ignore[arg-type]

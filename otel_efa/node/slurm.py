@@ -30,7 +30,7 @@ def parse_job_ids(output: str) -> Tuple[str, ...]:
     return tuple(sorted(ids, key=natural_key))
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
     """The process runs in its own session: kill it and whatever it started."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -45,7 +45,7 @@ class SlurmJobs:
         self.command = command
         self.failures = 0  # runs that gave no answer (missing, timed out, failed), for tests and logs
         self._failing = False
-        self._running: Optional[subprocess.Popen] = None
+        self._running: Optional[subprocess.Popen[bytes]] = None
 
     @property
     def argv(self) -> Tuple[str, ...]:

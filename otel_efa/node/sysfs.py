@@ -15,7 +15,7 @@ pci.py. This module discovers the devices and puts each read together (reading.p
 """
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
 from otel_efa import catalog
 from otel_efa.node import efa_devices, pci
@@ -190,7 +190,7 @@ class SysfsReader:
         self.class_dir = os.path.join(root, "class", "infiniband")
         self._devices: Dict[str, _Device] = {}
         self._generation = 0
-        self._stale: set = set()
+        self._stale: Set[str] = set()
         self._plan: Optional[ReadPlan] = None
         self._ignored: Dict[str, str] = {}  # RDMA devices that are not EFA -> why
         self._unavailable: Tuple[ReadError, ...] = ()
@@ -320,5 +320,5 @@ class SysfsReader:
     def __enter__(self) -> "SysfsReader":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -10,7 +10,7 @@ Only ``lstat``/``stat`` and directory listings: nothing is opened, so nothing he
 """
 import os
 import stat
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional
 
 HOW_TO_ALLOW = "--allow-untrusted-sysfs (config key allow_untrusted_sysfs: true)"
 
@@ -35,7 +35,7 @@ def _paths(root: str) -> Iterator[str]:
                 yield from (os.path.join(directory, name) for name in _list(directory))
 
 
-def _list(directory: str):
+def _list(directory: str) -> List[str]:
     try:
         return sorted(os.listdir(directory))
     except OSError:

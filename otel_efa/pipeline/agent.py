@@ -6,6 +6,7 @@ import signal
 import tempfile
 import threading
 import time
+from types import FrameType
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from otel_efa.config import Config, ConfigError
@@ -62,7 +63,7 @@ class Agent:
         self._resource = resource
         self._simulator: Optional[Simulator] = None
         self._simulation: Optional[RunningSimulator] = None
-        self._simulation_dir: Optional[tempfile.TemporaryDirectory] = None
+        self._simulation_dir: Optional[tempfile.TemporaryDirectory[str]] = None
         self.collector: Optional[Collector] = None
         self.exporters: List[Exporter] = []
         self.meter_provider: Optional[MeterProvider] = None
@@ -190,7 +191,7 @@ class Agent:
 
 def install_signal_handlers(agent: Agent) -> None:
     """SIGTERM/SIGINT: flush and exit 0. SIGHUP: noted, nothing to reload (the log file reopens itself)."""
-    def stop(signum, _frame):
+    def stop(signum: int, _frame: Optional[FrameType]) -> None:
         log.info("%s: flushing and stopping", signal.Signals(signum).name)
         agent.stop()
 

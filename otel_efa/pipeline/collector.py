@@ -1,7 +1,7 @@
 """One sysfs pass per interval turned into a Snapshot that every exporter shares."""
 import logging
 import time
-from typing import Dict, Hashable, List, Optional, Set, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Set, Tuple
 
 from otel_efa import catalog
 from otel_efa.names import escape
@@ -30,7 +30,7 @@ class Collector:
     """
 
     def __init__(self, reader: SysfsReader, instance_type: Optional[str] = None,
-                 clock=time.monotonic, wall_clock=time.time):
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time):
         self.reader = reader
         self.instance_type = instance_types.lookup(instance_type)
         self._instance_type_name = instance_type
@@ -76,7 +76,7 @@ class Collector:
     def _build(self, reading: Reading, now: float) -> Tuple[DeviceSnapshot, ...]:
         update = self._rates.update
         max_growth = self._max_counter_growth
-        live_keys: Set = set()
+        live_keys: Set[Tuple[str, str]] = set()
         devices = []
         for device in reading.devices:
             ports = []

@@ -17,7 +17,7 @@ import logging
 from itertools import repeat
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
+from typing import AbstractSet, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
@@ -41,6 +41,9 @@ DeviceAttributes = Callable[[str], Dict[str, str]]
 NodeAttributes = Callable[[], Dict[str, str]]
 # The efa_device_info attributes of a device (its topology), or None while unknown.
 DeviceInfoAttributes = Callable[[str], Optional[Dict[str, str]]]
+
+# The instrumentor's attribute mappings by (device or None, port or "" / "node" / "info").
+AttributeCache = Dict[Tuple[Optional[str], str], Dict[str, str]]
 
 NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})  # one object for every point without attributes
 
@@ -75,9 +78,9 @@ class EfaInstrumentor:
         # Instrument names handed out; case-insensitive, as the API compares them (and the SDK would
         # merge efa_RX_bytes into efa_rx_bytes, callbacks lost).
         self._names = names.UniqueNames(str.lower)
-        self._attribute_cache: Dict[Tuple[Optional[str], str], Dict[str, str]] = {}
+        self._attribute_cache: AttributeCache = {}
         self._balance: Tuple[Optional[Snapshot], RailBalance] = (None, RailBalance(None, None))
-        self._rows: Tuple[Optional[Snapshot], Optional[dict], Rows] = (None, None, NO_ROWS)
+        self._rows: Tuple[Optional[Snapshot], Optional[AttributeCache], Rows] = (None, None, NO_ROWS)
         self._failing: Set[str] = set()  # metrics whose definition raised, logged once until it works again
         self._series_version = 0
         self.latest: Optional[Interval] = None  # the last Interval built: what the OTel instruments serve
@@ -141,7 +144,8 @@ class EfaInstrumentor:
                 self._register_unknown(port.counters.keys() - self._seen_port_counters,
                                        self._seen_port_counters, catalog.port_counter_spec)
 
-    def _register_unknown(self, kernel_names, seen: Set[str], spec_of) -> None:
+    def _register_unknown(self, kernel_names: AbstractSet[str], seen: Set[str],
+                          spec_of: Callable[[str], MetricSpec]) -> None:
         for kernel_name in sorted(kernel_names):  # usually none: set arithmetic in C keeps that cheap
             seen.add(kernel_name)
             spec = spec_of(kernel_name)

@@ -22,7 +22,7 @@ counter that jumped: a glitch, a value set by hand), which would otherwise be a 
 import math
 from itertools import repeat
 from operator import sub, truediv
-from typing import Callable, Dict, FrozenSet, Hashable, Iterable, List, Mapping, Optional, Tuple
+from typing import Callable, Container, Dict, FrozenSet, Hashable, Iterable, List, Mapping, Optional, Tuple
 
 U64_RANGE = 1 << 64
 WRAP_FLOOR = 1 << 63  # a counter below this that goes down was reset, not wrapped
@@ -125,7 +125,7 @@ class RateTracker:
         rates = dict(zip(names, map(truediv, deltas, repeat(elapsed))))
         return rates if max(rates.values()) < math.inf else None
 
-    def forget(self, keep) -> None:
+    def forget(self, keep: Container[Hashable]) -> None:
         """Drop every port not in ``keep`` (devices that went away), so memory stays bounded."""
         for key in [k for k in self._last if k not in keep]:
             del self._last[key]

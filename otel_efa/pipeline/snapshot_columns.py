@@ -4,7 +4,7 @@ Laid out once per Snapshot: the ports and devices, their attribute mappings, and
 dictionaries, each a tuple in the Snapshot's order. A metric's points are then ``map`` and ``zip`` over
 these columns, C loops with no Python per point (a p5.48xlarge has about 1,400 points an interval).
 """
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union, cast
 
 from otel_efa.pipeline.snapshot import PortSnapshot, Snapshot
 
@@ -37,8 +37,9 @@ def rows(snapshot: Snapshot, port_attributes: Callable[[PortSnapshot], Dict[str,
                 device_counters=tuple(device.counters for device in devices))
 
 
-def counter_value(value: int) -> Union[int, float]:
-    """A kernel u64 as an OTel observation: the int itself up to 2**63-1, a float above.
+def counter_value(value: float) -> Union[int, float]:
+    """A kernel u64 as an OTel observation: the int itself up to 2**63-1, a float above (a gauge's float,
+    which :func:`pairs` passes too, stays as it is).
 
     OTLP's ``NumberDataPoint.as_int`` is an int64: one value above it makes the encoder raise, and the
     whole export (every metric of the node) is lost. Above 2**63-1 the value goes out as ``as_double``
@@ -52,14 +53,14 @@ def counter_value(value: int) -> Union[int, float]:
     return value if value <= INT64_MAX else float(value)
 
 
-def pairs(attributes: Tuple[Dict[str, str], ...], values: list) -> List[Point]:
+def pairs(attributes: Tuple[Dict[str, str], ...], values: List[Optional[float]]) -> List[Point]:
     """(attributes, value) of every value that is not None, a value above 2**63-1 as a float (counter_value).
 
     The common case, every value there and in int64, is two C loops: ``max`` (it raises TypeError on a
     None among ints and floats) and ``zip``.
     """
     try:
-        if max(values) <= INT64_MAX:
+        if max(cast("List[float]", values)) <= INT64_MAX:  # a None raises: the cast only tells mypy
             return list(zip(attributes, values))
     except (TypeError, ValueError):  # a None among them; no values at all
         pass
