@@ -41,6 +41,25 @@ def resource_attributes(request) -> Dict[str, Any]:
     return attributes
 
 
+def metrics_with_points(scope_metrics) -> List[Tuple[tuple, Dict[FrozenSet[Tuple[str, bytes]], Tuple[str, Any]]]]:
+    """Every metric of one ScopeMetrics in order, as (header, points), for comparing two encoders' requests:
+    the header is (name, description, unit, data kind, is_monotonic, temporality); the points map each
+    point's attributes (key, serialized AnyValue) to (value field, value)."""
+    found = []
+    for metric in scope_metrics.metrics:
+        kind = metric.WhichOneof("data")
+        data = getattr(metric, kind)
+        header = (metric.name, metric.description, metric.unit, kind,
+                  getattr(data, "is_monotonic", None), getattr(data, "aggregation_temporality", None))
+        points = {}
+        for point in data.data_points:
+            attributes = frozenset((kv.key, kv.value.SerializeToString()) for kv in point.attributes)
+            field = point.WhichOneof("value")
+            points[attributes] = (field, getattr(point, field))
+        found.append((header, points))
+    return found
+
+
 def points(request) -> List[Point]:
     found = []
     for resource_metrics in request.resource_metrics:

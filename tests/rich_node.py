@@ -23,6 +23,15 @@ RESOURCE = Resource.create({"service.name": "otel-efa", "host.id": "i-0123", "de
                             "k8s-node/name": "n1", "9lives": "cat"})
 
 
+def assert_rich(samples: Dict[tuple, float]) -> None:
+    """Parsed Prometheus samples ({(name, labels): value}) hold what makes the node rich, so that a comparison
+    of two pages was not between two poor ones: the counter the catalog does not know, the one at 2**64-1
+    and the odd text."""
+    assert any(name == "efa_future_bytes_total" for name, _ in samples)
+    assert float(HUGE) in samples.values()
+    assert any(dict(labels).get("aws_efa_gpus") == ODD_TEXT for _, labels in samples)
+
+
 class RichNode:
     def __init__(self, simulator, huge: bool = True):
         """``huge=False`` leaves out the counter at 2**64-1 (the SDK's OTLP encoder cannot encode it)."""

@@ -17,9 +17,9 @@ import urllib.request
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from otlp_receiver import GrpcReceiver, HttpReceiver
+from otlp_receiver import GrpcReceiver, HttpReceiver, metrics_with_points
 from prometheus_client.parser import text_string_to_metric_families
-from rich_node import HUGE, ODD_TEXT, PROFILE, RESOURCE, RichNode
+from rich_node import PROFILE, RESOURCE, RichNode, assert_rich
 
 from otel_efa import __version__
 from otel_efa.config import Config, OtlpConfig, PrometheusConfig
@@ -41,19 +41,9 @@ def decoded(request):
     assert len(ours) == 1
     others = [m.name for s in resource_metrics.scope_metrics if s.scope.name != "otel_efa" for m in s.metrics]
     assert not others  # the SDK's metrics about itself stay out (as on the agent's own MeterProvider)
-    metrics = {}
-    for metric in ours[0].metrics:
-        kind = metric.WhichOneof("data")
-        data = getattr(metric, kind)
-        header = (metric.name, metric.description, metric.unit, kind,
-                  getattr(data, "is_monotonic", None), getattr(data, "aggregation_temporality", None))
-        points = {}
-        for point in data.data_points:
-            attributes = frozenset((kv.key, kv.value.SerializeToString()) for kv in point.attributes)
-            field = point.WhichOneof("value")
-            points[attributes] = (field, getattr(point, field))
-        assert header not in metrics
-        metrics[header] = points
+    listed = metrics_with_points(ours[0])
+    metrics = dict(listed)
+    assert len(metrics) == len(listed)  # no metric twice
     scope = (ours[0].scope.name, ours[0].scope.version, ours[0].schema_url)
     return resource, resource_metrics.schema_url, scope, metrics
 
@@ -157,7 +147,5 @@ def test_prometheus_pages_of_both_paths_have_the_same_series_and_values(make_sim
         assert sdk_families[name] == family, name
     # The pages held the rich node's series: a counter the catalog does not know, one at 2**64-1, odd text.
     samples = {key: value for _, _, family in fast_families.values() for key, value in family.items()}
-    assert any(name == "efa_future_bytes_total" for name, _ in samples)
-    assert float(HUGE) in samples.values()
-    assert any(dict(labels).get("aws_efa_gpus") == ODD_TEXT for _, labels in samples)
+    assert_rich(samples)
     assert "target_info" in sdk_families and len(samples) > 300

@@ -15,7 +15,7 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from otlp_receiver import GrpcReceiver, HttpReceiver
+from otlp_receiver import GrpcReceiver, HttpReceiver, metrics_with_points
 from rich_node import HUGE, ODD_TEXT, PROFILE, RESOURCE, RichNode
 
 from otel_efa import __version__
@@ -40,19 +40,7 @@ def _decoded(request):
     resource = {kv.key: kv.value for kv in resource_metrics.resource.attributes}
     ours = [s for s in resource_metrics.scope_metrics if s.scope.name == "otel_efa"]  # not the SDK's own
     assert len(ours) == 1
-    metrics = []
-    for metric in ours[0].metrics:
-        kind = metric.WhichOneof("data")
-        data = getattr(metric, kind)
-        header = (metric.name, metric.description, metric.unit, kind,
-                  getattr(data, "is_monotonic", None), getattr(data, "aggregation_temporality", None))
-        points = {}
-        for point in data.data_points:
-            attributes = frozenset((kv.key, kv.value.SerializeToString()) for kv in point.attributes)
-            field = point.WhichOneof("value")
-            points[attributes] = (field, getattr(point, field))
-        metrics.append((header, points))
-    return resource, (ours[0].scope.name, ours[0].scope.version), metrics
+    return resource, (ours[0].scope.name, ours[0].scope.version), metrics_with_points(ours[0])
 
 
 def test_same_metrics_points_attributes_and_values_as_the_sdk_encoder(make_simulator):
