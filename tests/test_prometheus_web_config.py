@@ -51,7 +51,9 @@ def secured(pki, tmp_path_factory):
                            agent_environment(), tmp_path_factory.mktemp("agent") / "stderr")
     process.port = port
     process.context = ssl.create_default_context(cafile=str(pki.ca))
-    process.expect(lambda: _get(process, auth=("prometheus", PASSWORD))[0] == 200, "the TLS endpoint")
+    # Serving, and past the first collection: before it the page has target_info only.
+    process.expect(lambda: b"efa_rx_bytes" in (_get(process, auth=("prometheus", PASSWORD))[2] or b""),
+                   "the TLS endpoint with the first collection's series")
     # A client that connects and never starts its handshake: it waits out the server's read timeout
     # while the module's other tests run (test_idle_tls_handshake_is_dropped reads the verdict).
     process.idle_handshake = EofWatch(connect(port), 15)
